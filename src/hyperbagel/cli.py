@@ -1,0 +1,53 @@
+"""The one entry point: ``hyperbagel <command>``.
+
+Each area of the package registers its own commands through an ``add_commands(subparsers)`` function listed in
+``COMMAND_MODULES``; this file only wires them up and configures logging, which library code never does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from hyperbagel import __version__
+from hyperbagel.errors import HyperBagelError
+
+# Modules exposing ``add_commands(subparsers)``. Order is the order of ``hyperbagel --help``.
+COMMAND_MODULES = [
+    "hyperbagel.world.commands",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hyperbagel", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"hyperbagel {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        result = args.func(args)
+    except HyperBagelError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
