@@ -1,0 +1,103 @@
+"""Checkpoints: safetensors weights under BAGEL's key names + ``config.json``; strict loading by name.
+
+A model folder holds ``config.json`` (``BagelConfig``), ``ema.safetensors`` (the unified model, as BAGEL releases
+it), ``ae.safetensors`` (the FLUX-family autoencoder) and, for Shapes World, ``tokenizer.json``. Nothing is ever
+unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from hyperbagel.errors import HyperBagelError
+from hyperbagel.model.autoencoder import AutoEncoder
+from hyperbagel.model.bagel import Bagel
+from hyperbagel.model.config import BagelConfig
+
+CONFIG_FILE, MODEL_FILE, AE_FILE = "config.json", "ema.safetensors", "ae.safetensors"
+
+
+def build_model(cfg: BagelConfig, device: str | torch.device = "cpu") -> Bagel:
+    with torch.device(device):
+        return Bagel(cfg)
+
+
+def read_tensors(path: str | Path, dtype: torch.dtype | None = torch.float32) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file; floating tensors cast to ``dtype`` (bf16 → fp32 is lossless)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HyperBagelError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            out = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:  # safetensors raises several types for damaged files
+        raise HyperBagelError(f"cannot read {path}: not a valid safetensors file ({err})") from None
+    if dtype is not None:
+        out = {k: v.to(dtype) if v.is_floating_point() else v for k, v in out.items()}
+    return out
+
+
+def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Strict load by name: every key present, none unexpected, every shape equal; the message names them."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(expected[k].shape)}"
+             for k in expected.keys() & tensors.keys() if tensors[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if wrong:
+            parts.append(f"{len(wrong)} with wrong shapes (e.g. {wrong[:3]})")
+        raise HyperBagelError(f"{source} does not match the model: " + "; ".join(parts))
+    module.load_state_dict(tensors, strict=True)
+
+
+def save_module(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    save_file(tensors, str(path), metadata=metadata or {})
+
+
+def save_pretrained(folder: str | Path, model: Bagel, vae: AutoEncoder, extra_files: dict[str, str] | None = None) -> None:
+    """Write a model folder; the config is also embedded in the safetensors metadata."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg_json = model.cfg.to_json()
+    (folder / CONFIG_FILE).write_text(cfg_json + "\n")
+    save_module(model, folder / MODEL_FILE, {"config": cfg_json, "format": "pt"})
+    save_module(vae, folder / AE_FILE, {"format": "pt"})
+    for name, text in (extra_files or {}).items():
+        (folder / name).write_text(text)
+
+
+def load_config(folder: str | Path) -> BagelConfig:
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise HyperBagelError(f"not a model folder: {folder} has no {CONFIG_FILE}")
+    try:
+        return BagelConfig.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError) as err:
+        raise HyperBagelError(f"corrupt {path}: {err}") from None
+
+
+def load_pretrained(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Bagel, AutoEncoder]:
+    """Build on the meta device, then load both weight files strictly (fp32)."""
+    folder = Path(folder)
+    cfg = load_config(folder)
+    model = build_model(cfg, "meta")
+    model.to_empty(device=device)
+    load_state(model, read_tensors(folder / MODEL_FILE), str(folder / MODEL_FILE))
+    with torch.device("meta"):
+        vae = AutoEncoder(cfg.vae)
+    vae.to_empty(device=device)
+    load_state(vae, read_tensors(folder / AE_FILE), str(folder / AE_FILE))
+    return model.eval(), vae.eval()

@@ -1,0 +1,161 @@
+"""Inference contexts and single-block forwards: the building blocks every loop (decoding, sampling) calls.
+
+A ``Context`` is BAGEL's ``{kv_lens, ropes, past_key_values}`` with a batch dimension: the KV cache, a mask of
+which cached positions are real tokens (rows of a batch may differ in length), and each row's next RoPE position.
+Block rules (bagel.md §1.8–1.9): a text block takes consecutive positions and is causal; an image block (ViT or
+VAE, markers included) shares one position, is bidirectional and advances the counter by one; a block being
+denoised attends to the cache but never enters it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from hyperbagel.model.bagel import Bagel
+from hyperbagel.model.kv_cache import KVCache
+from hyperbagel.model.masks import append_mask
+from hyperbagel.model.qwen2_mot import LMOutput
+
+
+@dataclass
+class Context:
+    cache: KVCache
+    valid: Tensor  # [B, T] bool
+    rope: Tensor  # [B] long: the next RoPE position
+
+    @classmethod
+    def empty(cls, model: Bagel, batch: int = 1) -> Context:
+        device = model.vae2llm.weight.device
+        return cls(
+            KVCache(model.cfg.llm.num_layers),
+            torch.zeros(batch, 0, dtype=torch.bool, device=device),
+            torch.zeros(batch, dtype=torch.long, device=device),
+        )
+
+    @property
+    def batch(self) -> int:
+        return self.valid.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.valid.shape[1]
+
+    def copy(self) -> Context:
+        return Context(self.cache.copy(), self.valid.clone(), self.rope.clone())
+
+    def crop(self, length: int) -> None:
+        self.cache.crop(length)
+        self.valid = self.valid[:, :length]
+
+    def select(self, batch_index: Tensor) -> Context:
+        return Context(self.cache.select(batch_index), self.valid[batch_index], self.rope[batch_index])
+
+
+class Forwarder:
+    """Runs blocks through a ``Bagel`` and counts language-model forwards (the NFE the paper reports)."""
+
+    def __init__(self, model: Bagel):
+        self.model = model
+        self.forwards = 0
+        tok = model.cfg.special_tokens
+        self.bos, self.eos, self.soi, self.eoi = tok.bos, tok.eos, tok.start_of_image, tok.end_of_image
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.vae2llm.weight.device
+
+    def _lm(self, ctx: Context, x, positions, gen, mask, update_cache, layer_states=False) -> LMOutput:
+        self.forwards += 1
+        return self.model.lm(x, positions, gen=gen, mask=mask, cache=ctx.cache, update_cache=update_cache,
+                             return_layer_states=layer_states)
+
+    # ----- text -----
+    def prefill_text(self, ctx: Context, rows: list[list[int]], layer_states: bool = False) -> LMOutput:
+        """Append one text block per row (ids already include ``<|im_start|>`` … ``<|im_end|>``)."""
+        if len(rows) != ctx.batch:
+            raise ValueError(f"{len(rows)} text rows for a context of batch {ctx.batch}")
+        lens = torch.tensor([len(r) for r in rows], device=self.device)
+        S = int(lens.max())
+        ids = torch.full((ctx.batch, S), self.eos, dtype=torch.long, device=self.device)
+        for b, r in enumerate(rows):
+            ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+        new_valid = torch.arange(S, device=self.device)[None] < lens[:, None]
+        positions = ctx.rope[:, None] + torch.arange(S, device=self.device)[None]
+        mask = append_mask(ctx.valid, new_valid, causal=True)
+        out = self._lm(ctx, self.model.embed_text(ids), positions, None, mask, True, layer_states)
+        ctx.valid = torch.cat([ctx.valid, new_valid], dim=1)
+        ctx.rope = ctx.rope + lens
+        return out
+
+    def text_forward(
+        self,
+        ctx: Context,
+        ids: Tensor,
+        positions: Tensor,
+        within: Tensor | None = None,
+        update_cache: bool = True,
+        layer_states: bool = False,
+    ) -> LMOutput:
+        """Feed text tokens ``ids [B, S]`` at ``positions [B, S]`` (decoding, verification).
+
+        ``within [S, S]`` is the mask among the new tokens (default causal; a tree's ancestor mask for
+        verification). The caller advances ``ctx.rope``.
+        """
+        B, S = ids.shape
+        if within is None:
+            within = torch.ones(S, S, dtype=torch.bool, device=self.device).tril()
+        past = ctx.valid[:, None, :].expand(B, S, ctx.length)
+        mask = torch.cat([past, within[None].expand(B, S, S)], dim=2)[:, None]
+        out = self._lm(ctx, self.model.embed_text(ids), positions, None, mask, update_cache, layer_states)
+        if update_cache:
+            ctx.valid = torch.cat([ctx.valid, torch.ones(B, S, dtype=torch.bool, device=self.device)], dim=1)
+        return out
+
+    # ----- images -----
+    def _image_block(self, inner: Tensor) -> tuple[Tensor, Tensor]:
+        """Wrap ``inner [B, N, D]`` in the vision markers; return embeddings and the generation mask shape."""
+        B = inner.shape[0]
+        markers = self.model.embed_text(torch.tensor([self.soi, self.eoi], device=self.device))
+        x = torch.cat([markers[0].expand(B, 1, -1), inner, markers[1].expand(B, 1, -1)], dim=1)
+        return x, torch.ones(B, x.shape[1], dtype=torch.bool, device=self.device)
+
+    def _run_image_block(self, ctx: Context, x: Tensor, gen: Tensor | None, update_cache: bool, layer_states: bool):
+        B, S = x.shape[:2]
+        new_valid = torch.ones(B, S, dtype=torch.bool, device=self.device)
+        positions = ctx.rope[:, None].expand(B, S)
+        mask = append_mask(ctx.valid, new_valid, causal=False)
+        out = self._lm(ctx, x, positions, gen, mask, update_cache, layer_states)
+        if update_cache:
+            ctx.valid = torch.cat([ctx.valid, new_valid], dim=1)
+            ctx.rope = ctx.rope + 1
+        return out
+
+    def prefill_vit(self, ctx: Context, pixel_tokens: Tensor, position_ids: Tensor, layer_states: bool = False):
+        """Append one ViT block per row: ``pixel_tokens [B, N, 3·p²]`` (same-size images), ids ``[N]``."""
+        B, N = pixel_tokens.shape[:2]
+        emb = self.model.embed_vit(pixel_tokens.reshape(B * N, -1), position_ids.repeat(B), [N] * B)
+        x, _ = self._image_block(emb.view(B, N, -1))
+        return self._run_image_block(ctx, x, None, True, layer_states)
+
+    def _latent_block(self, latents: Tensor, t: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
+        x, gen = self._image_block(self.model.embed_latents(latents, t, position_ids))
+        gen[:, 0] = gen[:, -1] = False  # the markers are text tokens: understanding weights
+        return x, gen
+
+    def prefill_vae(self, ctx: Context, latents: Tensor, position_ids: Tensor, layer_states: bool = False):
+        """Append a clean VAE block (t = 0, generation expert): ``latents [B, N, P]``."""
+        t = torch.zeros(latents.shape[0], device=self.device)
+        x, gen = self._latent_block(latents, t, position_ids)
+        return self._run_image_block(ctx, x, gen, True, layer_states)
+
+    def velocity(self, ctx: Context, x_t: Tensor, t: Tensor, position_ids: Tensor, layer_states: bool = False):
+        """One denoising forward: the velocity ``[B, N, P]`` of the noised block ``x_t`` at times ``t [B]``.
+
+        Returns ``(v, LMOutput)``; the block never enters the cache.
+        """
+        x, gen = self._latent_block(x_t, t, position_ids)
+        out = self._run_image_block(ctx, x, gen, False, layer_states)
+        return self.model.velocity(out.hidden[:, 1:-1]), out

@@ -1,0 +1,224 @@
+"""The Qwen2-style language model as a mixture of transformers (BAGEL's ``Qwen2MoTDecoderLayer``).
+
+Every per-token module exists twice: the understanding copy (original Qwen2 name) and the generation copy
+(``*_moe_gen``). Tokens are routed by a boolean ``gen`` mask (VAE latent tokens use the generation copy), and all
+tokens meet in one joint attention. Parameter names are BAGEL's, so ``ema.safetensors`` loads by name.
+
+Layout: ``[B, S, D]`` with explicit RoPE positions ``[B, S]`` and an explicit boolean attention mask
+``[B, 1, S, T]`` (True = may attend) over ``[cached keys ‖ new keys]``; see ``masks.py`` for the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hyperbagel.model.kv_cache import KVCache
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    vocab_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    head_dim: int = 0  # 0 → hidden_size // num_heads
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1e6
+    qk_norm: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"LLMConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"LLMConfig.num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+            )
+        if not self.head_dim:
+            if self.hidden_size % self.num_heads:
+                raise ValueError("LLMConfig.hidden_size must be divisible by num_heads when head_dim is 0")
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
+        if self.head_dim % 2:
+            raise ValueError(f"LLMConfig.head_dim must be even for RoPE, got {self.head_dim}")
+
+
+class RMSNorm(nn.Module):
+    """Qwen2's RMSNorm: normalise in fp32, cast back, then scale."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=False)
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def route(x: Tensor, gen: Tensor | None, und_fn: Callable[[Tensor], Tensor], gen_fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """Apply ``und_fn`` to understanding tokens and ``gen_fn`` to generation tokens (``gen`` is ``[B, S]`` bool)."""
+    if gen is None:
+        return und_fn(x)
+    n_gen = int(gen.sum())
+    if n_gen == 0:
+        return und_fn(x)
+    if n_gen == gen.numel():
+        return gen_fn(x)
+    und_out = und_fn(x[~gen])
+    gen_out = gen_fn(x[gen])
+    out = und_out.new_empty(*gen.shape, und_out.shape[-1])
+    out[~gen] = und_out
+    out[gen] = gen_out
+    return out
+
+
+def rope_cos_sin(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Rotate-half RoPE tables for integer positions ``[B, S]`` → cos, sin ``[B, S, head_dim]`` (computed in fp32)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim))
+    freqs = positions.float()[..., None] * inv_freq
+    emb = torch.cat([freqs, freqs], dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """``x`` is ``[B, S, H, d]``; cos/sin ``[B, S, d]``."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+
+
+class MoTAttention(nn.Module):
+    def __init__(self, cfg: LLMConfig):
+        super().__init__()
+        d, hd = cfg.hidden_size, cfg.head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
+        for suffix in ("", "_moe_gen"):
+            setattr(self, f"q_proj{suffix}", nn.Linear(d, cfg.num_heads * hd, bias=True))
+            setattr(self, f"k_proj{suffix}", nn.Linear(d, cfg.num_kv_heads * hd, bias=True))
+            setattr(self, f"v_proj{suffix}", nn.Linear(d, cfg.num_kv_heads * hd, bias=True))
+            setattr(self, f"o_proj{suffix}", nn.Linear(cfg.num_heads * hd, d, bias=False))
+            if cfg.qk_norm:
+                setattr(self, f"q_norm{suffix}", RMSNorm(hd, cfg.rms_norm_eps))
+                setattr(self, f"k_norm{suffix}", RMSNorm(hd, cfg.rms_norm_eps))
+        self.qk_norm = cfg.qk_norm
+
+    def _qkv(self, x: Tensor, suffix: str) -> Tensor:
+        b = x.shape[:-1]
+        q = getattr(self, f"q_proj{suffix}")(x).view(*b, self.num_heads, self.head_dim)
+        k = getattr(self, f"k_proj{suffix}")(x).view(*b, self.num_kv_heads, self.head_dim)
+        v = getattr(self, f"v_proj{suffix}")(x).view(*b, self.num_kv_heads, self.head_dim)
+        if self.qk_norm:
+            q = getattr(self, f"q_norm{suffix}")(q)
+            k = getattr(self, f"k_norm{suffix}")(k)
+        return torch.cat([q, k, v], dim=-2).flatten(-2)
+
+    def forward(
+        self,
+        x: Tensor,
+        gen: Tensor | None,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+        update_cache: bool,
+    ) -> Tensor:
+        B, S, _ = x.shape
+        H, Hkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
+        qkv = route(x, gen, lambda t: self._qkv(t, ""), lambda t: self._qkv(t, "_moe_gen"))
+        qkv = qkv.view(B, S, H + 2 * Hkv, hd)
+        q, k, v = qkv.split([H, Hkv, Hkv], dim=2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if cache is not None:
+            k, v = cache.extend(layer, k, v, store=update_cache)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=H != Hkv)
+        out = out.transpose(1, 2).reshape(B, S, H * hd)
+        return route(out, gen, self.o_proj, self.o_proj_moe_gen)
+
+
+class MoTDecoderLayer(nn.Module):
+    def __init__(self, cfg: LLMConfig):
+        super().__init__()
+        self.self_attn = MoTAttention(cfg)
+        self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+        self.mlp_moe_gen = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.input_layernorm_moe_gen = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm_moe_gen = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, gen, cos, sin, mask, cache, layer, update_cache) -> Tensor:
+        h = route(x, gen, self.input_layernorm, self.input_layernorm_moe_gen)
+        x = x + self.self_attn(h, gen, cos, sin, mask, cache, layer, update_cache)
+        h = route(x, gen, self.post_attention_layernorm, self.post_attention_layernorm_moe_gen)
+        h = route(h, gen, self.mlp, self.mlp_moe_gen)
+        return x + h
+
+
+@dataclass
+class LMOutput:
+    hidden: Tensor  # [B, S, D] after the (routed) final norm
+    layer_states: list[Tensor] | None  # output of every decoder layer, before the final norm
+
+
+class Qwen2Model(nn.Module):
+    def __init__(self, cfg: LLMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(MoTDecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.norm_moe_gen = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        gen: Tensor | None = None,
+        mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        update_cache: bool = True,
+        return_layer_states: bool = False,
+        layers: range | None = None,
+    ) -> LMOutput:
+        """Run embedded tokens ``x [B, S, D]`` through the decoder layers.
+
+        ``gen`` marks generation-expert tokens; ``mask`` is ``[B, 1, S, T+S]`` over cache + new tokens (None: all
+        visible); ``update_cache=False`` attends to the cache without storing the new keys (denoising steps).
+        """
+        cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
+        if gen is not None and not bool(gen.any()):
+            gen = None
+        states = [] if return_layer_states else None
+        for i, layer in enumerate(self.layers):
+            x = layer(x, gen, cos, sin, mask, cache, i, update_cache)
+            if states is not None:
+                states.append(x)
+        return LMOutput(route(x, gen, self.norm, self.norm_moe_gen), states)
+
+
+class Qwen2ForCausalLM(nn.Module):
+    def __init__(self, cfg: LLMConfig):
+        super().__init__()
+        self.model = Qwen2Model(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
