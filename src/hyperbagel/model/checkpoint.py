@@ -67,7 +67,9 @@ def save_module(module: nn.Module, path: str | Path, metadata: dict[str, str] | 
     save_file(tensors, str(path), metadata=metadata or {})
 
 
-def save_pretrained(folder: str | Path, model: Bagel, vae: AutoEncoder, extra_files: dict[str, str] | None = None) -> None:
+def save_pretrained(
+    folder: str | Path, model: Bagel, vae: AutoEncoder, extra_files: dict[str, str] | None = None
+) -> None:
     """Write a model folder; the config is also embedded in the safetensors metadata."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ from torch import Tensor, nn
 
 from hyperbagel.model.kv_cache import KVCache
 
+Module = Callable[[Tensor], Tensor]
+
 
 @dataclass(frozen=True)
 class LLMConfig:
@@ -74,7 +76,7 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-def route(x: Tensor, gen: Tensor | None, und_fn: Callable[[Tensor], Tensor], gen_fn: Callable[[Tensor], Tensor]) -> Tensor:
+def route(x: Tensor, gen: Tensor | None, und_fn: Module, gen_fn: Module) -> Tensor:
     """Apply ``und_fn`` to understanding tokens and ``gen_fn`` to generation tokens (``gen`` is ``[B, S]`` bool)."""
     if gen is None:
         return und_fn(x)
@@ -93,7 +95,8 @@ def route(x: Tensor, gen: Tensor | None, und_fn: Callable[[Tensor], Tensor], gen
 
 def rope_cos_sin(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Rotate-half RoPE tables for integer positions ``[B, S]`` → cos, sin ``[B, S, head_dim]`` (computed in fp32)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim))
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim
+    inv_freq = 1.0 / (theta**exponents)
     freqs = positions.float()[..., None] * inv_freq
     emb = torch.cat([freqs, freqs], dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
