@@ -17,7 +17,7 @@ import numpy as np
 
 from hyperbagel.world import palette as P
 from hyperbagel.world.regions import REGIONS, region_of, region_phrase, region_row
-from hyperbagel.world.scene import Scene, scene_with
+from hyperbagel.world.scene import Scene, place_objects, search_placement
 
 
 @dataclass(frozen=True)
@@ -98,16 +98,14 @@ def parse_caption(text: str) -> Layout:
 def scene_for_layout(layout: Layout, rng: np.random.Generator, resolution: int = P.DEFAULT_RESOLUTION) -> Scene:
     """A random valid scene with exactly this layout (objects placed uniformly inside their regions)."""
     items = sorted(layout.items, key=lambda item: P.SIZES.index(item[2]), reverse=True)  # large ones first
-    scene = scene_with(
-        rng,
-        [(shape, color, size) for shape, color, size, _ in items],
-        resolution,
-        layout.background,
-        regions=[region for *_, region in items],
-        attempts=200,
-    )
-    if scene is None:
+    specs = [(shape, color, size) for shape, color, size, _ in items]
+    regions: list[str | None] = [region for *_, region in items]
+    objects = place_objects(rng, specs, resolution, regions, attempts=20)
+    if objects is None:  # a tight layout: search instead of sampling
+        objects = search_placement(rng, specs, resolution, regions)
+    if objects is None:
         raise CaptionError(f"the layout does not fit on a {resolution}px canvas: {layout}")
+    scene = Scene(objects, layout.background, resolution)
     return scene
 
 

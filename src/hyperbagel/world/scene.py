@@ -166,6 +166,42 @@ def place_objects(
     return None
 
 
+def search_placement(
+    rng: np.random.Generator,
+    specs: list[tuple[str, str, str]],
+    resolution: int = P.DEFAULT_RESOLUTION,
+    regions: list[str | None] | None = None,
+    budget: int = 20_000,
+) -> tuple[Obj, ...] | None:
+    """Like ``place_objects`` but by randomised depth-first search, so tight layouts are found when they exist
+    (within ``budget`` tried corners); None when the search finds none."""
+    tried = 0
+
+    def extend(placed: list[Obj]) -> list[Obj] | None:
+        nonlocal tried
+        i = len(placed)
+        if i == len(specs):
+            return placed
+        shape, color, size = specs[i]
+        s = P.side(size, resolution)
+        spots = free_spots(placed, s, resolution)
+        if regions is not None and regions[i] is not None:
+            spots &= region_mask(regions[i], s, resolution)
+        flat = np.flatnonzero(spots)
+        for k in rng.permutation(len(flat)):
+            tried += 1
+            if tried > budget:
+                return None
+            y, x = divmod(int(flat[k]), resolution)
+            found = extend(placed + [Obj(shape, color, size, x, y)])
+            if found is not None:
+                return found
+        return None
+
+    found = extend([])
+    return None if found is None else tuple(found)
+
+
 def random_spec(rng: np.random.Generator, shapes: tuple[str, ...] = P.SHAPES) -> tuple[str, str, str]:
     return (
         shapes[rng.integers(len(shapes))],
