@@ -66,17 +66,18 @@ def pack(
     samples: list[list[Block]],
     model: Bagel,
     vae: AutoEncoder,
-    generator: torch.Generator,
+    generators: list[torch.Generator],
     timestep_shift: float = 1.0,
 ) -> Batch:
-    """Lay out ``samples`` as one padded batch. VAE encoding (posterior sample), timesteps and noise all draw from
-    ``generator`` in a fixed order, so a batch is a pure function of its samples and the generator state."""
+    """Lay out ``samples`` as one padded batch. Each sample's random draws (VAE posterior sample, timestep, noise,
+    in that order per image) come from its own generator, so a sample's tensors do not depend on its batch-mates
+    or on how a global batch is split over processes."""
     cfg = model.cfg
     tok = cfg.special_tokens
     p_vit, side_vit = cfg.vit.patch_size, cfg.vit_max_num_patch_per_side
     f_lat, side_lat = cfg.latent_downsample, cfg.max_latent_size
     rows = []
-    vit_imgs, vae_imgs, vae_noised = [], [], []
+    vit_imgs, vae_imgs, vae_noised, vae_gens = [], [], [], []
     for sample in samples:
         ids, pos, gen, bid, mode, labels, vit_at, vae_at = [], [], [], [], [], [], [], []
         rope = 0
@@ -111,6 +112,7 @@ def pack(
             else:
                 vae_imgs.append((block.pixels, h, w))
                 vae_noised.append(noised)
+                vae_gens.append(generators[len(rows)])
         rows.append((ids, pos, gen, bid, mode, labels, vit_at, vae_at))
 
     B, S = len(rows), max(len(r[0]) for r in rows)
@@ -143,11 +145,12 @@ def pack(
         if any((hh, ww) != (h, w) for _, hh, ww in vae_imgs):
             raise ValueError("all VAE images of a batch must have the same size")
         with torch.no_grad():
-            z = vae.encode(torch.stack([px for px, _, _ in vae_imgs]), generator=generator)
-        x0 = patchify_latents(z, cfg.latent_patch_size)
+            mean, logvar = vae.posterior(torch.stack([px for px, _, _ in vae_imgs]))
+        eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in vae_gens])
+        x0 = patchify_latents(vae.scale(mean + torch.exp(0.5 * logvar) * eps), cfg.latent_patch_size)
+        t = torch.cat([sample_train_times(1, timestep_shift, g) for g in vae_gens])
+        noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in vae_gens])
         noised = torch.tensor(vae_noised)
-        t = sample_train_times(len(vae_imgs), timestep_shift, generator)
-        noise = torch.randn(x0.shape, generator=generator)
         t = torch.where(noised, t, torch.zeros_like(t))
         batch.vae_x = torch.where(noised[:, None, None], noisy(x0, noise, t), x0)
         batch.vae_t = t

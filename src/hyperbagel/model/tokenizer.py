@@ -8,28 +8,15 @@ them, never a silent ``[UNK]``.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.world.vocab import join_words, split_words
 
 SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>")
 UNK = "[unk]"
-PUNCTUATION = ".,?"
-_WORD = re.compile(r"[a-z]+|[.,?]")
-
-
-def split_words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
-
-
-def join_words(words: list[str]) -> str:
-    out = ""
-    for w in words:
-        out += w if (w in PUNCTUATION or not out) else " " + w
-    return out
 
 
 class ShapesTokenizer:

@@ -1,0 +1,67 @@
+"""Training state on disk: weights and optimizer moments as safetensors, the rest as JSON, written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+
+def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata or {})
+    os.replace(tmp, path)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, model: nn.Module) -> tuple[dict[str, torch.Tensor], dict]:
+    """Per-parameter optimizer state keyed by parameter name, plus the JSON-able param groups."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    tensors = {}
+    for p, state in optimizer.state.items():
+        for key, value in state.items():
+            tensors[f"{names[id(p)]}::{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    return tensors, {"param_groups": groups}
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict):
+    params = dict(model.named_parameters())
+    for key, value in tensors.items():
+        name, field = key.split("::")
+        optimizer.state[params[name]][field] = value
+    for group, saved in zip(optimizer.param_groups, meta["param_groups"]):
+        group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
+
+def save_training_state(folder: Path, model: nn.Module, ema: nn.Module | None, optimizer, state: dict) -> None:
+    """``train_model.safetensors``, ``train_ema.safetensors``, ``optimizer.safetensors`` and ``train_state.json``
+    (written last, so a state file always describes complete weights)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_save_tensors(model.state_dict(), folder / "train_model.safetensors")
+    if ema is not None:
+        atomic_save_tensors(ema.state_dict(), folder / "train_ema.safetensors")
+    tensors, meta = optimizer_tensors(optimizer, model)
+    atomic_save_tensors(tensors, folder / "optimizer.safetensors")
+    atomic_write_text(json.dumps({**state, **meta}, indent=1) + "\n", folder / "train_state.json")
+
+
+def load_training_state(folder: Path, model: nn.Module, ema: nn.Module | None, optimizer) -> dict | None:
+    """Restore what ``save_training_state`` wrote; None when there is nothing to resume."""
+    if not (folder / "train_state.json").is_file():
+        return None
+    state = json.loads((folder / "train_state.json").read_text())
+    model.load_state_dict(load_file(folder / "train_model.safetensors"), strict=True)
+    if ema is not None:
+        ema.load_state_dict(load_file(folder / "train_ema.safetensors"), strict=True)
+    load_optimizer(optimizer, model, load_file(folder / "optimizer.safetensors"), state)
+    return state

@@ -1,0 +1,240 @@
+"""Training the unified teacher on Shapes World: next-token cross-entropy plus flow-matching MSE.
+
+Each optimizer step takes one micro-batch per task group (generation, editing, understanding; ``shapes_tasks.py``),
+each loss normalised by its global token count, with AdamW, warm-up + cosine learning rate, EMA, optional bf16
+autocast and gradient accumulation. Every sample is a pure function of ``(seed, step, group, index)``, so a resumed
+run replays exactly the batches an uninterrupted one would, and ``torchrun --nproc_per_node=N`` splits each global
+batch over processes without changing it (gradients are summed with an all-reduce, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from hyperbagel.model.autoencoder import AutoEncoder
+from hyperbagel.model.bagel import Bagel
+from hyperbagel.model.checkpoint import build_model, save_pretrained
+from hyperbagel.model.presets import preset
+from hyperbagel.model.sequence import losses, pack
+from hyperbagel.model.tokenizer import ShapesTokenizer
+from hyperbagel.recipes.checkpointing import atomic_write_text, load_training_state, save_training_state
+from hyperbagel.recipes.shapes_tasks import GROUPS, SAMPLERS, TaskMix
+from hyperbagel.recipes.vae import load_autoencoder
+from hyperbagel.world.vocab import all_words
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TeacherConfig:
+    preset: str = "tiny"
+    vae: str = "runs/vae/ae.safetensors"
+    out: str = "runs/teacher"
+    steps: int = 3000
+    batch: dict[str, int] = field(default_factory=lambda: {"gen": 16, "edit": 8, "und": 24})
+    weights: dict[str, float] = field(default_factory=lambda: {"gen": 1.0, "edit": 1.0, "und": 1.0})
+    grad_accum: int = 1
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    init_std: float = 0.02
+    timestep_shift: float = 1.0
+    bf16: bool = True
+    seed: int = 0
+    ckpt_every: int = 200
+    log_every: int = 20
+    mix: TaskMix = field(default_factory=TaskMix)
+    image_size: int = 0  # set from the preset
+
+    def __post_init__(self) -> None:
+        if isinstance(self.mix, dict):
+            self.mix = TaskMix(**self.mix)
+        self.betas = tuple(self.betas)
+        if self.steps <= 0 or self.grad_accum <= 0:
+            raise ValueError("TeacherConfig.steps and grad_accum must be positive")
+        unknown = set(self.batch) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"TeacherConfig.batch has unknown groups {sorted(unknown)}; groups are {GROUPS}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def lr_at(cfg: TeacherConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def init_weights(model: Bagel, std: float, generator: torch.Generator) -> None:
+    """Small normal init (std≈0.02 avoids the slow denormal regime of N(0, 1) embeddings), zero biases, zero
+    ``llm2vae``, and every ``*_moe_gen`` copy starting equal to its understanding twin (BAGEL's ``init_moe``)."""
+    for name, p in model.named_parameters():
+        if not p.requires_grad or "norm" in name:
+            continue
+        with torch.no_grad():
+            if name.endswith("bias") or name.startswith("llm2vae"):
+                p.zero_()
+            else:
+                p.copy_(torch.randn(p.shape, generator=generator) * std)
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "_moe_gen" in name:
+                p.copy_(state[name.replace("_moe_gen", "")])
+
+
+def item_generators(cfg: TeacherConfig, step: int, group: str, indices: range):
+    """numpy and torch generators of each sample of a step: a pure function of (seed, step, group, index)."""
+    g = GROUPS.index(group)
+    seeds = [np.random.SeedSequence([cfg.seed, step, g, i]) for i in indices]
+    return (
+        [np.random.default_rng(s) for s in seeds],
+        [torch.Generator().manual_seed(int(s.generate_state(1, np.uint64)[0] >> 1)) for s in seeds],
+    )
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        if p.requires_grad:
+            e.lerp_(p.detach(), 1 - decay)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_sum(values: list[float]) -> list[float]:
+    if _world()[1] == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def step_loss(model: Bagel, vae: AutoEncoder, tok: ShapesTokenizer, cfg: TeacherConfig, step: int, micro: int):
+    """Backward of one micro-batch of every group; returns the logged (global) losses."""
+    rank, world = _world()
+    res = cfg.image_size
+    logged = {}
+    for group in GROUPS:
+        n = cfg.batch.get(group, 0)
+        if n == 0:
+            continue
+        first = micro * n
+        mine = range(first + rank * n // world, first + (rank + 1) * n // world)
+        rngs, gens = item_generators(cfg, step, group, mine)
+        samples = [SAMPLERS[group](r, tok, res, cfg.mix) for r in rngs]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            out = losses(model, pack(samples, model, vae, gens, cfg.timestep_shift))
+        ce_n, mse_n = _all_sum([out.ce_count, out.mse_count])
+        scale = cfg.weights.get(group, 1.0) / cfg.grad_accum
+        loss = out.ce_sum / max(ce_n, 1) + out.mse_sum / max(mse_n, 1)
+        (loss * scale).backward()
+        ce, mse = _all_sum([out.ce_sum.item() / max(ce_n, 1), out.mse_sum.item() / max(mse_n, 1)])
+        if ce_n:
+            logged[f"{group}/ce"] = ce
+        if mse_n:
+            logged[f"{group}/mse"] = mse
+    return logged
+
+
+def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train (or resume) the teacher; returns the model folder (``config.json``, ``ema.safetensors``,
+    ``ae.safetensors``, ``tokenizer.json``). ``stop_after`` ends the call after that many total steps with a
+    checkpoint, as an interruption would; calling again resumes."""
+    rank, world = _world()
+    out = Path(cfg.out)
+    vae = load_autoencoder(cfg.vae).eval()
+    for p in vae.parameters():
+        p.requires_grad_(False)
+    tok = ShapesTokenizer.build(list(all_words()))
+    base = preset(cfg.preset)
+    if tok.vocab_size > base.llm.vocab_size:
+        raise ValueError(f"tokenizer has {tok.vocab_size} words, preset vocab is {base.llm.vocab_size}")
+    mcfg = dataclasses.replace(base, vae=vae.config)
+    cfg.image_size = mcfg.image_size
+    torch.manual_seed(cfg.seed)
+    model = build_model(mcfg)
+    init_weights(model, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+    state = load_training_state(out / "train", model, ema, opt)
+    start = state["step"] if state else 0
+    history = state["history"] if state else []
+    if state:
+        log.info("resuming %s at step %d", out, start)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(cfg.to_dict(), indent=1, default=list) + "\n", out / "train_config.json")
+
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc="teacher", unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(start, cfg.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg, step)
+        opt.zero_grad(set_to_none=True)
+        logged: dict[str, float] = {}
+        for micro in range(cfg.grad_accum):
+            for k, v in step_loss(model, vae, tok, cfg, step, micro).items():
+                logged[k] = logged.get(k, 0.0) + v / cfg.grad_accum
+        if world > 1:
+            for p in params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(gnorm), **logged}
+        history.append(logged)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in logged.items() if "/" in k})
+        if (step + 1) % cfg.log_every == 0 and rank == 0:
+            log.info("step %d %s (%.1f s)", step + 1,
+                     " ".join(f"{k}={v:.4f}" for k, v in logged.items() if "/" in k), time.perf_counter() - t0)
+        stopping = stop_after is not None and step + 1 >= stop_after
+        if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping):
+            save_training_state(out / "train", model, ema, opt, {"step": step + 1, "history": history})
+            save_pretrained(out, ema, vae, {"tokenizer.json": tok.to_json()})
+        if stopping:
+            break
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def init_distributed() -> None:
+    """Join the process group when launched by torchrun (gloo: CPU)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
