@@ -13,6 +13,7 @@ from hyperbagel.world.suites import load_suite
 from hyperbagel.world.tasks import edit, t2i, vqa
 from hyperbagel.world.tasks.edit import Edit, apply_edit, check_edit, instruction, make_item, referring_phrase
 from hyperbagel.world.tasks.think import plan_agrees, think_plan
+from hyperbagel.world.vocab import split_words
 
 # ---------------------------------------------------------------------------------------------------- t2i
 
@@ -246,12 +247,8 @@ def test_vqa_suite_is_balanced_and_correct():
     for item in items:
         scene = scene_from_json(item["scene"])
         assert is_valid(scene) and vqa.answer_for(item["question"], scene) == item["answer"]
-    tokens = [
-        len(item["answer"].replace(",", " ,").replace(".", " .").split())
-        for item in items
-        if item["template"] == "describe"
-    ]
-    assert 8 <= min(tokens) and max(tokens) <= 60
+    tokens = [len(split_words(item["answer"])) for item in items if item["template"] == vqa.DESCRIBE]
+    assert 20 <= min(tokens) and max(tokens) <= 60
 
 
 def test_vqa_scoring_rules():

@@ -187,8 +187,12 @@ def sample_question(
             }
 
 
+DESCRIPTION_OBJECTS = (3, 4)  # 3–4 objects make captions of 24–36 words: the contract's 20–60-token workload
+
+
 def sample_description(rng: np.random.Generator, resolution: int = P.DEFAULT_RESOLUTION, item_id: str = "") -> dict:
-    scene = sample_scene(rng, resolution)
+    """``describe the image.`` on a random scene of 3–4 objects; the answer is its canonical caption."""
+    scene = sample_scene(rng, resolution, n_objects=int(rng.choice(DESCRIPTION_OBJECTS)))
     return {
         "id": item_id,
         "template": DESCRIBE,
