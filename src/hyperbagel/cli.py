@@ -17,11 +17,14 @@ from hyperbagel.errors import HyperBagelError
 # Modules exposing ``add_commands(subparsers)``. Order is the order of ``hyperbagel --help``.
 COMMAND_MODULES = [
     "hyperbagel.world.commands",
+    "hyperbagel.commands",
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hyperbagel", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="hyperbagel", description="Hyper-Bagel acceleration for unified multimodal models."
+    )
     parser.add_argument("--version", action="version", version=f"hyperbagel {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -1,6 +1,6 @@
 """Named model presets.
 
-- ``micro``: tests and the 5-minute quickstart; 32-px Shapes World, trains in seconds.
+- ``micro``: tests and the 5-minute quickstart; 64-px Shapes World at 16 px per token, trains in seconds.
 - ``tiny``: the default Shapes World teacher (64 px), deep enough that a 2-layer draft costs ≤ 15 % of a target
   decoding step, as BAGEL's ~3/28.
 - ``bagel-7b``: BAGEL-7B-MoT's real dimensions (build on the meta device here).
@@ -23,13 +23,13 @@ def _micro() -> BagelConfig:
     return BagelConfig(
         llm=LLMConfig(vocab_size=SHAPES_VOCAB, hidden_size=64, num_layers=4, num_heads=4, num_kv_heads=2,
                       intermediate_size=128),
-        vit=ViTConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, patch_size=8,
-                      num_positions_side=8),
-        vae=VAEConfig(resolution=32, ch=16, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=4, norm_groups=8),
+        vit=ViTConfig(hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2, patch_size=16,
+                      num_positions_side=4),
+        vae=VAEConfig(resolution=64, ch=8, ch_mult=(1, 2, 2, 2), num_res_blocks=1, z_channels=4, norm_groups=8),
         special_tokens=SHAPES_SPECIAL,
         max_latent_size=8,
-        vit_max_num_patch_per_side=8,
-        image_size=32,
+        vit_max_num_patch_per_side=4,
+        image_size=64,
     )
 
 
@@ -39,7 +39,7 @@ def _tiny() -> BagelConfig:
                       intermediate_size=768),
         vit=ViTConfig(hidden_size=128, intermediate_size=256, num_layers=2, num_heads=4, patch_size=8,
                       num_positions_side=8),
-        vae=VAEConfig(resolution=64, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=4, norm_groups=8),
+        vae=VAEConfig(resolution=64, ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, z_channels=4, norm_groups=8),
         special_tokens=SHAPES_SPECIAL,
         max_latent_size=16,
         vit_max_num_patch_per_side=8,

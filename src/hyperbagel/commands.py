@@ -1,0 +1,187 @@
+"""Model commands: ``train vae|teacher``, ``generate``, ``edit``, ``understand`` and ``eval-model``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hyperbagel.errors import HyperBagelError
+
+
+def add_commands(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train a model (vae, teacher)")
+    tsub = train.add_subparsers(dest="train_command", metavar="MODEL", required=True)
+
+    p = tsub.add_parser("vae", help="train the Shapes World autoencoder")
+    p.add_argument("--out", type=Path, default=Path("runs/vae"))
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--preset", default="tiny", choices=("micro", "tiny"), help="the model preset whose VAE to train")
+    p.set_defaults(func=cmd_train_vae)
+
+    p = tsub.add_parser("teacher", help="train the unified teacher on Shapes World (resumes if OUT has a checkpoint)")
+    p.add_argument("--preset", default="tiny", choices=("micro", "tiny"))
+    p.add_argument("--vae", type=Path, default=Path("runs/vae/ae.safetensors"))
+    p.add_argument("--out", type=Path, default=Path("runs/teacher"))
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--config", type=Path, default=None, help="JSON file of TeacherConfig overrides")
+    p.set_defaults(func=cmd_train_teacher)
+
+    p = subparsers.add_parser("generate", help="text-to-image")
+    _model_args(p)
+    p.add_argument("prompt")
+    p.add_argument("--out", type=Path, default=Path("generated.png"))
+    p.add_argument("--think", action="store_true", help="write a plan first, then draw it")
+    _sampler_args(p, text_scale=4.0, image_scale=1.0)
+    p.set_defaults(func=cmd_generate)
+
+    p = subparsers.add_parser("edit", help="edit an image by an instruction")
+    _model_args(p)
+    p.add_argument("image", type=Path)
+    p.add_argument("instruction")
+    p.add_argument("--out", type=Path, default=Path("edited.png"))
+    p.add_argument("--think", action="store_true")
+    _sampler_args(p, text_scale=4.0, image_scale=1.5)
+    p.set_defaults(func=cmd_edit)
+
+    p = subparsers.add_parser("understand", help="answer a question about an image")
+    _model_args(p)
+    p.add_argument("image", type=Path)
+    p.add_argument("question")
+    p.add_argument("--max-new-tokens", type=int, default=80)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.set_defaults(func=cmd_understand)
+
+    p = subparsers.add_parser("eval-model", help="run a model on a suite, write its result folder, score it")
+    p.add_argument("--ckpt", type=Path, required=True, help="model folder")
+    p.add_argument("--suite", required=True, choices=("geneval-shapes", "gedit-shapes", "vqa-shapes"))
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--samples", type=int, default=4, help="images per prompt or edit")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    p.set_defaults(func=cmd_eval_model)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", type=Path, default=Path("runs/teacher"), help="model folder")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _sampler_args(p: argparse.ArgumentParser, text_scale: float, image_scale: float) -> None:
+    p.add_argument("--steps", type=int, default=50, help="timesteps of the schedule (steps − 1 model evaluations)")
+    p.add_argument("--shift", type=float, default=3.0)
+    p.add_argument("--text-scale", type=float, default=text_scale)
+    p.add_argument("--image-scale", type=float, default=image_scale)
+
+
+def _guidance(args, base):
+    import dataclasses
+
+    if not 1.0 <= args.text_scale <= 8.0 or not 1.0 <= args.image_scale <= 4.0:
+        raise HyperBagelError("guidance out of range: --text-scale must be in [1, 8] and --image-scale in [1, 4]")
+    return dataclasses.replace(base, text_scale=args.text_scale, image_scale=args.image_scale)
+
+
+def _pipeline(args):
+    from hyperbagel.pipeline import Pipeline
+
+    return Pipeline.from_pretrained(args.ckpt)
+
+
+def _save(image: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(path)
+
+
+def cmd_train_vae(args) -> int:
+    import dataclasses
+
+    from hyperbagel.model.presets import preset
+    from hyperbagel.recipes.vae import VAETrainConfig, train_vae
+    from hyperbagel.world.render import render
+    from hyperbagel.world.scene import sample_scene
+
+    vae = preset(args.preset).vae
+    cfg = VAETrainConfig(vae=vae)
+    if args.steps:
+        cfg = dataclasses.replace(cfg, steps=args.steps)
+    train_vae(cfg, lambda rng: render(sample_scene(rng, vae.resolution)), args.out)
+    print(f"autoencoder: {args.out / 'ae.safetensors'}")
+    return 0
+
+
+def cmd_train_teacher(args) -> int:
+    from hyperbagel.recipes.teacher import TeacherConfig, init_distributed, train_teacher
+
+    overrides = json.loads(args.config.read_text()) if args.config else {}
+    cfg = TeacherConfig(**{"preset": args.preset, "vae": str(args.vae), "out": str(args.out), **overrides})
+    if args.steps:
+        cfg.steps = args.steps
+    init_distributed()
+    out = train_teacher(cfg)
+    print(f"teacher: {out}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from hyperbagel.pipeline import T2I_GUIDANCE, SamplerSettings
+
+    pipe = _pipeline(args)
+    res = pipe.generate(args.prompt, args.seed, _guidance(args, T2I_GUIDANCE), SamplerSettings(args.steps, args.shift),
+                        think=args.think)
+    _save(res.images[0], args.out)
+    if res.plans:
+        print(f"plan: {res.plans[0]}")
+    print(f"wrote {args.out} ({res.forwards} model forwards, {res.seconds:.2f} s)")
+    return 0
+
+
+def cmd_edit(args) -> int:
+    from hyperbagel.eval.model_eval import as_uint8_image
+    from hyperbagel.pipeline import EDIT_GUIDANCE, SamplerSettings
+
+    pipe = _pipeline(args)
+    image = as_uint8_image(args.image, pipe.cfg.image_size)
+    res = pipe.edit(image, args.instruction, args.seed, _guidance(args, EDIT_GUIDANCE),
+                    SamplerSettings(args.steps, args.shift), think=args.think)
+    _save(res.images[0], args.out)
+    if res.plans:
+        print(f"plan: {res.plans[0]}")
+    print(f"wrote {args.out} ({res.forwards} model forwards, {res.seconds:.2f} s)")
+    return 0
+
+
+def cmd_understand(args) -> int:
+    from hyperbagel.decode.sampling import SamplingConfig
+    from hyperbagel.eval.model_eval import as_uint8_image
+
+    pipe = _pipeline(args)
+    image = as_uint8_image(args.image, pipe.cfg.image_size)
+    try:
+        sampling = SamplingConfig(args.temperature, args.top_p)
+    except ValueError as err:
+        raise HyperBagelError(str(err)) from None
+    res = pipe.understand(image, args.question, args.max_new_tokens, sampling, args.seed)
+    print(res.texts[0])
+    print(f"({res.forwards} model forwards, {res.seconds:.2f} s)")
+    return 0
+
+
+def cmd_eval_model(args) -> int:
+    from hyperbagel.eval.model_eval import EvalSettings, evaluate
+
+    pipe = _pipeline(args)
+    settings = EvalSettings(args.suite, args.out, args.limit, args.samples, args.batch, args.seed)
+    scores = evaluate(pipe, str(args.ckpt), settings)
+    text = json.dumps(scores, indent=2)
+    print(text)
+    if args.json:
+        args.json.write_text(text + "\n")
+    return 0

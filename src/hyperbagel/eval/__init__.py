@@ -1,0 +1,1 @@
+"""Benchmark runners, speed measurement, paired statistics and reports."""

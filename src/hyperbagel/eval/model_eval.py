@@ -1,0 +1,120 @@
+"""Run a model on a Shapes World suite, write the contract's result folder (or predictions file) and score it.
+
+Seeds derive from (base seed, item index, sample index) and are written into ``run.json``, so any image can be
+regenerated on its own.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hyperbagel.errors import HyperBagelError
+from hyperbagel.pipeline import Pipeline
+from hyperbagel.world import folders, scoring, suites
+from hyperbagel.world.render import render
+from hyperbagel.world.scene import scene_from_json
+
+SEED_RULE = "seed = base_seed * 1_000_000 + item_index * 100 + sample_index"
+
+
+def sample_seed(base: int, item: int, sample: int) -> int:
+    return base * 1_000_000 + item * 100 + sample
+
+
+@dataclass
+class EvalSettings:
+    suite: str
+    out: Path
+    limit: int | None = None
+    samples: int = 4  # images per prompt / edit
+    batch: int = 8  # prompts (or edits, or questions) per model call
+    seed: int = 0
+    max_new_tokens: int = 80
+    progress: bool = True
+
+
+def _run_info(pipe_name: str, settings: EvalSettings, sampler: str, forwards: int, images: int, seconds: float):
+    return {
+        "model": pipe_name,
+        "sampler": sampler,
+        "nfe": forwards / max(images, 1),
+        "forwards_total": forwards,
+        "seconds": seconds,
+        "seconds_per_output": seconds / max(images, 1),
+        "seed_rule": SEED_RULE,
+        "base_seed": settings.seed,
+        "samples_per_item": settings.samples,
+        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        "torch": torch.__version__,
+    }
+
+
+def evaluate(pipe: Pipeline, model_name: str, settings: EvalSettings, sampler_name: str = "bagel-50",
+             generate_kw: dict | None = None) -> dict:
+    """Generate answers for ``settings.suite`` with ``pipe`` and score them; returns the score dict."""
+    if settings.suite not in suites.SUITES:
+        raise HyperBagelError(f"unknown suite {settings.suite!r}; choose from {list(suites.SUITES)}")
+    items = suites.load_suite(settings.suite, settings.limit)
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gk = generate_kw or {}
+    bar = tqdm(total=len(items), desc=settings.suite, unit="item", disable=not settings.progress)
+    start, forwards, outputs = time.perf_counter(), 0, 0
+    predictions = []
+    for lo in range(0, len(items), settings.batch):
+        chunk = items[lo: lo + settings.batch]
+        idx = range(lo, lo + len(chunk))
+        if settings.suite == "vqa-shapes":
+            imgs = [render(scene_from_json(it["scene"])) for it in chunk]
+            res = pipe.understand(imgs, [it["question"] for it in chunk], settings.max_new_tokens)
+            predictions += [{"id": it["id"], "answer": a} for it, a in zip(chunk, res.texts)]
+            forwards, outputs = forwards + res.forwards, outputs + len(chunk)
+        else:
+            S = settings.samples
+            seeds = [sample_seed(settings.seed, i, j) for i in idx for j in range(S)]
+            if settings.suite == "geneval-shapes":
+                res = pipe.generate([it["prompt"] for it in chunk for _ in range(S)], seeds, **gk)
+                sources = [None] * len(chunk)
+            else:
+                sources = [render(scene_from_json(it["source"])) for it in chunk]
+                res = pipe.edit([s for s in sources for _ in range(S)],
+                                [it["instruction"] for it in chunk for _ in range(S)], seeds, **gk)
+            for k, (i, it) in enumerate(zip(idx, chunk)):
+                plans = res.plans[k * S:(k + 1) * S] if res.plans else None
+                folders.write_record(out, i, it, res.images[k * S:(k + 1) * S], sources[k], plans)
+            forwards, outputs = forwards + res.forwards, outputs + len(res.images)
+        bar.update(len(chunk))
+    bar.close()
+    seconds = time.perf_counter() - start
+    run = _run_info(model_name, settings, sampler_name, forwards, outputs, seconds)
+    folders.write_run(out, run)
+    if settings.suite == "vqa-shapes":
+        path = folders.write_predictions(out, predictions)
+        return scoring.score_vqa(folders.read_predictions(path), run=run)
+    if settings.suite == "geneval-shapes":
+        return scoring.score_geneval_folder(out)
+    return scoring.score_gedit_folder(out)
+
+
+def as_uint8_image(path: Path, resolution: int) -> np.ndarray:
+    """Read a user's image file for the CLI (PNG/JPEG…), with clear errors."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise HyperBagelError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError):
+        raise HyperBagelError(f"not an image file: {path}") from None
+    if arr.shape[:2] != (resolution, resolution):
+        size = f"{arr.shape[1]}×{arr.shape[0]}"
+        raise HyperBagelError(f"this model works on {resolution}×{resolution} images; {path} is {size}")
+    return arr

@@ -1,0 +1,218 @@
+"""The public API: ``Pipeline.from_pretrained(path)`` with ``understand``, ``generate`` and ``edit``.
+
+Every call reports the language-model forwards it made and its wall time. Generation and editing follow BAGEL's
+inference: three branch contexts (full, without the last text, without images), 50 shifted Euler steps with CFG;
+think mode first decodes a plan and adds it to the full context only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hyperbagel.decode.generate import GREEDY, generate_text
+from hyperbagel.decode.sampling import SamplingConfig
+from hyperbagel.errors import HyperBagelError
+from hyperbagel.flow.guidance import GuidanceConfig
+from hyperbagel.flow.sampler import Branches, euler, guided_velocity
+from hyperbagel.flow.schedule import bagel_timesteps
+from hyperbagel.model.autoencoder import AutoEncoder
+from hyperbagel.model.bagel import Bagel
+from hyperbagel.model.checkpoint import load_pretrained
+from hyperbagel.model.context import Context, Forwarder
+from hyperbagel.model.latents import patchify_latents, unpatchify_latents
+from hyperbagel.model.pixels import to_model_pixels, to_uint8
+from hyperbagel.model.siglip import patchify_image, vit_position_ids
+from hyperbagel.model.tokenizer import ShapesTokenizer
+
+T2I_GUIDANCE = GuidanceConfig(text_scale=4.0, image_scale=1.0, interval=(0.0, 1.0), renorm_type="global")
+EDIT_GUIDANCE = GuidanceConfig(text_scale=4.0, image_scale=1.5, interval=(0.4, 1.0), renorm_type="text_channel")
+MAX_PROMPT_WORDS = 64
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    num_timesteps: int = 50
+    shift: float = 3.0
+
+
+@dataclass
+class ImageResult:
+    images: list[np.ndarray]  # uint8 HWC
+    forwards: int
+    seconds: float
+    plans: list[str] | None = None
+
+
+@dataclass
+class TextResult:
+    texts: list[str]
+    forwards: int
+    seconds: float
+
+
+class Pipeline:
+    def __init__(self, model: Bagel, vae: AutoEncoder, tokenizer: ShapesTokenizer):
+        self.model, self.vae, self.tokenizer = model.eval(), vae.eval(), tokenizer
+        self.fwd = Forwarder(self.model)
+        self.cfg = model.cfg
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> Pipeline:
+        path = Path(path)
+        if not path.is_dir():
+            raise HyperBagelError(f"model folder not found: {path}")
+        model, vae = load_pretrained(path, device)
+        return cls(model, vae, ShapesTokenizer.load(path / "tokenizer.json"))
+
+    # ----- inputs -----
+    def _text_block(self, text: str) -> list[int]:
+        if not text or not text.strip():
+            raise HyperBagelError("the prompt is empty")
+        ids = self.tokenizer.encode(text)
+        if len(ids) > MAX_PROMPT_WORDS:
+            raise HyperBagelError(f"the prompt has {len(ids)} words; at most {MAX_PROMPT_WORDS} are supported")
+        return [self.tokenizer.bos, *ids, self.tokenizer.eos]
+
+    def _pixels(self, image) -> torch.Tensor:
+        arr = np.asarray(image)
+        R = self.cfg.image_size
+        if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+            raise HyperBagelError(f"expected an RGB uint8 image, got an array of shape {arr.shape} ({arr.dtype})")
+        if arr.shape[:2] != (R, R):
+            raise HyperBagelError(f"this model works on {R}×{R} images, got {arr.shape[1]}×{arr.shape[0]}")
+        return to_model_pixels(arr)
+
+    # ----- context building -----
+    def _prefill_vit(self, ctx: Context, pixels: torch.Tensor) -> None:
+        p = self.cfg.vit.patch_size
+        tokens = torch.stack([patchify_image(px, p) for px in pixels])
+        h, w = pixels.shape[2] // p, pixels.shape[3] // p
+        self.fwd.prefill_vit(ctx, tokens, vit_position_ids(h, w, self.cfg.vit_max_num_patch_per_side))
+
+    def _latent_ids(self) -> tuple[torch.Tensor, int, int]:
+        side = self.cfg.image_size // self.cfg.latent_downsample
+        return vit_position_ids(side, side, self.cfg.max_latent_size), side, side
+
+    def _encode(self, pixels: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        mean, logvar = self.vae.posterior(pixels)
+        eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators])
+        return patchify_latents(self.vae.scale(mean + torch.exp(0.5 * logvar) * eps), self.cfg.latent_patch_size)
+
+    def _decode(self, x: torch.Tensor) -> list[np.ndarray]:
+        _, h, w = self._latent_ids()
+        z = unpatchify_latents(x, h, w, self.cfg.latent_patch_size, self.cfg.vae.z_channels)
+        return [to_uint8(img) for img in self.vae.decode(z)]
+
+    def _noise(self, generators: list[torch.Generator]) -> torch.Tensor:
+        ids, _, _ = self._latent_ids()
+        return torch.stack([torch.randn(len(ids), self.cfg.patch_latent_dim, generator=g) for g in generators])
+
+    @staticmethod
+    def _generators(seeds: list[int]) -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(int(s)) for s in seeds]
+
+    def _sample(self, branches: Branches, noise: torch.Tensor, guidance: GuidanceConfig, s: SamplerSettings):
+        ids, _, _ = self._latent_ids()
+        velocity = guided_velocity(self.fwd, branches, ids, guidance)
+        return euler(velocity, noise, bagel_timesteps(s.num_timesteps, s.shift))
+
+    def _think(self, ctx: Context, max_tokens: int) -> tuple[list[str], list[list[int]]]:
+        out = generate_text(self.fwd, ctx.copy(), max_tokens)
+        return [self.tokenizer.decode(t) for t in out.tokens], [[self.tokenizer.bos, *t, self.tokenizer.eos]
+                                                                for t in out.tokens]
+
+    # ----- public calls -----
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: str | list[str],
+        seeds: int | list[int] = 0,
+        guidance: GuidanceConfig = T2I_GUIDANCE,
+        sampler: SamplerSettings = SamplerSettings(),
+        think: bool = False,
+        max_think_tokens: int = 64,
+    ) -> ImageResult:
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        seeds = [seeds] * len(prompts) if isinstance(seeds, int) else list(seeds)
+        start, before = time.perf_counter(), self.fwd.forwards
+        blocks = [self._text_block(p) for p in prompts]
+        B = len(prompts)
+        cond = Context.empty(self.model, B)
+        self.fwd.prefill_text(cond, blocks)
+        no_image = cond.copy()  # text only: for text-to-image the same as the full context
+        plans = None
+        if think:
+            plans, plan_blocks = self._think(cond, max_think_tokens)
+            self.fwd.prefill_text(cond, plan_blocks)
+        branches = Branches(cond, Context.empty(self.model, B), no_image)
+        x = self._sample(branches, self._noise(self._generators(seeds)), guidance, sampler)
+        images = self._decode(x)
+        return ImageResult(images, self.fwd.forwards - before, time.perf_counter() - start, plans)
+
+    @torch.no_grad()
+    def edit(
+        self,
+        images,
+        instructions: str | list[str],
+        seeds: int | list[int] = 0,
+        guidance: GuidanceConfig = EDIT_GUIDANCE,
+        sampler: SamplerSettings = SamplerSettings(),
+        think: bool = False,
+        max_think_tokens: int = 64,
+    ) -> ImageResult:
+        instructions = [instructions] if isinstance(instructions, str) else list(instructions)
+        images = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+        if len(images) != len(instructions):
+            raise HyperBagelError(f"{len(images)} images for {len(instructions)} instructions")
+        seeds = [seeds] * len(images) if isinstance(seeds, int) else list(seeds)
+        start, before = time.perf_counter(), self.fwd.forwards
+        B = len(images)
+        gens = self._generators(seeds)
+        blocks = [self._text_block(t) for t in instructions]
+        pixels = torch.stack([self._pixels(im) for im in images])
+        ids, _, _ = self._latent_ids()
+        cond = Context.empty(self.model, B)
+        self.fwd.prefill_vae(cond, self._encode(pixels, gens), ids)
+        self._prefill_vit(cond, pixels)
+        no_text = cond.copy()
+        self.fwd.prefill_text(cond, blocks)
+        no_image = Context.empty(self.model, B)
+        self.fwd.prefill_text(no_image, blocks)
+        plans = None
+        if think:
+            plans, plan_blocks = self._think(cond, max_think_tokens)
+            self.fwd.prefill_text(cond, plan_blocks)
+        x = self._sample(Branches(cond, no_text, no_image), self._noise(gens), guidance, sampler)
+        return ImageResult(self._decode(x), self.fwd.forwards - before, time.perf_counter() - start, plans)
+
+    @torch.no_grad()
+    def understand(
+        self,
+        images,
+        questions: str | list[str],
+        max_new_tokens: int = 64,
+        sampling: SamplingConfig = GREEDY,
+        seed: int = 0,
+    ) -> TextResult:
+        questions = [questions] if isinstance(questions, str) else list(questions)
+        images = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+        if len(images) != len(questions):
+            raise HyperBagelError(f"{len(images)} images for {len(questions)} questions")
+        start, before = time.perf_counter(), self.fwd.forwards
+        ctx = self.context_for_question(images, questions)
+        out = generate_text(self.fwd, ctx, max_new_tokens, sampling, torch.Generator().manual_seed(seed))
+        texts = [self.tokenizer.decode(t) for t in out.tokens]
+        return TextResult(texts, self.fwd.forwards - before, time.perf_counter() - start)
+
+    def context_for_question(self, images, questions: list[str]) -> Context:
+        """[ViT image, question]: the context an answer is decoded from (speculative decoding reuses it)."""
+        blocks = [self._text_block(q) for q in questions]
+        ctx = Context.empty(self.model, len(questions))
+        self._prefill_vit(ctx, torch.stack([self._pixels(im) for im in images]))
+        self.fwd.prefill_text(ctx, blocks)
+        return ctx
