@@ -43,8 +43,14 @@ def read_tensors(path: str | Path, dtype: torch.dtype | None = torch.float32) ->
     return out
 
 
-def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Strict load by name: every key present, none unexpected, every shape equal; the message names them."""
+def load_state(
+    module: nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint", assign: bool = False
+) -> None:
+    """Strict load by name: every key present, none unexpected, every shape equal; the message names them.
+
+    ``assign=True`` makes the tensors the module's parameters instead of copying into them (a module built on the
+    meta device must be loaded this way; ``requires_grad`` stays the module's).
+    """
     expected = module.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -59,7 +65,7 @@ def load_state(module: nn.Module, tensors: dict[str, torch.Tensor], source: str 
         if wrong:
             parts.append(f"{len(wrong)} with wrong shapes (e.g. {wrong[:3]})")
         raise HyperBagelError(f"{source} does not match the model: " + "; ".join(parts))
-    module.load_state_dict(tensors, strict=True)
+    module.load_state_dict(tensors, strict=True, assign=assign)
 
 
 def save_module(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:

@@ -24,13 +24,19 @@ def sincos_2d(dim: int, side: int) -> np.ndarray:
 
 
 class PositionEmbedding(nn.Module):
-    """A frozen 2-D sin-cos table with ``side²`` rows, indexed by ``row·side + col``."""
+    """A frozen 2-D sin-cos table with ``side²`` rows, indexed by ``row·side + col``.
+
+    The table is filled at construction, except on the meta device (nothing to fill; a checkpoint load supplies
+    it). BAGEL's checkpoints store it rounded to bf16, so loading it, not recomputing it, is what matches them.
+    """
 
     def __init__(self, side: int, dim: int):
         super().__init__()
         self.side = side
-        table = torch.from_numpy(sincos_2d(dim, side)).float()
-        self.pos_embed = nn.Parameter(table, requires_grad=False)
+        self.pos_embed = nn.Parameter(torch.empty(side * side, dim), requires_grad=False)
+        if self.pos_embed.device.type != "meta":
+            with torch.no_grad():
+                self.pos_embed.copy_(torch.from_numpy(sincos_2d(dim, side)))
 
     def forward(self, position_ids: Tensor) -> Tensor:
         return self.pos_embed[position_ids]
