@@ -130,8 +130,7 @@ def bagel_config(
 
 
 def _load_on_meta(module: nn.Module, path: Path, device: str | torch.device, dtype: torch.dtype) -> None:
-    tensors = {k: v.to(device) for k, v in read_tensors(path, dtype).items()}
-    load_state(module, tensors, str(path), assign=True)
+    load_state(module, read_tensors(path, dtype, device), str(path), assign=True)
     left = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.device.type == "meta"]
     if left:
         raise HyperBagelError(f"{path} left {len(left)} tensors unloaded (e.g. {left[:3]})")

@@ -28,19 +28,26 @@ def build_model(cfg: BagelConfig, device: str | torch.device = "cpu") -> Bagel:
         return Bagel(cfg)
 
 
-def read_tensors(path: str | Path, dtype: torch.dtype | None = torch.float32) -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file; floating tensors cast to ``dtype`` (bf16 → fp32 is lossless)."""
+def read_tensors(
+    path: str | Path, dtype: torch.dtype | None = torch.float32, device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file on ``device``; floating tensors cast to ``dtype`` (bf16 → fp32 is lossless).
+
+    Tensors are read, cast and moved one at a time, so only the result is ever held in full.
+    """
     path = Path(path)
     if not path.is_file():
         raise HyperBagelError(f"weights file not found: {path}")
+
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, dtype) if dtype is not None and t.is_floating_point() else t.to(device)
+
     try:
-        with safe_open(str(path), framework="pt") as f:
-            out = {k: f.get_tensor(k) for k in f.keys()}
+        handle = safe_open(str(path), framework="pt")  # validates the header against the file size
     except Exception as err:  # safetensors raises several types for damaged files
         raise HyperBagelError(f"cannot read {path}: not a valid safetensors file ({err})") from None
-    if dtype is not None:
-        out = {k: v.to(dtype) if v.is_floating_point() else v for k, v in out.items()}
-    return out
+    with handle as f:
+        return {k: convert(f.get_tensor(k)) for k in f.keys()}
 
 
 def load_state(
