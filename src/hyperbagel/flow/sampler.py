@@ -1,4 +1,5 @@
-"""Samplers: Euler over a timestep list, and BAGEL's guided velocity over the three branch contexts."""
+"""Samplers: Euler over a timestep list, BAGEL's guided velocity over the three branch contexts, and a CFG-distilled
+student's velocity (one forward on the full context, the guidance scales as inputs)."""
 
 from __future__ import annotations
 
@@ -48,5 +49,21 @@ def guided_velocity(fwd: Forwarder, branches: Branches, position_ids: Tensor, gu
         v_no_image = fwd.velocity(branches.no_image, x, tt, position_ids)[0] if run_image else None
         return combine(v_cond, v_no_text, v_no_image, guidance.text_scale, guidance.image_scale,
                        guidance.renorm_type, guidance.renorm_min)
+
+    return velocity
+
+
+def distilled_velocity(
+    fwd: Forwarder, ctx: Context, position_ids: Tensor, text_scale: float | Tensor, image_scale: float | Tensor = 1.0
+) -> VelocityFn:
+    """A CFG-distilled student's velocity: one forward per step on the full context; scales are floats or ``[B]``."""
+
+    def rows(value: float | Tensor, x: Tensor) -> Tensor:
+        return torch.as_tensor(value, dtype=torch.float32, device=x.device).expand(x.shape[0])
+
+    def velocity(x: Tensor, t: Tensor) -> Tensor:
+        tt = torch.full((x.shape[0],), float(t), device=x.device)
+        v, _ = fwd.velocity(ctx, x, tt, position_ids, text_scale=rows(text_scale, x), image_scale=rows(image_scale, x))
+        return v
 
     return velocity

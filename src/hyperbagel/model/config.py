@@ -31,6 +31,7 @@ class BagelConfig:
     vit_max_num_patch_per_side: int = 70
     connector_act: str = "gelu_pytorch_tanh"
     image_size: int = 64  # the resolution the model is trained on (Shapes World)
+    guidance_embedders: bool = False  # distilled students: text- and image-scale embedders beside the time embedder
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

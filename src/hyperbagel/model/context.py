@@ -140,8 +140,9 @@ class Forwarder:
         x, _ = self._image_block(emb.view(B, N, -1))
         return self._run_image_block(ctx, x, None, True, layer_states)
 
-    def _latent_block(self, latents: Tensor, t: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
-        x, gen = self._image_block(self.model.embed_latents(latents, t, position_ids))
+    def _latent_block(self, latents: Tensor, t: Tensor, position_ids: Tensor, text_scale: Tensor | None = None,
+                      image_scale: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x, gen = self._image_block(self.model.embed_latents(latents, t, position_ids, text_scale, image_scale))
         gen[:, 0] = gen[:, -1] = False  # the markers are text tokens: understanding weights
         return x, gen
 
@@ -151,11 +152,21 @@ class Forwarder:
         x, gen = self._latent_block(latents, t, position_ids)
         return self._run_image_block(ctx, x, gen, True, layer_states)
 
-    def velocity(self, ctx: Context, x_t: Tensor, t: Tensor, position_ids: Tensor, layer_states: bool = False):
+    def velocity(
+        self,
+        ctx: Context,
+        x_t: Tensor,
+        t: Tensor,
+        position_ids: Tensor,
+        layer_states: bool = False,
+        text_scale: Tensor | None = None,
+        image_scale: Tensor | None = None,
+    ):
         """One denoising forward: the velocity ``[B, N, P]`` of the noised block ``x_t`` at times ``t [B]``.
 
-        Returns ``(v, LMOutput)``; the block never enters the cache.
+        Returns ``(v, LMOutput)``; the block never enters the cache. Guidance scales ``[B]`` are for CFG-distilled
+        students (models with guidance embedders) only.
         """
-        x, gen = self._latent_block(x_t, t, position_ids)
+        x, gen = self._latent_block(x_t, t, position_ids, text_scale, image_scale)
         out = self._run_image_block(ctx, x, gen, False, layer_states)
         return self.model.velocity(out.hidden[:, 1:-1]), out
