@@ -20,19 +20,37 @@ from hyperbagel.model.masks import append_mask
 from hyperbagel.model.qwen2_mot import LMOutput
 
 
+@dataclass(frozen=True)
+class TraceBlock:
+    """One prefilled block as a speculative draft reads it: the target's hidden state after every layer
+    ``[B, S, L, D]``, the token ids ``[B, S]`` (−1 for image tokens), RoPE positions and validity ``[B, S]``."""
+
+    states: Tensor
+    ids: Tensor
+    positions: Tensor
+    valid: Tensor
+
+    @property
+    def length(self) -> int:
+        return self.ids.shape[1]
+
+
 @dataclass
 class Context:
     cache: KVCache
     valid: Tensor  # [B, T] bool
     rope: Tensor  # [B] long: the next RoPE position
+    # When a list, every prefill appends its block's layer states (for a speculative draft); decoding does not.
+    trace: list[TraceBlock] | None = None
 
     @classmethod
-    def empty(cls, model: Bagel, batch: int = 1) -> Context:
+    def empty(cls, model: Bagel, batch: int = 1, trace: bool = False) -> Context:
         device = model.vae2llm.weight.device
         return cls(
             KVCache(model.cfg.llm.num_layers),
             torch.zeros(batch, 0, dtype=torch.bool, device=device),
             torch.zeros(batch, dtype=torch.long, device=device),
+            [] if trace else None,
         )
 
     @property
@@ -44,14 +62,28 @@ class Context:
         return self.valid.shape[1]
 
     def copy(self) -> Context:
-        return Context(self.cache.copy(), self.valid.clone(), self.rope.clone())
+        trace = None if self.trace is None else list(self.trace)
+        return Context(self.cache.copy(), self.valid.clone(), self.rope.clone(), trace)
 
     def crop(self, length: int) -> None:
         self.cache.crop(length)
         self.valid = self.valid[:, :length]
+        if self.trace is not None:
+            kept, start = [], 0
+            for block in self.trace:
+                if start + block.length <= length:
+                    kept.append(block)
+                elif start < length:
+                    n = length - start
+                    kept.append(TraceBlock(block.states[:, :n], block.ids[:, :n], block.positions[:, :n],
+                                           block.valid[:, :n]))
+                start += block.length
+            self.trace = kept
 
     def select(self, batch_index: Tensor) -> Context:
-        return Context(self.cache.select(batch_index), self.valid[batch_index], self.rope[batch_index])
+        trace = None if self.trace is None else [
+            TraceBlock(*(t[batch_index] for t in (b.states, b.ids, b.positions, b.valid))) for b in self.trace]
+        return Context(self.cache.select(batch_index), self.valid[batch_index], self.rope[batch_index], trace)
 
 
 class Forwarder:
@@ -72,6 +104,11 @@ class Forwarder:
         return self.model.lm(x, positions, gen=gen, mask=mask, cache=ctx.cache, update_cache=update_cache,
                              return_layer_states=layer_states)
 
+    @staticmethod
+    def _record(ctx: Context, out: LMOutput, ids: Tensor, positions: Tensor, valid: Tensor) -> None:
+        if ctx.trace is not None:
+            ctx.trace.append(TraceBlock(torch.stack(out.layer_states, dim=2), ids, positions, valid))
+
     # ----- text -----
     def prefill_text(self, ctx: Context, rows: list[list[int]], layer_states: bool = False) -> LMOutput:
         """Append one text block per row (ids already include ``<|im_start|>`` … ``<|im_end|>``)."""
@@ -85,7 +122,9 @@ class Forwarder:
         new_valid = torch.arange(S, device=self.device)[None] < lens[:, None]
         positions = ctx.rope[:, None] + torch.arange(S, device=self.device)[None]
         mask = append_mask(ctx.valid, new_valid, causal=True)
-        out = self._lm(ctx, self.model.embed_text(ids), positions, None, mask, True, layer_states)
+        record = ctx.trace is not None
+        out = self._lm(ctx, self.model.embed_text(ids), positions, None, mask, True, layer_states or record)
+        self._record(ctx, out, ids, positions, new_valid)
         ctx.valid = torch.cat([ctx.valid, new_valid], dim=1)
         ctx.rope = ctx.rope + lens
         return out
@@ -127,7 +166,12 @@ class Forwarder:
         new_valid = torch.ones(B, S, dtype=torch.bool, device=self.device)
         positions = ctx.rope[:, None].expand(B, S)
         mask = append_mask(ctx.valid, new_valid, causal=False)
-        out = self._lm(ctx, x, positions, gen, mask, update_cache, layer_states)
+        record = update_cache and ctx.trace is not None
+        out = self._lm(ctx, x, positions, gen, mask, update_cache, layer_states or record)
+        if record:
+            ids = torch.full((B, S), -1, dtype=torch.long, device=self.device)
+            ids[:, 0], ids[:, -1] = self.soi, self.eoi
+            self._record(ctx, out, ids, positions, new_valid)
         if update_cache:
             ctx.valid = torch.cat([ctx.valid, new_valid], dim=1)
             ctx.rope = ctx.rope + 1
