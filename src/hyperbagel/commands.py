@@ -73,8 +73,13 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sampler_args(p: argparse.ArgumentParser, text_scale: float, image_scale: float) -> None:
-    p.add_argument("--steps", type=int, default=50, help="timesteps of the schedule (steps − 1 model evaluations)")
-    p.add_argument("--shift", type=float, default=3.0)
+    p.add_argument("--steps", type=int, default=None,
+                   help="timesteps of the schedule, steps − 1 denoising steps (default: 50 for the teacher, the "
+                        "student's own, 7 = 6 one-forward steps, for a distilled model)")
+    p.add_argument("--shift", type=float, default=None, help="timestep shift (default 3.0, or the student's)")
+    p.add_argument("--student", type=Path, default=None,
+                   help="a distilled model folder whose student denoises (default: the --ckpt folder's, if any)")
+    p.add_argument("--baseline", action="store_true", help="sample with the teacher even when a student is present")
     p.add_argument("--text-scale", type=float, default=text_scale)
     p.add_argument("--image-scale", type=float, default=image_scale)
 
@@ -90,7 +95,22 @@ def _guidance(args, base):
 def _pipeline(args):
     from hyperbagel.pipeline import Pipeline
 
-    return Pipeline.from_pretrained(args.ckpt)
+    student = getattr(args, "student", None)
+    if getattr(args, "baseline", False):
+        student = False
+    return Pipeline.from_pretrained(args.ckpt, student=student)
+
+
+def _sampler(args, pipe):
+    """The sampler settings the flags ask for; None leaves the pipeline's default (teacher or student)."""
+    from hyperbagel.pipeline import SamplerSettings
+
+    if args.steps is None and args.shift is None:
+        return None
+    info = pipe.student_info if pipe.student is not None else None
+    steps = args.steps if args.steps is not None else (info.steps + 1 if info else 50)
+    shift = args.shift if args.shift is not None else (info.shift if info else 3.0)
+    return SamplerSettings(steps, shift)
 
 
 def _save(image: np.ndarray, path: Path) -> None:
@@ -131,30 +151,35 @@ def cmd_train_teacher(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from hyperbagel.pipeline import T2I_GUIDANCE, SamplerSettings
+    from hyperbagel.pipeline import T2I_GUIDANCE
 
     pipe = _pipeline(args)
-    res = pipe.generate(args.prompt, args.seed, _guidance(args, T2I_GUIDANCE), SamplerSettings(args.steps, args.shift),
-                        think=args.think)
+    res = pipe.generate(args.prompt, args.seed, _guidance(args, T2I_GUIDANCE), _sampler(args, pipe), think=args.think)
     _save(res.images[0], args.out)
     if res.plans:
         print(f"plan: {res.plans[0]}")
-    print(f"wrote {args.out} ({res.forwards} model forwards, {res.seconds:.2f} s)")
+    print(f"wrote {args.out} ({res.forwards} model forwards, {res.seconds:.2f} s{_who(pipe, args)})")
     return 0
+
+
+def _who(pipe, args) -> str:
+    if pipe.student is None:
+        return ""
+    return f", {pipe.student_info.stage}-distilled student"
 
 
 def cmd_edit(args) -> int:
     from hyperbagel.eval.model_eval import as_uint8_image
-    from hyperbagel.pipeline import EDIT_GUIDANCE, SamplerSettings
+    from hyperbagel.pipeline import EDIT_GUIDANCE
 
     pipe = _pipeline(args)
     image = as_uint8_image(args.image, pipe.cfg.image_size)
-    res = pipe.edit(image, args.instruction, args.seed, _guidance(args, EDIT_GUIDANCE),
-                    SamplerSettings(args.steps, args.shift), think=args.think)
+    res = pipe.edit(image, args.instruction, args.seed, _guidance(args, EDIT_GUIDANCE), _sampler(args, pipe),
+                    think=args.think)
     _save(res.images[0], args.out)
     if res.plans:
         print(f"plan: {res.plans[0]}")
-    print(f"wrote {args.out} ({res.forwards} model forwards, {res.seconds:.2f} s)")
+    print(f"wrote {args.out} ({res.forwards} model forwards, {res.seconds:.2f} s{_who(pipe, args)})")
     return 0
 
 

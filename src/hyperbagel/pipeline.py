@@ -3,6 +3,10 @@
 Every call reports the language-model forwards it made and its wall time. Generation and editing follow BAGEL's
 inference: three branch contexts (full, without the last text, without images), 50 shifted Euler steps with CFG;
 think mode first decodes a plan and adds it to the full context only.
+
+A model folder with a distilled student (``student.safetensors``, ``model/student.py``) samples with it by default:
+the teacher builds the full context, the student denoises with one forward per step (6 shifted Euler steps), the
+guidance scales as inputs; ``accelerated=False`` runs the teacher's sampler instead.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from hyperbagel.decode.generate import GREEDY, generate_text
 from hyperbagel.decode.sampling import SamplingConfig
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.flow.guidance import GuidanceConfig
-from hyperbagel.flow.sampler import Branches, euler, guided_velocity
+from hyperbagel.flow.sampler import Branches, distilled_velocity, euler, guided_velocity
 from hyperbagel.flow.schedule import bagel_timesteps
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.bagel import Bagel
@@ -27,6 +31,7 @@ from hyperbagel.model.context import Context, Forwarder
 from hyperbagel.model.latents import patchify_latents, unpatchify_latents
 from hyperbagel.model.pixels import to_model_pixels, to_uint8
 from hyperbagel.model.siglip import patchify_image, vit_position_ids
+from hyperbagel.model.student import StudentInfo, has_student, load_student
 from hyperbagel.model.tokenizer import ShapesTokenizer
 
 T2I_GUIDANCE = GuidanceConfig(text_scale=4.0, image_scale=1.0, interval=(0.0, 1.0), renorm_type="global")
@@ -36,8 +41,9 @@ MAX_PROMPT_WORDS = 64
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    num_timesteps: int = 50
+    num_timesteps: int = 50  # points of the shifted schedule: num_timesteps − 1 Euler steps
     shift: float = 3.0
+    solver: str = "euler"  # or "dpmsolver++" / "unipc" (flow/solvers.py): num_timesteps − 1 evaluations
 
 
 @dataclass
@@ -56,18 +62,47 @@ class TextResult:
 
 
 class Pipeline:
-    def __init__(self, model: Bagel, vae: AutoEncoder, tokenizer: ShapesTokenizer):
+    def __init__(self, model: Bagel, vae: AutoEncoder, tokenizer: ShapesTokenizer, student: Bagel | None = None,
+                 student_info: StudentInfo | None = None):
         self.model, self.vae, self.tokenizer = model.eval(), vae.eval(), tokenizer
         self.fwd = Forwarder(self.model)
         self.cfg = model.cfg
+        self.student = student.eval() if student is not None else None
+        self.student_info = student_info or (StudentInfo() if student is not None else None)
+        self.student_fwd = Forwarder(self.student) if student is not None else None
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu") -> Pipeline:
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", student: str | Path | bool | None = None
+                        ) -> Pipeline:
+        """``student``: None loads the folder's student if it has one, False never, a path that folder's student
+        (on this folder's teacher)."""
         path = Path(path)
         if not path.is_dir():
             raise HyperBagelError(f"model folder not found: {path}")
         model, vae = load_pretrained(path, device)
-        return cls(model, vae, ShapesTokenizer.load(path / "tokenizer.json"))
+        student_model, info = None, None
+        source = path if student is None or student is True else (None if student is False else Path(student))
+        if source is not None and (has_student(source) or student is not None):
+            student_model, info = load_student(source, model)
+        return cls(model, vae, ShapesTokenizer.load(path / "tokenizer.json"), student_model, info)
+
+    @property
+    def forwards(self) -> int:
+        """Language-model forwards so far, teacher and student together."""
+        return self.fwd.forwards + (self.student_fwd.forwards if self.student_fwd is not None else 0)
+
+    def _accelerated(self, accelerated: bool | None) -> bool:
+        if accelerated and self.student is None:
+            raise HyperBagelError("no distilled student in this model folder (student.safetensors); "
+                                  "train one with `hyperbagel distill`, or sample with the teacher")
+        return self.student is not None if accelerated is None else accelerated
+
+    def _settings(self, sampler: SamplerSettings | None, accelerated: bool) -> SamplerSettings:
+        if sampler is not None:
+            return sampler
+        if accelerated:
+            return SamplerSettings(self.student_info.steps + 1, self.student_info.shift)
+        return SamplerSettings()
 
     # ----- inputs -----
     def _text_block(self, text: str) -> list[int]:
@@ -94,6 +129,10 @@ class Pipeline:
         h, w = pixels.shape[2] // p, pixels.shape[3] // p
         self.fwd.prefill_vit(ctx, tokens, vit_position_ids(h, w, self.cfg.vit_max_num_patch_per_side))
 
+    def latent_ids(self) -> torch.Tensor:
+        """Position ids of the latent tokens of one image."""
+        return self._latent_ids()[0]
+
     def _latent_ids(self) -> tuple[torch.Tensor, int, int]:
         side = self.cfg.image_size // self.cfg.latent_downsample
         return vit_position_ids(side, side, self.cfg.max_latent_size), side, side
@@ -116,10 +155,23 @@ class Pipeline:
     def _generators(seeds: list[int]) -> list[torch.Generator]:
         return [torch.Generator().manual_seed(int(s)) for s in seeds]
 
-    def _sample(self, branches: Branches, noise: torch.Tensor, guidance: GuidanceConfig, s: SamplerSettings):
+    def _sample(self, branches: Branches, noise: torch.Tensor, guidance: GuidanceConfig, s: SamplerSettings,
+                accelerated: bool = False, image_guidance: bool = True):
         ids, _, _ = self._latent_ids()
-        velocity = guided_velocity(self.fwd, branches, ids, guidance)
+        if accelerated:
+            image_scale = guidance.image_scale if image_guidance else 1.0
+            velocity = distilled_velocity(self.student_fwd, branches.cond, ids, guidance.text_scale, image_scale)
+        else:
+            velocity = guided_velocity(self.fwd, branches, ids, guidance)
+        if s.solver != "euler":
+            from hyperbagel.flow.solvers import solve
+
+            return solve(velocity, noise, s.solver, s.num_timesteps - 1, s.shift)
         return euler(velocity, noise, bagel_timesteps(s.num_timesteps, s.shift))
+
+    def noise(self, seeds: list[int]) -> torch.Tensor:
+        """The initial noise of each seed (what every sampler of this pipeline starts from)."""
+        return self._noise(self._generators(seeds))
 
     def _think(self, ctx: Context, max_tokens: int) -> tuple[list[str], list[list[int]]]:
         out = generate_text(self.fwd, ctx.copy(), max_tokens)
@@ -133,26 +185,38 @@ class Pipeline:
         prompts: str | list[str],
         seeds: int | list[int] = 0,
         guidance: GuidanceConfig = T2I_GUIDANCE,
-        sampler: SamplerSettings = SamplerSettings(),
+        sampler: SamplerSettings | None = None,
         think: bool = False,
         max_think_tokens: int = 64,
+        accelerated: bool | None = None,
     ) -> ImageResult:
+        """Text-to-image. ``accelerated`` (default: when a student is loaded) samples with the student."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         seeds = [seeds] * len(prompts) if isinstance(seeds, int) else list(seeds)
-        start, before = time.perf_counter(), self.fwd.forwards
+        accelerated = self._accelerated(accelerated)
+        start, before = time.perf_counter(), self.forwards
+        branches, plans = self.generation_branches(prompts, think, max_think_tokens, cfg_branches=not accelerated)
+        x = self._sample(branches, self._noise(self._generators(seeds)), guidance,
+                         self._settings(sampler, accelerated), accelerated, image_guidance=False)
+        images = self._decode(x)
+        return ImageResult(images, self.forwards - before, time.perf_counter() - start, plans)
+
+    def generation_branches(self, prompts: list[str], think: bool = False, max_think_tokens: int = 64,
+                            cfg_branches: bool = True) -> tuple[Branches, list[str] | None]:
+        """The contexts of text-to-image: full ``[text (+ plan)]``, no-text ``[]``, no-image ``[text]`` (the
+        unconditional ones only with ``cfg_branches``), and the think-mode plans."""
         blocks = [self._text_block(p) for p in prompts]
         B = len(prompts)
         cond = Context.empty(self.model, B)
         self.fwd.prefill_text(cond, blocks)
-        no_image = cond.copy()  # text only: for text-to-image the same as the full context
+        no_image = cond.copy() if cfg_branches else None  # text only: for text-to-image the full context
         plans = None
         if think:
             plans, plan_blocks = self._think(cond, max_think_tokens)
             self.fwd.prefill_text(cond, plan_blocks)
-        branches = Branches(cond, Context.empty(self.model, B), no_image)
-        x = self._sample(branches, self._noise(self._generators(seeds)), guidance, sampler)
-        images = self._decode(x)
-        return ImageResult(images, self.fwd.forwards - before, time.perf_counter() - start, plans)
+        if not cfg_branches:
+            return Branches(cond), plans
+        return Branches(cond, Context.empty(self.model, B), no_image), plans
 
     @torch.no_grad()
     def edit(
@@ -161,34 +225,48 @@ class Pipeline:
         instructions: str | list[str],
         seeds: int | list[int] = 0,
         guidance: GuidanceConfig = EDIT_GUIDANCE,
-        sampler: SamplerSettings = SamplerSettings(),
+        sampler: SamplerSettings | None = None,
         think: bool = False,
         max_think_tokens: int = 64,
+        accelerated: bool | None = None,
     ) -> ImageResult:
+        """Editing. ``accelerated`` (default: when a student is loaded) samples with the student."""
         instructions = [instructions] if isinstance(instructions, str) else list(instructions)
         images = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
         if len(images) != len(instructions):
             raise HyperBagelError(f"{len(images)} images for {len(instructions)} instructions")
         seeds = [seeds] * len(images) if isinstance(seeds, int) else list(seeds)
-        start, before = time.perf_counter(), self.fwd.forwards
-        B = len(images)
+        accelerated = self._accelerated(accelerated)
+        start, before = time.perf_counter(), self.forwards
         gens = self._generators(seeds)
+        branches, plans = self.edit_branches(images, instructions, gens, think, max_think_tokens,
+                                             cfg_branches=not accelerated)
+        x = self._sample(branches, self._noise(gens), guidance, self._settings(sampler, accelerated), accelerated)
+        return ImageResult(self._decode(x), self.forwards - before, time.perf_counter() - start, plans)
+
+    def edit_branches(self, images, instructions: list[str], generators: list[torch.Generator], think: bool = False,
+                      max_think_tokens: int = 64, cfg_branches: bool = True) -> tuple[Branches, list[str] | None]:
+        """The contexts of editing: full ``[VAE, ViT, text (+ plan)]``, no-text ``[VAE, ViT]``, no-image
+        ``[text]`` (the unconditional ones only with ``cfg_branches``); ``generators`` draw the VAE posterior
+        samples of the sources."""
+        B = len(images)
         blocks = [self._text_block(t) for t in instructions]
         pixels = torch.stack([self._pixels(im) for im in images])
         ids, _, _ = self._latent_ids()
         cond = Context.empty(self.model, B)
-        self.fwd.prefill_vae(cond, self._encode(pixels, gens), ids)
+        self.fwd.prefill_vae(cond, self._encode(pixels, generators), ids)
         self._prefill_vit(cond, pixels)
-        no_text = cond.copy()
+        no_text = cond.copy() if cfg_branches else None
         self.fwd.prefill_text(cond, blocks)
-        no_image = Context.empty(self.model, B)
-        self.fwd.prefill_text(no_image, blocks)
+        no_image = None
+        if cfg_branches:
+            no_image = Context.empty(self.model, B)
+            self.fwd.prefill_text(no_image, blocks)
         plans = None
         if think:
             plans, plan_blocks = self._think(cond, max_think_tokens)
             self.fwd.prefill_text(cond, plan_blocks)
-        x = self._sample(Branches(cond, no_text, no_image), self._noise(gens), guidance, sampler)
-        return ImageResult(self._decode(x), self.fwd.forwards - before, time.perf_counter() - start, plans)
+        return Branches(cond, no_text, no_image), plans
 
     @torch.no_grad()
     def understand(
@@ -203,11 +281,11 @@ class Pipeline:
         images = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
         if len(images) != len(questions):
             raise HyperBagelError(f"{len(images)} images for {len(questions)} questions")
-        start, before = time.perf_counter(), self.fwd.forwards
+        start, before = time.perf_counter(), self.forwards
         ctx = self.context_for_question(images, questions)
         out = generate_text(self.fwd, ctx, max_new_tokens, sampling, torch.Generator().manual_seed(seed))
         texts = [self.tokenizer.decode(t) for t in out.tokens]
-        return TextResult(texts, self.fwd.forwards - before, time.perf_counter() - start)
+        return TextResult(texts, self.forwards - before, time.perf_counter() - start)
 
     def context_for_question(self, images, questions: list[str]) -> Context:
         """[ViT image, question]: the context an answer is decoded from (speculative decoding reuses it)."""

@@ -1,0 +1,102 @@
+"""Students: shared understanding weights, zero-init guidance embedders, save/load, and the accelerated Pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hyperbagel.errors import HyperBagelError
+from hyperbagel.model.checkpoint import load_pretrained
+from hyperbagel.model.context import Context, Forwarder
+from hyperbagel.model.student import (
+    StudentInfo,
+    generation_params,
+    is_generation_param,
+    load_student,
+    save_student,
+    student_from_teacher,
+)
+from hyperbagel.pipeline import Pipeline
+from hyperbagel.world.render import render
+from hyperbagel.world.scene import sample_scene
+
+
+def test_generation_branch_names():
+    gen = ["language_model.model.layers.0.mlp_moe_gen.up_proj.weight", "language_model.model.norm_moe_gen.weight",
+           "time_embedder.mlp.0.weight", "vae2llm.bias", "llm2vae.weight", "latent_pos_embed.pos_embed",
+           "text_scale_embedder.mlp.2.weight", "image_scale_embedder.mlp.0.bias"]
+    und = ["language_model.model.layers.0.mlp.up_proj.weight", "language_model.model.norm.weight",
+           "language_model.lm_head.weight", "language_model.model.embed_tokens.weight", "vit_model.x",
+           "connector.fc1.weight", "vit_pos_embed.pos_embed"]
+    assert all(is_generation_param(n) for n in gen)
+    assert not any(is_generation_param(n) for n in und)
+
+
+def test_student_shares_understanding_and_starts_as_the_teacher(micro_teacher):
+    teacher, _ = load_pretrained(micro_teacher)
+    student = student_from_teacher(teacher)
+    mine, theirs = dict(student.named_parameters()), dict(teacher.named_parameters())
+    for name, p in mine.items():
+        if "scale_embedder" in name:
+            continue
+        assert (p is theirs[name]) != is_generation_param(name), name
+        assert torch.equal(p, theirs[name]), name
+    assert all(is_generation_param(n) for n, p in mine.items() if p.requires_grad)
+    assert {id(p) for p in generation_params(student)} == {id(p) for n, p in mine.items() if p.requires_grad}
+    # zero-init embedders: the student's velocity at any scale is the teacher's conditional velocity
+    fwd_t, fwd_s = Forwarder(teacher), Forwarder(student)
+    ctx = Context.empty(teacher, 2)
+    fwd_t.prefill_text(ctx, [[0, 5, 6, 1], [0, 7, 1]])
+    x, t, ids = torch.randn(2, 16, 16), torch.tensor([0.9, 0.3]), torch.arange(16)
+    with torch.no_grad():
+        v_t, _ = fwd_t.velocity(ctx, x, t, ids)
+        v_s, _ = fwd_s.velocity(ctx, x, t, ids, text_scale=torch.tensor([4.0, 2.0]), image_scale=torch.ones(2))
+        with pytest.raises(ValueError, match="guidance embedders"):
+            fwd_t.velocity(ctx, x, t, ids, text_scale=torch.ones(2))
+    assert torch.equal(v_t, v_s)
+
+
+def test_save_load_roundtrip_and_understanding_bit_identical(micro_teacher, tmp_path):
+    teacher, _ = load_pretrained(micro_teacher)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student = student_from_teacher(teacher)
+    with torch.no_grad():
+        for p in generation_params(student):
+            p.add_(0.01)
+    info = StudentInfo(stage="dmdo", lineage={"dmdo": str(tmp_path)})
+    save_student(tmp_path / "s", student, info, micro_teacher)
+    teacher2, _ = load_pretrained(tmp_path / "s")
+    for k, v in teacher2.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    loaded, info2 = load_student(tmp_path / "s", teacher2)
+    assert info2 == info
+    for (k, a), (_, b) in zip(student.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_pipeline_samples_with_the_student_by_default(micro_teacher, tmp_path):
+    teacher, _ = load_pretrained(micro_teacher)
+    save_student(tmp_path / "s", student_from_teacher(teacher), StudentInfo(), micro_teacher)
+    pipe = Pipeline.from_pretrained(tmp_path / "s")
+    assert pipe.student is not None
+    gen = pipe.generate(["a red circle", "two squares"], [0, 1])
+    assert gen.forwards == 1 + 6  # one text prefill, then one forward per step
+    image = render(sample_scene(np.random.default_rng(0)))
+    ed = pipe.edit([image, image], ["make the background gray", "remove the circle"], [0, 1])
+    assert ed.forwards == 3 + 6  # VAE, ViT and text prefills, then one forward per step
+    base = pipe.generate(["a red circle"], [0], accelerated=False)
+    assert base.forwards == 1 + 49 * 2
+    # a student equal to the teacher at guidance 1.0 gives the teacher's unguided images
+    from hyperbagel.flow.guidance import GuidanceConfig
+    from hyperbagel.pipeline import SamplerSettings
+
+    s = SamplerSettings(7, 3.0)
+    g1 = GuidanceConfig(text_scale=1.0)
+    a = pipe.generate(["a red circle"], [3], g1, s)
+    b = pipe.generate(["a red circle"], [3], g1, s, accelerated=False)
+    assert np.array_equal(a.images[0], b.images[0])
+    plain = Pipeline.from_pretrained(micro_teacher)
+    assert plain.student is None
+    with pytest.raises(HyperBagelError, match="no distilled student"):
+        plain.generate("a red circle", accelerated=True)
