@@ -47,14 +47,15 @@ STATE_FILE = "train_state.safetensors"
 STATE_JSON = "train_state.json"
 
 # The default Shapes World autoencoder: 64 px → 16×16×4 latent (downsample 4) → 8×8 = 64 tokens of 16 values
-# after 2×2 patchify. See the recipe's measurements in the README.
+# after 2×2 patchify. Measured (2000 steps, batch 16, ~7 min uncontended on 2 cores): L1 0.0065 on [-1, 1],
+# mean uint8 error 0.71, detect(recon) == scene for 64 % of 200 scenes; still improving at the end.
 SHAPES_VAE = VAEConfig(resolution=64, ch=16, ch_mult=(1, 2, 4), num_res_blocks=1, z_channels=4, norm_groups=8)
 
 
 @dataclass(frozen=True)
 class VAETrainConfig:
     vae: VAEConfig = SHAPES_VAE
-    steps: int = 1500
+    steps: int = 2000
     batch_size: int = 16
     lr: float = 2e-3
     min_lr_ratio: float = 0.05
