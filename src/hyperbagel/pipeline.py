@@ -11,6 +11,7 @@ guidance scales as inputs; ``accelerated=False`` runs the teacher's sampler inst
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hyperbagel import inputs
 from hyperbagel.decode.generate import GREEDY, generate_text
 from hyperbagel.decode.sampling import SamplingConfig
 from hyperbagel.errors import HyperBagelError
@@ -84,7 +86,29 @@ class Pipeline:
         source = path if student is None or student is True else (None if student is False else Path(student))
         if source is not None and (has_student(source) or student is not None):
             student_model, info = load_student(source, model)
-        return cls(model, vae, ShapesTokenizer.load(path / "tokenizer.json"), student_model, info)
+        tokenizer = ShapesTokenizer.load(path / "tokenizer.json")
+        tokenizer.check_fits(model.cfg.llm.vocab_size, dataclasses.asdict(model.cfg.special_tokens),
+                             str(path / "tokenizer.json"))
+        return cls(model, vae, tokenizer, student_model, info)
+
+    def can_accelerate(self, task: str) -> bool:
+        """Whether ``task`` (generate, edit, understand) has an accelerated path with this model folder."""
+        if task in ("generate", "edit"):
+            return self.student is not None
+        if task == "understand":
+            return False
+        raise HyperBagelError(f"unknown task {task!r}: generate, edit or understand")
+
+    def _check(self, guidance: GuidanceConfig, sampler: SamplerSettings | None, accelerated: bool,
+               think_tokens: int) -> None:
+        """Guidance inside the range the sampling model was trained on, a valid schedule, a token budget."""
+        info = self.student_info if accelerated else None
+        inputs.check_guidance(guidance.text_scale, guidance.image_scale,
+                              getattr(info, "text_scale_range", inputs.TEXT_SCALE_RANGE),
+                              getattr(info, "image_scale_range", inputs.IMAGE_SCALE_RANGE))
+        if sampler is not None:
+            inputs.check_sampler(sampler.num_timesteps, sampler.shift)
+        inputs.check_max_new_tokens(think_tokens)
 
     @property
     def forwards(self) -> int:
@@ -191,9 +215,10 @@ class Pipeline:
         accelerated: bool | None = None,
     ) -> ImageResult:
         """Text-to-image. ``accelerated`` (default: when a student is loaded) samples with the student."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        seeds = [seeds] * len(prompts) if isinstance(seeds, int) else list(seeds)
+        prompts = inputs.texts(prompts, "prompt")
+        seeds = inputs.seeds(seeds, len(prompts))
         accelerated = self._accelerated(accelerated)
+        self._check(guidance, sampler, accelerated, max_think_tokens)
         start, before = time.perf_counter(), self.forwards
         branches, plans = self.generation_branches(prompts, think, max_think_tokens, cfg_branches=not accelerated)
         x = self._sample(branches, self._noise(self._generators(seeds)), guidance,
@@ -231,12 +256,13 @@ class Pipeline:
         accelerated: bool | None = None,
     ) -> ImageResult:
         """Editing. ``accelerated`` (default: when a student is loaded) samples with the student."""
-        instructions = [instructions] if isinstance(instructions, str) else list(instructions)
-        images = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+        instructions = inputs.texts(instructions, "instruction")
+        images = inputs.images(images, self.cfg.image_size)
         if len(images) != len(instructions):
             raise HyperBagelError(f"{len(images)} images for {len(instructions)} instructions")
-        seeds = [seeds] * len(images) if isinstance(seeds, int) else list(seeds)
+        seeds = inputs.seeds(seeds, len(images))
         accelerated = self._accelerated(accelerated)
+        self._check(guidance, sampler, accelerated, max_think_tokens)
         start, before = time.perf_counter(), self.forwards
         gens = self._generators(seeds)
         branches, plans = self.edit_branches(images, instructions, gens, think, max_think_tokens,
@@ -277,10 +303,12 @@ class Pipeline:
         sampling: SamplingConfig = GREEDY,
         seed: int = 0,
     ) -> TextResult:
-        questions = [questions] if isinstance(questions, str) else list(questions)
-        images = [images] if isinstance(images, np.ndarray) and images.ndim == 3 else list(images)
+        questions = inputs.texts(questions, "question")
+        images = inputs.images(images, self.cfg.image_size)
         if len(images) != len(questions):
             raise HyperBagelError(f"{len(images)} images for {len(questions)} questions")
+        inputs.check_max_new_tokens(max_new_tokens)
+        seed = inputs.seeds(seed, 1)[0]
         start, before = time.perf_counter(), self.forwards
         ctx = self.context_for_question(images, questions)
         out = generate_text(self.fwd, ctx, max_new_tokens, sampling, torch.Generator().manual_seed(seed))

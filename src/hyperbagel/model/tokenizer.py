@@ -45,6 +45,16 @@ class ShapesTokenizer:
         except Exception as err:
             raise HyperBagelError(f"cannot read tokenizer {path}: {err}") from None
 
+    def check_fits(self, vocab_size: int, special: dict[str, int], source: str = "the tokenizer") -> None:
+        """The model can embed every id and shares BAGEL's special tokens (else its words would mean other things)."""
+        top = max(self.id_to_word)
+        if top >= vocab_size:
+            raise HyperBagelError(f"{source} does not match the model: it has id {top}, the model {vocab_size} ids")
+        ours = {"bos": self.bos, "eos": self.eos, "start_of_image": self.start_of_image,
+                "end_of_image": self.end_of_image}
+        if any(special.get(k) != v for k, v in ours.items()):
+            raise HyperBagelError(f"{source} does not match the model: special token ids {ours} vs {special}")
+
     def save(self, path: str | Path) -> None:
         self.tokenizer.save(str(path))
 
