@@ -94,7 +94,8 @@ def student_from_teacher(teacher: Bagel, state: dict[str, torch.Tensor] | None =
             continue
         src = theirs[name]
         if is_generation_param(name):
-            _set_param(student, name, nn.Parameter(src.detach().clone(), requires_grad=src.requires_grad))
+            trainable = not name.startswith("latent_pos_embed.")  # a fixed sin-cos table, as in the teacher
+            _set_param(student, name, nn.Parameter(src.detach().clone(), requires_grad=trainable))
         else:
             src.requires_grad_(False)
             _set_param(student, name, src)

@@ -1,0 +1,308 @@
+"""What the three generation-distillation recipes share: the config fields, the Shapes World conditions of a step,
+the teacher's contexts, trainable-only checkpoints with exact resume, and the understanding-weights guard.
+
+A step's data is a pure function of ``(seed, step, group, index, sub)``: prompts and edits come from Shapes World's
+task generators, and each row's torch generator draws, in order, the VAE posterior sample of an edit source, the
+guidance scales, the initial noise and the clean target latents. A resumed run therefore replays exactly the
+batches an uninterrupted one would. Contexts are built by the teacher (``Pipeline.generation_branches`` /
+``edit_branches``); students only ever run denoising forwards against them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from hyperbagel.errors import HyperBagelError
+from hyperbagel.flow.guidance import GuidanceConfig
+from hyperbagel.flow.sampler import Branches
+from hyperbagel.model.bagel import Bagel
+from hyperbagel.model.latents import patchify_latents
+from hyperbagel.model.pixels import to_model_pixels
+from hyperbagel.model.student import (
+    STUDENT_FILE,
+    StudentInfo,
+    has_student,
+    is_generation_param,
+    read_student_info,
+    student_from_teacher,
+)
+from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline
+from hyperbagel.recipes.checkpointing import (
+    atomic_save_tensors,
+    atomic_write_text,
+    load_optimizer,
+    optimizer_tensors,
+)
+from hyperbagel.world.captions import caption
+from hyperbagel.world.render import render
+from hyperbagel.world.scene import sample_scene, scene_from_json
+from hyperbagel.world.tasks import edit as edit_tasks
+from hyperbagel.world.tasks import t2i
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("gen", "edit")
+GUIDANCE = {"gen": T2I_GUIDANCE, "edit": EDIT_GUIDANCE}
+
+
+@dataclass
+class DistillConfig:
+    """Fields every stage has; each stage's config adds its own."""
+
+    teacher: str = "runs/teacher"  # the teacher's model folder
+    init: str | None = None  # the previous stage's folder (its student.safetensors); None: the teacher
+    out: str = "runs/distill"
+    steps: int = 1000
+    batch: dict[str, int] = field(default_factory=lambda: {"gen": 8, "edit": 4})
+    lr: float = 1e-4
+    warmup: int = 20
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    shift: float = 3.0
+    text_scale: tuple[float, float] = (1.0, 5.0)  # ~U, text-to-image and editing
+    image_scale: tuple[float, float] = (1.0, 2.5)  # ~U, editing only (text-to-image feeds 1.0)
+    caption_prompts: float = 0.4  # share of text-to-image prompts that are full captions (as the teacher's mix)
+    bf16: bool = True
+    seed: int = 0
+    ckpt_every: int = 100
+    log_every: int = 20
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        self.text_scale, self.image_scale = tuple(self.text_scale), tuple(self.image_scale)
+        if self.steps <= 0:
+            raise ValueError(f"{type(self).__name__}.steps must be positive, got {self.steps}")
+        unknown = set(self.batch) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"{type(self).__name__}.batch has unknown groups {sorted(unknown)}; groups are {GROUPS}")
+        if not any(self.batch.values()):
+            raise ValueError(f"{type(self).__name__}.batch is empty")
+        for name in ("text_scale", "image_scale"):
+            lo, hi = getattr(self, name)
+            if not 0 < lo <= hi:
+                raise ValueError(f"{type(self).__name__}.{name} must be a range 0 < lo ≤ hi, got {(lo, hi)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def lr_at(cfg: DistillConfig, step: int, lr: float | None = None) -> float:
+    """Linear warm-up, then constant."""
+    lr = cfg.lr if lr is None else lr
+    return lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# models
+
+
+@dataclass
+class Setup:
+    pipe: Pipeline  # the teacher: contexts, VAE, tokenizer, guided velocity
+    ids: Tensor  # latent position ids of one image
+    lineage: dict[str, str]
+
+
+def load_setup(cfg: DistillConfig) -> Setup:
+    teacher = Path(cfg.teacher)
+    if not (teacher / "config.json").is_file():
+        raise HyperBagelError(f"teacher model folder not found: {teacher} (train one with `hyperbagel train teacher`)")
+    pipe = Pipeline.from_pretrained(teacher, student=False)
+    for p in pipe.model.parameters():
+        p.requires_grad_(False)
+    for p in pipe.vae.parameters():
+        p.requires_grad_(False)
+    lineage = dict(read_student_info(cfg.init).lineage) if cfg.init else {}
+    return Setup(pipe, pipe.latent_ids(), lineage)
+
+
+def student_weights(folder: str | Path | None) -> dict[str, Tensor] | None:
+    """A stage's student generation-branch tensors (None: start from the teacher)."""
+    if folder is None:
+        return None
+    if not has_student(folder):
+        raise HyperBagelError(f"{folder} holds no {STUDENT_FILE}: run the previous distillation stage first")
+    from hyperbagel.model.checkpoint import read_tensors
+
+    return read_tensors(Path(folder) / STUDENT_FILE)
+
+
+def new_student(setup: Setup, folder: str | Path | None, trainable: bool = True) -> Bagel:
+    """A student on the teacher, from ``folder``'s student weights (or the teacher's generation branch)."""
+    student = student_from_teacher(setup.pipe.model, student_weights(folder))
+    if not trainable:
+        for p in student.parameters():
+            p.requires_grad_(False)
+    return student.train(trainable)
+
+
+def understanding_fingerprint(model: Bagel) -> str:
+    """SHA-256 over every non-generation tensor: equal fingerprints mean bit-identical understanding weights."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if not is_generation_param(name):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class Conditions:
+    group: str  # "gen" or "edit"
+    branches: Branches  # built by the teacher; the unconditional ones only when asked for
+    guidance: GuidanceConfig  # the teacher's CFG interval and renorm for this task
+    text_scale: Tensor  # [B]
+    image_scale: Tensor  # [B]
+    noise: Tensor  # [B, N, P]: the initial noise x_T
+    x0: Tensor | None  # [B, N, P]: clean latents of the target scenes (when asked for)
+    generators: list[torch.Generator]  # per row, for any further draws of the step
+
+    @property
+    def batch(self) -> int:
+        return self.noise.shape[0]
+
+
+def row_generators(seed: int, step: int, group: str, n: int, sub: int = 0):
+    """numpy and torch generators of each row: a pure function of (seed, step, group, sub, index)."""
+    seeds = [np.random.SeedSequence([seed, step, GROUPS.index(group), sub, i]) for i in range(n)]
+    return ([np.random.default_rng(s) for s in seeds],
+            [torch.Generator().manual_seed(int(s.generate_state(1, np.uint64)[0] >> 1)) for s in seeds])
+
+
+def _t2i_item(rng: np.random.Generator, resolution: int, caption_share: float):
+    if rng.random() < caption_share:
+        scene = sample_scene(rng, resolution)
+        return caption(scene), scene
+    item = t2i.sample_prompt(rng)
+    return item["prompt"], t2i.scene_for_prompt(item, rng, resolution)
+
+
+def _latents(pipe: Pipeline, scenes, generators) -> Tensor:
+    pixels = torch.stack([to_model_pixels(render(s)) for s in scenes])
+    mean, logvar = pipe.vae.posterior(pixels)
+    eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators])
+    return patchify_latents(pipe.vae.scale(mean + torch.exp(0.5 * logvar) * eps), pipe.cfg.latent_patch_size)
+
+
+@torch.no_grad()
+def conditions(setup: Setup, cfg: DistillConfig, step: int, group: str, sub: int = 0, cfg_branches: bool = False,
+               data: bool = False) -> Conditions:
+    """The rows of one group for one step: teacher contexts, guidance scales, initial noise (and clean targets)."""
+    pipe, n = setup.pipe, cfg.batch[group]
+    rngs, gens = row_generators(cfg.seed, step, group, n, sub)
+    R = pipe.cfg.image_size
+    if group == "gen":
+        items = [_t2i_item(r, R, cfg.caption_prompts) for r in rngs]
+        branches, _ = pipe.generation_branches([p for p, _ in items], cfg_branches=cfg_branches)
+        scenes = [s for _, s in items]
+    else:
+        tags = edit_tasks.EDIT_TAGS
+        items = [edit_tasks.sample_edit_item(r, tags[r.integers(len(tags))], R) for r in rngs]
+        sources = [render(scene_from_json(it["source"])) for it in items]
+        branches, _ = pipe.edit_branches(sources, [it["instruction"] for it in items], gens,
+                                         cfg_branches=cfg_branches)
+        scenes = [scene_from_json(it["target"]) for it in items]
+    lo, hi = cfg.text_scale
+    text = torch.stack([lo + (hi - lo) * torch.rand((), generator=g) for g in gens])
+    lo, hi = cfg.image_scale if group == "edit" else (1.0, 1.0)
+    image = torch.stack([lo + (hi - lo) * torch.rand((), generator=g) for g in gens])
+    noise = torch.stack([torch.randn(len(setup.ids), pipe.cfg.patch_latent_dim, generator=g) for g in gens])
+    x0 = _latents(pipe, scenes, gens) if data else None
+    return Conditions(group, branches, GUIDANCE[group], text, image, noise, x0, gens)
+
+
+def autocast(cfg: DistillConfig):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def trainable_state(module: nn.Module) -> dict[str, Tensor]:
+    return {n: p.detach() for n, p in module.named_parameters() if p.requires_grad}
+
+
+def save_roles(folder: Path, roles: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+               state: dict) -> None:
+    """Each role's trainable tensors and optimizer moments as safetensors, then ``train_state.json`` (last, so a
+    state file always describes complete weights)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    groups = {}
+    for role, module in roles.items():
+        atomic_save_tensors(trainable_state(module), folder / f"{role}.safetensors")
+        if role in optimizers:
+            tensors, meta = optimizer_tensors(optimizers[role], module)
+            atomic_save_tensors(tensors, folder / f"{role}_optimizer.safetensors")
+            groups[role] = meta
+    atomic_write_text(json.dumps({**state, "optimizers": groups}, indent=1) + "\n", folder / "train_state.json")
+
+
+def load_roles(folder: Path, roles: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> dict | None:
+    """Restore what ``save_roles`` wrote; None when there is nothing to resume."""
+    if not (folder / "train_state.json").is_file():
+        return None
+    state = json.loads((folder / "train_state.json").read_text())
+    for role, module in roles.items():
+        saved = load_file(folder / f"{role}.safetensors")
+        params = dict(module.named_parameters())
+        if set(saved) != set(trainable_state(module)):
+            raise HyperBagelError(f"{folder / role}.safetensors does not match the {role}'s trainable parameters")
+        with torch.no_grad():
+            for k, v in saved.items():
+                params[k].copy_(v)
+        if role in optimizers:
+            load_optimizer(optimizers[role], module, load_file(folder / f"{role}_optimizer.safetensors"),
+                           state["optimizers"][role])
+    return state
+
+
+def write_config(cfg: DistillConfig, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json.dumps(cfg.to_dict(), indent=1, default=list) + "\n", out / "distill_config.json")
+
+
+def student_info(cfg: DistillConfig, setup: Setup, stage: str, steps: int = 6) -> StudentInfo:
+    return StudentInfo(stage=stage, steps=steps, shift=cfg.shift, lineage={**setup.lineage, stage: str(cfg.out)})
+
+
+def log_step(bar, logged: dict, step: int, cfg: DistillConfig, t0: float, name: str) -> None:
+    import time
+
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in logged.items() if "/" in k})
+    if (step + 1) % cfg.log_every == 0:
+        log.info("%s step %d %s (%.1f s)", name, step + 1,
+                 " ".join(f"{k}={v:.4f}" for k, v in logged.items() if "/" in k), time.perf_counter() - t0)
+
+
+def progress_bar(enabled: bool, total: int, initial: int, name: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=name, unit="step", dynamic_ncols=True)
+
+
+def check_understanding(setup: Setup, expected: str) -> str:
+    """Raise if the teacher's understanding weights changed during training (they never should)."""
+    now = understanding_fingerprint(setup.pipe.model)
+    if now != expected:
+        raise HyperBagelError("the understanding weights changed during distillation; this is a bug")
+    return now

@@ -1,0 +1,181 @@
+"""Stage 3, DMDO (Hyper-Bagel §3.2.3): distribution matching distillation on the generator's own ODE paths, giving
+the 6-step model.
+
+Roles: ``generator`` = the student, from stage 2; ``fake`` = a trainable generation branch (from stage 1 by default:
+it starts at the guided field the generator was distilled from) that learns the generator's distribution;
+``real`` = the teacher with true CFG (exact guided velocity, renorm and interval, the same scales as the
+generator). One step = ``fake_updates`` fake updates, then one generator update (``distill/dmdo.py``):
+
+- fake update: roll the generator's 6-step Euler ODE from fresh noise ``x_T`` without gradient, keep the path;
+  flow matching on ``(1 − t)·x_0 + t·x_T`` with velocity ``x_T − x_0``;
+- generator update, on the last fake update's paths: from a stored point ``x_k`` one gradient step straight to
+  ``x̂_0``, re-mixed with the same ``x_T`` at ``t′``; DMD gradient from the real and fake ``x̂_0`` estimates there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hyperbagel.distill.cfg import teacher_guided_velocity
+from hyperbagel.distill.dmdo import dmd_generator_loss, dmd_gradient, fake_flow_loss, path_mix
+from hyperbagel.flow.sampler import distilled_velocity, euler
+from hyperbagel.flow.schedule import bagel_timesteps, x0_from_velocity
+from hyperbagel.model.context import Forwarder
+from hyperbagel.model.student import generation_params, save_student
+from hyperbagel.recipes.distill_common import (
+    GROUPS,
+    DistillConfig,
+    autocast,
+    check_understanding,
+    conditions,
+    load_roles,
+    load_setup,
+    log_step,
+    lr_at,
+    new_student,
+    progress_bar,
+    save_roles,
+    student_info,
+    understanding_fingerprint,
+    write_config,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DMDOConfig(DistillConfig):
+    init: str | None = "runs/distill-tscd"
+    out: str = "runs/distill-dmdo"
+    steps: int = 300  # generator updates
+    lr: float = 2e-5  # generator
+    fake_lr: float = 1e-4
+    fake_init: str = "cfg"  # the fake model's start: a stage in the lineage ("cfg", "tscd") or "teacher"
+    fake_updates: int = 5  # fake updates per generator update (DMD2's two time-scale rule)
+    sample_steps: int = 6  # the generator's Euler ODE
+    t_range: tuple[float, float] = (0.02, 0.98)  # times of the fake model's and the DMD gradient's mixes
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.t_range = tuple(self.t_range)
+        if self.init is None:
+            raise ValueError("DMDOConfig.init must be the stage-2 (tscd) folder")
+        if self.fake_updates < 1 or self.sample_steps < 1:
+            raise ValueError("DMDOConfig.fake_updates and sample_steps must be positive")
+        if not 0 < self.t_range[0] < self.t_range[1] < 1:
+            raise ValueError(f"DMDOConfig.t_range must satisfy 0 < lo < hi < 1, got {self.t_range}")
+
+
+def _times(c, cfg: DMDOConfig) -> torch.Tensor:
+    lo, hi = cfg.t_range
+    return torch.stack([lo + (hi - lo) * torch.rand((), generator=g) for g in c.generators])
+
+
+def rollout(setup, fwd: Forwarder, c, cfg: DMDOConfig):
+    """The generator's ODE path from ``c.noise`` without gradient: states ``[K, B, N, P]``, times ``[K]``, ``x_0``."""
+    path: list = []
+    with torch.no_grad(), autocast(cfg):
+        velocity = distilled_velocity(fwd, c.branches.cond, setup.ids, c.text_scale, c.image_scale)
+        x0 = euler(velocity, c.noise, bagel_timesteps(cfg.sample_steps + 1, cfg.shift), path)
+    return torch.stack([x for _, x, _ in path]).float(), torch.stack([t.float() for t, _, _ in path]), x0.float()
+
+
+def fake_loss(setup, fwds, cfg: DMDOConfig, c, x0) -> torch.Tensor:
+    t = _times(c, cfg)
+    with autocast(cfg):
+        v, _ = fwds["fake"].velocity(c.branches.cond, path_mix(x0, c.noise, t), t, setup.ids,
+                                     text_scale=c.text_scale, image_scale=c.image_scale)
+        return fake_flow_loss(v, x0, c.noise)
+
+
+def generator_loss(setup, fwds, cfg: DMDOConfig, c, states, times) -> tuple[torch.Tensor, float]:
+    B = c.batch
+    k = torch.stack([torch.randint(len(times), (), generator=g) for g in c.generators])
+    rows = torch.arange(B)
+    x_k, t_k = states[k, rows], times[k]
+    scales = dict(text_scale=c.text_scale, image_scale=c.image_scale)
+    with autocast(cfg):
+        v, _ = fwds["generator"].velocity(c.branches.cond, x_k, t_k, setup.ids, **scales)
+    x0_hat = x0_from_velocity(x_k, v.float(), t_k)
+    t2 = _times(c, cfg)
+    with torch.no_grad(), autocast(cfg):
+        x_t2 = path_mix(x0_hat.detach(), c.noise, t2)
+        v_real = teacher_guided_velocity(setup.pipe.fwd, c.branches, setup.ids, x_t2, t2, c.text_scale,
+                                         c.image_scale, c.guidance)
+        v_fake, _ = fwds["fake"].velocity(c.branches.cond, x_t2, t2, setup.ids, **scales)
+    grad = dmd_gradient(x0_hat, x0_from_velocity(x_t2, v_real.float(), t2), x0_from_velocity(x_t2, v_fake.float(), t2))
+    return dmd_generator_loss(x0_hat, grad), float(grad.abs().mean())
+
+
+def train_dmdo(cfg: DMDOConfig, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train (or resume) stage 3 from the stage-2 folder ``cfg.init``; returns the model folder."""
+    out = Path(cfg.out)
+    setup = load_setup(cfg)
+    fingerprint = understanding_fingerprint(setup.pipe.model)
+    torch.manual_seed(cfg.seed)
+    generator = new_student(setup, cfg.init)
+    if cfg.fake_init != "teacher" and cfg.fake_init not in setup.lineage:
+        raise ValueError(f"DMDOConfig.fake_init={cfg.fake_init!r}: no such stage in {sorted(setup.lineage)}")
+    fake = new_student(setup, None if cfg.fake_init == "teacher" else setup.lineage[cfg.fake_init])
+    fwds = {"generator": Forwarder(generator), "fake": Forwarder(fake)}
+    g_params, f_params = generation_params(generator), generation_params(fake)
+    opts = {"generator": torch.optim.AdamW(g_params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay),
+            "fake": torch.optim.AdamW(f_params, lr=cfg.fake_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)}
+    roles = {"generator": generator, "fake": fake}
+    state = load_roles(out / "train", roles, opts)
+    start, history = (state["step"], state["history"]) if state else (0, [])
+    if state:
+        log.info("resuming %s at step %d", out, start)
+    write_config(cfg, out)
+    bar = progress_bar(progress, cfg.steps, start, "distill dmdo")
+    t0 = time.perf_counter()
+    total = sum(cfg.batch.values())
+    groups = [g for g in GROUPS if cfg.batch.get(g, 0)]
+    for step in range(start, cfg.steps):
+        logged: dict[str, float] = {}
+        last = {}
+        # fake updates: flow matching on the generator's own paths
+        for j in range(cfg.fake_updates):
+            opts["fake"].zero_grad(set_to_none=True)
+            for g in opts["fake"].param_groups:
+                g["lr"] = lr_at(cfg, step, cfg.fake_lr)
+            for group in groups:
+                c = conditions(setup, cfg, step, group, sub=j, cfg_branches=j == cfg.fake_updates - 1)
+                states, times, x0 = rollout(setup, fwds["generator"], c, cfg)
+                loss = fake_loss(setup, fwds, cfg, c, x0)
+                (loss * c.batch / total).backward()
+                key = f"{group}/fake_fm"
+                logged[key] = logged.get(key, 0.0) + float(loss.detach()) / cfg.fake_updates
+                last[group] = (c, states, times)
+            torch.nn.utils.clip_grad_norm_(f_params, cfg.grad_clip)
+            opts["fake"].step()
+        # generator update on the last paths
+        opts["generator"].zero_grad(set_to_none=True)
+        for g in opts["generator"].param_groups:
+            g["lr"] = lr_at(cfg, step)
+        for group in groups:
+            c, states, times = last[group]
+            loss, gmag = generator_loss(setup, fwds, cfg, c, states, times)
+            (loss * c.batch / total).backward()
+            logged[f"{group}/dmd_grad"] = gmag
+        gnorm = torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
+        opts["generator"].step()
+        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(gnorm), **logged}
+        history.append(logged)
+        log_step(bar, logged, step, cfg, t0, "dmdo")
+        stopping = stop_after is not None and step + 1 >= stop_after
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
+            check_understanding(setup, fingerprint)
+            save_roles(out / "train", roles, opts, {"step": step + 1, "history": history,
+                                                    "understanding_sha256": fingerprint})
+            save_student(out, generator, student_info(cfg, setup, "dmdo", cfg.sample_steps), cfg.teacher)
+        if stopping:
+            break
+    if bar is not None:
+        bar.close()
+    return out

@@ -1,0 +1,201 @@
+"""Stage 2, TSCD (Hyper-Bagel §3.2.2): trajectory-segmented consistency distillation with 3 segments of the shifted
+schedule in one stage, trained adversarially (hinge) with a multi-head discriminator on a trainable copy of the
+backbone; ``mse_weight > 0`` adds Hyper-SD's MSE term (the ablation).
+
+Roles: ``teacher`` = the stage-1 CFG-distilled model, frozen (one forward gives the guided velocity); ``student`` =
+the generator, initialised from stage 1; ``disc`` = heads on a trainable copy of the stage-1 generation branch.
+Each step, per task group (``distill/tscd.py`` has the formulas):
+
+1. a point ``x_t`` of the fine teacher grid: the clean target latents of a Shapes World scene, noised to ``t``;
+2. the student jumps to its segment's end ``e``: ``ŷ``; the teacher steps one grid point, the stop-gradient
+   student jumps from there to ``e``: ``y``;
+3. both are noised forward from ``e`` to the same ``s`` in the segment above ``e`` with the same noise;
+4. generator: hinge ``−D(ŷ_s)`` (+ MSE); discriminator: ``relu(1 − D(y_s)) + relu(1 + D(ŷ_s))``.
+
+Sampling the result: 2 Euler steps per segment = 6 steps on the shifted schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hyperbagel.distill.discriminator import LatentDiscriminator, default_layers
+from hyperbagel.distill.tscd import (
+    consistency_mse,
+    consistency_target,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    jump,
+    renoise,
+    segment_boundaries,
+    segment_end,
+    segment_start,
+    teacher_grid,
+)
+from hyperbagel.flow.schedule import noisy
+from hyperbagel.model.context import Forwarder
+from hyperbagel.model.student import generation_params, save_student
+from hyperbagel.recipes.distill_common import (
+    GROUPS,
+    DistillConfig,
+    autocast,
+    check_understanding,
+    conditions,
+    load_roles,
+    load_setup,
+    log_step,
+    lr_at,
+    new_student,
+    progress_bar,
+    save_roles,
+    student_info,
+    understanding_fingerprint,
+    write_config,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TSCDConfig(DistillConfig):
+    init: str | None = "runs/distill-cfg"
+    out: str = "runs/distill-tscd"
+    steps: int = 600
+    lr: float = 5e-5  # generator
+    disc_lr: float = 2e-4
+    disc_betas: tuple[float, float] = (0.0, 0.99)
+    segments: int = 3
+    steps_per_segment: int = 8  # fine teacher grid: segments × steps_per_segment steps, boundaries on it
+    sample_steps: int = 6  # the sampler the result is meant for (2 Euler steps per segment)
+    disc_layers: tuple[int, ...] = ()  # () = 4 evenly spaced layers
+    disc_hidden: int = 64
+    adv_weight: float = 1.0
+    mse_weight: float = 0.0  # > 0 adds the MSE consistency term (Hyper-SD); Hyper-Bagel trains adversarially only
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.disc_betas, self.disc_layers = tuple(self.disc_betas), tuple(self.disc_layers)
+        if self.init is None:
+            raise ValueError("TSCDConfig.init must be the stage-1 (cfg) folder")
+        if self.segments < 1 or self.steps_per_segment < 1:
+            raise ValueError("TSCDConfig.segments and steps_per_segment must be positive")
+        if self.sample_steps % self.segments:
+            raise ValueError("TSCDConfig.sample_steps must be a multiple of segments (whole steps per segment)")
+
+
+def step_losses(setup, roles, fwds, cfg: TSCDConfig, step: int, group: str) -> dict[str, float]:
+    """One generator and one discriminator update's backward for one group (the caller steps the optimizers)."""
+    ids = setup.ids
+    disc = roles["disc"]
+    c = conditions(setup, cfg, step, group, data=True)
+    B = c.batch
+    grid = teacher_grid(cfg.segments, cfg.steps_per_segment, cfg.shift).float()
+    bounds = segment_boundaries(cfg.segments, cfg.shift).float()
+    n = torch.stack([torch.randint(len(grid) - 1, (), generator=g) for g in c.generators])
+    t, t_next = grid[n], grid[n + 1]
+    end, start = segment_end(t, bounds), segment_start(t, bounds)
+    u = torch.stack([torch.rand((), generator=g) for g in c.generators]).clamp(0.02, 0.98)
+    s = end + u * (start - end)  # discriminator time: inside the segment above the end
+    x_t = noisy(c.x0, c.noise, t)
+    adv_noise = torch.stack([torch.randn(c.noise.shape[1:], generator=g) for g in c.generators])
+    ctx, scales = c.branches.cond, dict(text_scale=c.text_scale, image_scale=c.image_scale)
+    with torch.no_grad(), autocast(cfg):
+        v_teacher, _ = fwds["teacher"].velocity(ctx, x_t, t, ids, **scales)
+        x_next = jump(x_t, v_teacher, t, t_next)
+        v_self, _ = fwds["student"].velocity(ctx, x_next, t_next, ids, **scales)
+        y = consistency_target(x_next, v_self, t_next, end)
+        y = torch.where((t_next == end).view(-1, 1, 1), x_next, y).float()
+        real = renoise(y, end, s, adv_noise)
+    weight = B / sum(cfg.batch.values())
+    # generator
+    for p in disc.parameters():
+        p.requires_grad_(False)
+    with autocast(cfg):
+        v, _ = fwds["student"].velocity(ctx, x_t, t, ids, **scales)
+        y_hat = jump(x_t, v.float(), t, end)
+        fake = renoise(y_hat, end, s, adv_noise)
+        g_adv = hinge_generator_loss(disc(ctx, fake, s, ids, **scales))
+        mse = consistency_mse(y_hat, y)
+        g_loss = cfg.adv_weight * g_adv + cfg.mse_weight * mse
+    (g_loss * weight).backward()
+    for name, p in disc.named_parameters():
+        p.requires_grad_(name.startswith("heads.") or _trainable_backbone(name))
+    # discriminator
+    with autocast(cfg):
+        d_loss = hinge_discriminator_loss(disc(ctx, real, s, ids, **scales), disc(ctx, fake.detach(), s, ids, **scales))
+    (d_loss * weight).backward()
+    return {f"{group}/g_adv": float(g_adv.detach()), f"{group}/mse": float(mse.detach()),
+            f"{group}/d_hinge": float(d_loss.detach())}
+
+
+def _trainable_backbone(name: str) -> bool:
+    from hyperbagel.model.student import is_generation_param
+
+    return name.startswith("backbone.") and is_generation_param(name[len("backbone."):]) and \
+        not name.startswith("backbone.latent_pos_embed.")
+
+
+def build_roles(setup, cfg: TSCDConfig):
+    teacher = new_student(setup, cfg.init, trainable=False)
+    student = new_student(setup, cfg.init)
+    layers = cfg.disc_layers or default_layers(setup.pipe.cfg.llm.num_layers)
+    disc = LatentDiscriminator(new_student(setup, cfg.init), layers, cfg.disc_hidden).train()
+    for name, p in disc.named_parameters():
+        p.requires_grad_(name.startswith("heads.") or _trainable_backbone(name))
+    return {"teacher": teacher, "student": student, "disc": disc}
+
+
+def train_tscd(cfg: TSCDConfig, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train (or resume) stage 2 from the stage-1 folder ``cfg.init``; returns the model folder."""
+    out = Path(cfg.out)
+    setup = load_setup(cfg)
+    fingerprint = understanding_fingerprint(setup.pipe.model)
+    torch.manual_seed(cfg.seed)
+    roles = build_roles(setup, cfg)
+    student, disc = roles["student"], roles["disc"]
+    fwds = {"teacher": Forwarder(roles["teacher"]), "student": Forwarder(student)}
+    g_params = generation_params(student)
+    d_params = [p for p in disc.parameters() if p.requires_grad]
+    opts = {"student": torch.optim.AdamW(g_params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay),
+            "disc": torch.optim.AdamW(d_params, lr=cfg.disc_lr, betas=cfg.disc_betas, weight_decay=0.0)}
+    trained = {"student": student, "disc": disc}
+    state = load_roles(out / "train", trained, opts)
+    start, history = (state["step"], state["history"]) if state else (0, [])
+    if state:
+        log.info("resuming %s at step %d", out, start)
+    write_config(cfg, out)
+    bar = progress_bar(progress, cfg.steps, start, "distill tscd")
+    t0 = time.perf_counter()
+    for step in range(start, cfg.steps):
+        for role, opt in opts.items():
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step, cfg.lr if role == "student" else cfg.disc_lr)
+            opt.zero_grad(set_to_none=True)
+        logged = {}
+        for group in GROUPS:
+            if cfg.batch.get(group, 0):
+                logged.update(step_losses(setup, roles, fwds, cfg, step, group))
+        g_norm = torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
+        d_norm = torch.nn.utils.clip_grad_norm_(d_params, cfg.grad_clip)
+        for opt in opts.values():
+            opt.step()
+        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(g_norm), "disc_grad_norm": float(d_norm),
+                  **logged}
+        history.append(logged)
+        log_step(bar, logged, step, cfg, t0, "tscd")
+        stopping = stop_after is not None and step + 1 >= stop_after
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
+            check_understanding(setup, fingerprint)
+            save_roles(out / "train", trained, opts,
+                       {"step": step + 1, "history": history, "understanding_sha256": fingerprint})
+            save_student(out, student, student_info(cfg, setup, "tscd", cfg.sample_steps), cfg.teacher)
+        if stopping:
+            break
+    if bar is not None:
+        bar.close()
+    return out
