@@ -18,6 +18,7 @@ from hyperbagel.errors import HyperBagelError
 COMMAND_MODULES = [
     "hyperbagel.world.commands",
     "hyperbagel.commands",
+    "hyperbagel.distill.commands",
 ]
 
 

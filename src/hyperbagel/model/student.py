@@ -47,9 +47,13 @@ class StudentInfo:
     shift: float = 3.0
     text_scale: float = 4.0  # default guidance fed to the embedders (text-to-image and editing)
     image_scale: float = 1.5  # default image guidance for editing (text-to-image feeds 1.0)
+    text_scale_range: tuple[float, float] = (1.0, 5.0)  # the scales the guidance embedders were trained on
+    image_scale_range: tuple[float, float] = (1.0, 2.5)
     lineage: dict[str, str] = field(default_factory=dict)  # stage → the folder it was written to
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "text_scale_range", tuple(self.text_scale_range))
+        object.__setattr__(self, "image_scale_range", tuple(self.image_scale_range))
         if self.steps < 1:
             raise ValueError(f"StudentInfo.steps must be at least 1, got {self.steps}")
         if self.shift <= 0:

@@ -278,7 +278,8 @@ def write_config(cfg: DistillConfig, out: Path) -> None:
 
 
 def student_info(cfg: DistillConfig, setup: Setup, stage: str, steps: int = 6) -> StudentInfo:
-    return StudentInfo(stage=stage, steps=steps, shift=cfg.shift, lineage={**setup.lineage, stage: str(cfg.out)})
+    return StudentInfo(stage=stage, steps=steps, shift=cfg.shift, text_scale_range=cfg.text_scale,
+                       image_scale_range=cfg.image_scale, lineage={**setup.lineage, stage: str(cfg.out)})
 
 
 def log_step(bar, logged: dict, step: int, cfg: DistillConfig, t0: float, name: str) -> None:
