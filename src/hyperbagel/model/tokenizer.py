@@ -79,4 +79,5 @@ class ShapesTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         specials = {self.bos, self.eos, self.start_of_image, self.end_of_image}
-        return join_words([self.id_to_word[i] for i in ids if i not in specials])
+        # a model's vocabulary may be larger than the tokenizer's: an id with no word reads as [unk]
+        return join_words([self.id_to_word.get(i, UNK) for i in ids if i not in specials])
