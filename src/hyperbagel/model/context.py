@@ -89,9 +89,10 @@ class Context:
 class Forwarder:
     """Runs blocks through a ``Bagel`` and counts language-model forwards (the NFE the paper reports)."""
 
-    def __init__(self, model: Bagel):
+    def __init__(self, model: Bagel, autocast: torch.dtype | None = None):
         self.model = model
         self.forwards = 0
+        self.autocast = autocast  # e.g. torch.bfloat16: run the language model under CPU autocast
         tok = model.cfg.special_tokens
         self.bos, self.eos, self.soi, self.eoi = tok.bos, tok.eos, tok.start_of_image, tok.end_of_image
 
@@ -101,8 +102,16 @@ class Forwarder:
 
     def _lm(self, ctx: Context, x, positions, gen, mask, update_cache, layer_states=False) -> LMOutput:
         self.forwards += 1
-        return self.model.lm(x, positions, gen=gen, mask=mask, cache=ctx.cache, update_cache=update_cache,
-                             return_layer_states=layer_states)
+        if self.autocast is None:
+            return self.model.lm(x, positions, gen=gen, mask=mask, cache=ctx.cache, update_cache=update_cache,
+                                 return_layer_states=layer_states)
+        with torch.autocast(x.device.type, dtype=self.autocast):
+            out = self.model.lm(x, positions, gen=gen, mask=mask, cache=ctx.cache, update_cache=update_cache,
+                                return_layer_states=layer_states)
+        out.hidden = out.hidden.float()
+        if out.layer_states is not None:
+            out.layer_states = [s.float() for s in out.layer_states]
+        return out
 
     @staticmethod
     def _record(ctx: Context, out: LMOutput, ids: Tensor, positions: Tensor, valid: Tensor) -> None:
@@ -213,4 +222,4 @@ class Forwarder:
         """
         x, gen = self._latent_block(x_t, t, position_ids, text_scale, image_scale)
         out = self._run_image_block(ctx, x, gen, False, layer_states)
-        return self.model.velocity(out.hidden[:, 1:-1]), out
+        return self.model.velocity(out.hidden[:, 1:-1]).float(), out
