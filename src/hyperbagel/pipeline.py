@@ -20,8 +20,10 @@ import numpy as np
 import torch
 
 from hyperbagel import inputs
+from hyperbagel.decode.draft import Draft, load_draft
 from hyperbagel.decode.generate import GREEDY, generate_text
 from hyperbagel.decode.sampling import SamplingConfig
+from hyperbagel.decode.speculative import SpecConfig, speculative_generate
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.flow.guidance import GuidanceConfig
 from hyperbagel.flow.sampler import Branches, distilled_velocity, euler, guided_velocity
@@ -72,6 +74,8 @@ class Pipeline:
         self.student = student.eval() if student is not None else None
         self.student_info = student_info or (StudentInfo() if student is not None else None)
         self.student_fwd = Forwarder(self.student) if student is not None else None
+        self.draft: Draft | None = None  # speculative decoding for answers and think plans (load_draft)
+        self.spec = SpecConfig()
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", student: str | Path | bool | None = None
@@ -91,12 +95,18 @@ class Pipeline:
                              str(path / "tokenizer.json"))
         return cls(model, vae, tokenizer, student_model, info)
 
+    def load_draft(self, path: str | Path | None, spec: SpecConfig | None = None) -> None:
+        """Decode answers and think plans speculatively with the draft in ``path`` (None: plain decoding again).
+        Output is unchanged (greedy: token for token; sampling: in distribution); only the forwards drop."""
+        self.draft = None if path is None else load_draft(path, self.model)
+        self.spec = spec or SpecConfig()
+
     def can_accelerate(self, task: str) -> bool:
         """Whether ``task`` (generate, edit, understand) has an accelerated path with this model folder."""
         if task in ("generate", "edit"):
             return self.student is not None
         if task == "understand":
-            return False
+            return self.draft is not None
         raise HyperBagelError(f"unknown task {task!r}: generate, edit or understand")
 
     def _check(self, guidance: GuidanceConfig, sampler: SamplerSettings | None, accelerated: bool,
@@ -197,10 +207,18 @@ class Pipeline:
         """The initial noise of each seed (what every sampler of this pipeline starts from)."""
         return self._noise(self._generators(seeds))
 
+    def _decode_text(self, ctx: Context, max_tokens: int, sampling: SamplingConfig = GREEDY,
+                     generator: torch.Generator | None = None) -> list[list[int]]:
+        """Answer tokens per row: plain decoding, or with a draft speculative decoding one row at a time."""
+        if self.draft is None:
+            return generate_text(self.fwd, ctx, max_tokens, sampling, generator).tokens
+        return [speculative_generate(self.fwd, self.draft, ctx.select(torch.tensor([b])), max_tokens, sampling,
+                                     self.spec, generator).tokens for b in range(ctx.batch)]
+
     def _think(self, ctx: Context, max_tokens: int) -> tuple[list[str], list[list[int]]]:
-        out = generate_text(self.fwd, ctx.copy(), max_tokens)
-        return [self.tokenizer.decode(t) for t in out.tokens], [[self.tokenizer.bos, *t, self.tokenizer.eos]
-                                                                for t in out.tokens]
+        tokens = self._decode_text(ctx.copy(), max_tokens)
+        return [self.tokenizer.decode(t) for t in tokens], [[self.tokenizer.bos, *t, self.tokenizer.eos]
+                                                            for t in tokens]
 
     # ----- public calls -----
     @torch.no_grad()
@@ -232,7 +250,7 @@ class Pipeline:
         unconditional ones only with ``cfg_branches``), and the think-mode plans."""
         blocks = [self._text_block(p) for p in prompts]
         B = len(prompts)
-        cond = Context.empty(self.model, B)
+        cond = Context.empty(self.model, B, trace=think and self.draft is not None)
         self.fwd.prefill_text(cond, blocks)
         no_image = cond.copy() if cfg_branches else None  # text only: for text-to-image the full context
         plans = None
@@ -279,7 +297,7 @@ class Pipeline:
         blocks = [self._text_block(t) for t in instructions]
         pixels = torch.stack([self._pixels(im) for im in images])
         ids, _, _ = self._latent_ids()
-        cond = Context.empty(self.model, B)
+        cond = Context.empty(self.model, B, trace=think and self.draft is not None)
         self.fwd.prefill_vae(cond, self._encode(pixels, generators), ids)
         self._prefill_vit(cond, pixels)
         no_text = cond.copy() if cfg_branches else None
@@ -310,15 +328,15 @@ class Pipeline:
         inputs.check_max_new_tokens(max_new_tokens)
         seed = inputs.seeds(seed, 1)[0]
         start, before = time.perf_counter(), self.forwards
-        ctx = self.context_for_question(images, questions)
-        out = generate_text(self.fwd, ctx, max_new_tokens, sampling, torch.Generator().manual_seed(seed))
-        texts = [self.tokenizer.decode(t) for t in out.tokens]
+        ctx = self.context_for_question(images, questions, trace=self.draft is not None)
+        tokens = self._decode_text(ctx, max_new_tokens, sampling, torch.Generator().manual_seed(seed))
+        texts = [self.tokenizer.decode(t) for t in tokens]
         return TextResult(texts, self.forwards - before, time.perf_counter() - start)
 
-    def context_for_question(self, images, questions: list[str]) -> Context:
-        """[ViT image, question]: the context an answer is decoded from (speculative decoding reuses it)."""
+    def context_for_question(self, images, questions: list[str], trace: bool = False) -> Context:
+        """[ViT image, question]: the context an answer is decoded from (``trace``: recorded for a draft)."""
         blocks = [self._text_block(q) for q in questions]
-        ctx = Context.empty(self.model, len(questions))
+        ctx = Context.empty(self.model, len(questions), trace=trace)
         self._prefill_vit(ctx, torch.stack([self._pixels(im) for im in images]))
         self.fwd.prefill_text(ctx, blocks)
         return ctx

@@ -1,0 +1,297 @@
+"""The Hyper-Bagel draft model (paper §3.1, method.md "Understanding") and its ablation switches.
+
+For every position ``i`` the target hands over ``H_i [L, D]``, its hidden state after each of its ``L`` layers.
+
+1. Meta-query aggregation: ``Q = 3`` learnable queries attend over the ``L`` states of one token (attention along
+   the layer axis, never across tokens) → ``[Q·D]``; its output projection starts at zero.
+2. Skip connection: add ``concat(H[low], H[mid], H[high])``, EAGLE-3's three layers ``(2, L//2, L−3)``.
+3. ``fc1: 3D → D``, then ``Dec``, one decoder layer of the target's architecture with its own KV cache → ``F_in``.
+4. Each draft step: ``u = fc2(concat(embed(token), feature))``, ``N = 2`` decoder layers initialised from the
+   target's last two understanding layers, then the target's final norm and LM head → the next-token logits. The
+   first step's feature is ``F_in``; later steps use the draft's own previous output (pre-norm).
+
+Zero-init (paper §3.1.2): the aggregation's output projection, Dec's ``o_proj`` and ``down_proj``, ``fc1`` and
+``fc2``. Taken literally this starves layers of gradient: with ``fc2 = 0`` nothing reaches ``F_in``, and with
+``fc1 = 0`` nothing reaches the aggregation and Dec's MLP input is zero. So each zero-initialised layer gets a fixed
+identity path around the zero-initialised layer after it (``bypass``): ``x = fc1(s) + s[high]`` and
+``u = fc2([e, f]) + f``. At initialisation the draft therefore reads ``H[high] = H[L−3]``, the very input of the
+target layer its first draft layer is copied from: it starts as the target's own top applied one position late, and
+every zero-initialised layer gets a non-zero gradient on the first step (``tests/decode/test_draft.py``).
+
+The target's token embedding, final norm and LM head are shared and frozen (``TargetHead``); they are not part of
+the draft's parameters or checkpoint, which records a fingerprint of them instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hyperbagel.errors import HyperBagelError
+from hyperbagel.model.kv_cache import KVCache
+from hyperbagel.model.qwen2_mot import LLMConfig, MoTDecoderLayer, Qwen2Model, RMSNorm, rope_cos_sin
+
+DRAFT_FILE, DRAFT_CONFIG = "draft.safetensors", "draft.json"
+
+
+@dataclass(frozen=True)
+class DraftConfig:
+    """The draft's architecture and the loss it is trained with; ``VARIANTS`` holds the paper's Table 1 rows."""
+
+    fusion: Literal["attention", "fc"] = "attention"  # meta-query attention over all layers, or EAGLE-3's FC over 3
+    num_queries: int = 3  # Q; the skip connection needs Q = 3
+    intermediate: bool = True  # Dec, the intermediate decoder layer
+    num_layers: int = 2  # N draft decoder layers
+    init_from_target: bool = True  # draft layers (and Dec) start as copies of the target's top layers
+    zero_init: bool = True  # zero-init the aggregation output, Dec's o_proj/down_proj, fc1, fc2
+    bypass: bool = True  # identity paths around fc1 and fc2 (module docstring)
+    skip_layers: tuple[int, int, int] | None = None  # low, mid, high; None = (2, L//2, L−3)
+    ce_weight: float = 0.1  # loss = KL(target ‖ draft) + ce_weight · CE(target argmax)
+
+    def __post_init__(self) -> None:
+        if self.fusion not in ("attention", "fc"):
+            raise ValueError(f"DraftConfig.fusion must be 'attention' or 'fc', got {self.fusion!r}")
+        if self.fusion == "attention" and self.num_queries != 3:
+            raise ValueError(f"DraftConfig.num_queries must be 3 (the low/mid/high skip is 3·D wide), "
+                             f"got {self.num_queries}")
+        if self.num_layers < 1:
+            raise ValueError(f"DraftConfig.num_layers must be ≥ 1, got {self.num_layers}")
+        if self.ce_weight < 0:
+            raise ValueError(f"DraftConfig.ce_weight must be ≥ 0, got {self.ce_weight}")
+        if self.skip_layers is not None:
+            object.__setattr__(self, "skip_layers", tuple(int(i) for i in self.skip_layers))
+            if len(self.skip_layers) != 3:
+                raise ValueError(f"DraftConfig.skip_layers must name 3 layers, got {self.skip_layers}")
+
+    def layers_for(self, num_target_layers: int) -> tuple[int, int, int]:
+        L = num_target_layers
+        skip = self.skip_layers or (min(2, L - 1), L // 2, max(L - 3, 0))
+        if any(not 0 <= i < L for i in skip):
+            raise ValueError(f"DraftConfig.skip_layers {skip} out of range for a {L}-layer target")
+        if self.init_from_target and self.num_layers > L:
+            raise ValueError(f"DraftConfig.num_layers ({self.num_layers}) exceeds the target's {L} layers")
+        return skip
+
+
+VARIANTS: dict[str, DraftConfig] = {
+    "hyper-bagel": DraftConfig(),
+    # EAGLE-3 as the paper's baseline row: FC fusion of three layers, one draft layer, KL only, default init
+    "eagle3": DraftConfig(fusion="fc", intermediate=False, num_layers=1, init_from_target=False, zero_init=False,
+                          bypass=False, ce_weight=0.0),
+    "no-zero-init": DraftConfig(zero_init=False),
+    "no-ce": DraftConfig(ce_weight=0.0),
+    "no-zero-init-no-ce": DraftConfig(zero_init=False, ce_weight=0.0),
+}
+
+
+def understanding_layer(cfg: LLMConfig) -> MoTDecoderLayer:
+    """A decoder layer of the target's architecture without the generation expert (the draft only reads text and
+    target features, so ``gen`` is always None and only the understanding weights exist)."""
+    layer = MoTDecoderLayer(cfg)
+    for module in (layer, layer.self_attn):
+        for name in [n for n, _ in module.named_children() if n.endswith("_moe_gen")]:
+            setattr(module, name, None)
+    return layer
+
+
+class MetaQueryAggregation(nn.Module):
+    """``Q`` learnable queries cross-attend over the ``L`` layer states of each token: ``[B, S, L, D]`` →
+    ``[B, S, Q·D]``."""
+
+    def __init__(self, cfg: LLMConfig, num_queries: int):
+        super().__init__()
+        D, L = cfg.hidden_size, cfg.num_layers
+        self.num_heads = cfg.num_heads
+        self.queries = nn.Parameter(torch.randn(num_queries, D) * 0.02)
+        self.layer_embed = nn.Parameter(torch.randn(L, D) * 0.02)  # which layer a state comes from
+        self.norm = RMSNorm(D, cfg.rms_norm_eps)  # layer states differ in scale by orders of magnitude
+        self.k_proj = nn.Linear(D, D)
+        self.v_proj = nn.Linear(D, D)
+        self.o_proj = nn.Linear(D, D, bias=False)
+
+    def forward(self, states: Tensor) -> Tensor:
+        *lead, L, D = states.shape
+        H, hd = self.num_heads, D // self.num_heads
+        h = self.norm(states) + self.layer_embed
+        k = self.k_proj(h).view(*lead, L, H, hd).transpose(-2, -3)  # [..., H, L, hd]
+        v = self.v_proj(h).view(*lead, L, H, hd).transpose(-2, -3)
+        q = self.queries.view(-1, H, hd).transpose(0, 1).expand(*lead, H, -1, hd)  # [..., H, Q, hd]
+        out = F.scaled_dot_product_attention(q, k, v).transpose(-2, -3).reshape(*lead, -1, D)
+        return self.o_proj(out).flatten(-2)
+
+
+class Draft(nn.Module):
+    """Parameters and single-pass functions only; drafting loops live in ``speculative.py`` and the training loop in
+    ``recipes/draft.py``. Rows are ``[B, S, ...]`` with explicit RoPE positions and boolean masks over
+    ``[cached ‖ new]`` keys, as in the target (``model/qwen2_mot.py``)."""
+
+    def __init__(self, cfg: DraftConfig, llm: LLMConfig):
+        super().__init__()
+        self.cfg, self.llm = cfg, llm
+        D = llm.hidden_size
+        self.skip = cfg.layers_for(llm.num_layers)
+        self.aggregate = MetaQueryAggregation(llm, cfg.num_queries) if cfg.fusion == "attention" else None
+        self.fc1 = nn.Linear(3 * D, D, bias=False)
+        self.dec = understanding_layer(llm) if cfg.intermediate else None
+        self.fc2 = nn.Linear(2 * D, D, bias=False)
+        self.layers = nn.ModuleList(understanding_layer(llm) for _ in range(cfg.num_layers))
+
+    def zero_init_modules(self) -> dict[str, nn.Linear]:
+        """The layers the paper zero-initialises (present in this configuration)."""
+        out = {"fc1": self.fc1, "fc2": self.fc2}
+        if self.aggregate is not None:
+            out["aggregate.o_proj"] = self.aggregate.o_proj
+        if self.dec is not None:
+            out["dec.self_attn.o_proj"] = self.dec.self_attn.o_proj
+            out["dec.mlp.down_proj"] = self.dec.mlp.down_proj
+        return out
+
+    def new_caches(self) -> tuple[KVCache, KVCache]:
+        """Empty KV caches for Dec and for the draft layers."""
+        return KVCache(1), KVCache(len(self.layers))
+
+    def _rope(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        return rope_cos_sin(positions, self.llm.head_dim, self.llm.rope_theta, dtype)
+
+    def features(self, states: Tensor, positions: Tensor, mask: Tensor | None, cache: KVCache | None) -> Tensor:
+        """Target layer states ``[B, S, L, D]`` → draft input features ``F_in [B, S, D]``; Dec's keys join
+        ``cache``."""
+        D = self.llm.hidden_size
+        s = states[:, :, list(self.skip)].flatten(-2)  # EAGLE-3's low, mid, high
+        if self.aggregate is not None:
+            s = self.aggregate(states) + s
+        x = self.fc1(s)
+        if self.cfg.bypass:
+            x = x + s[..., 2 * D:]
+        if self.dec is not None:
+            cos, sin = self._rope(positions, x.dtype)
+            x = self.dec(x, None, cos, sin, mask, cache, 0, True)
+        return x
+
+    def forward(
+        self,
+        feature: Tensor,
+        embedding: Tensor,
+        positions: Tensor,
+        mask: Tensor | None,
+        cache: KVCache | None,
+        update_cache: bool = True,
+    ) -> Tensor:
+        """One draft step over rows: ``feature`` (``F_in`` or the previous output) and the next token's embedding,
+        both ``[B, S, D]`` → the draft's output ``[B, S, D]`` before the final norm."""
+        u = self.fc2(torch.cat([embedding, feature], dim=-1))
+        if self.cfg.bypass:
+            u = u + feature
+        cos, sin = self._rope(positions, u.dtype)
+        for i, layer in enumerate(self.layers):
+            u = layer(u, None, cos, sin, mask, cache, i, update_cache)
+        return u
+
+
+class TargetHead:
+    """The target's token embedding, final norm and LM head, shared with the draft and frozen (not a module: nothing
+    here is trained or saved with the draft)."""
+
+    def __init__(self, lm: Qwen2Model, lm_head: nn.Linear):
+        self._parts = [lm.embed_tokens, lm.norm, lm_head]
+
+    @classmethod
+    def of(cls, model) -> TargetHead:
+        """For a ``Bagel``."""
+        return cls(model.lm, model.language_model.lm_head)
+
+    def embed(self, ids: Tensor) -> Tensor:
+        """Token embeddings; ids < 0 (image tokens, which have no token id) embed to zero."""
+        emb = self._parts[0](ids.clamp_min(0))
+        return emb * (ids >= 0).unsqueeze(-1).to(emb.dtype)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        return self._parts[2](self._parts[1](hidden))
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for part in self._parts:
+            for t in part.state_dict().values():
+                h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def init_draft(draft: Draft, target: Qwen2Model) -> None:
+    """Initialise from the target: draft layer j ← target layer L−N+j; Dec ← the layer that reads ``H[high]``
+    (L−2 with the default layers); then zero the zero-init layers. Everything else keeps PyTorch's default init."""
+    cfg, L = draft.cfg, draft.llm.num_layers
+    if cfg.init_from_target:
+        for j, layer in enumerate(draft.layers):
+            _copy_layer(layer, target.layers[L - len(draft.layers) + j])
+        if draft.dec is not None:
+            _copy_layer(draft.dec, target.layers[min(draft.skip[2] + 1, L - 1)])
+    if cfg.zero_init:
+        for module in draft.zero_init_modules().values():
+            nn.init.zeros_(module.weight)
+
+
+def _copy_layer(dst: MoTDecoderLayer, src: MoTDecoderLayer) -> None:
+    source = src.state_dict()
+    dst.load_state_dict({k: source[k] for k in dst.state_dict()}, strict=True)
+
+
+def build_draft(cfg: DraftConfig, target, seed: int = 0) -> Draft:
+    """A freshly initialised draft for a ``Bagel`` target (deterministic in ``seed``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        draft = Draft(cfg, target.cfg.llm)
+    init_draft(draft, target.lm)
+    return draft.to(target.vae2llm.weight.device)
+
+
+# ----- checkpoints -----
+def _config_json(draft: Draft, head: TargetHead) -> str:
+    return json.dumps({"draft": dataclasses.asdict(draft.cfg), "llm": dataclasses.asdict(draft.llm),
+                       "target_head": head.fingerprint()}, indent=1)
+
+
+def save_draft(folder: str | Path, draft: Draft, head: TargetHead) -> Path:
+    """``draft.safetensors`` (trainable parameters only; config in the metadata) and ``draft.json``."""
+    from hyperbagel.recipes.checkpointing import atomic_save_tensors, atomic_write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = _config_json(draft, head)
+    atomic_save_tensors(draft.state_dict(), folder / DRAFT_FILE, {"config": text, "format": "pt"})
+    atomic_write_text(text + "\n", folder / DRAFT_CONFIG)
+    return folder
+
+
+def load_draft(folder: str | Path, target) -> Draft:
+    """Load a draft for ``target`` (a ``Bagel``); refuses a draft trained against a different target."""
+    from hyperbagel.model.checkpoint import load_state, read_tensors
+
+    folder = Path(folder)
+    path = folder / DRAFT_CONFIG
+    if not path.is_file():
+        raise HyperBagelError(f"not a draft folder: {folder} has no {DRAFT_CONFIG}")
+    try:
+        meta = json.loads(path.read_text())
+        cfg = DraftConfig(**meta["draft"])
+        llm = LLMConfig(**meta["llm"])
+    except (ValueError, TypeError, KeyError) as err:
+        raise HyperBagelError(f"corrupt {path}: {err}") from None
+    if llm != target.cfg.llm:
+        raise HyperBagelError(f"the draft in {folder} was built for a different language model ({llm})")
+    if meta.get("target_head") != TargetHead.of(target).fingerprint():
+        raise HyperBagelError(f"the draft in {folder} was trained against a different target (embedding, norm or "
+                              "LM head differ)")
+    with torch.device("meta"):
+        draft = Draft(cfg, llm)
+    draft.to_empty(device=target.vae2llm.weight.device)
+    load_state(draft, read_tensors(folder / DRAFT_FILE), str(folder / DRAFT_FILE))
+    return draft.eval()
