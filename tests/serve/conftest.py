@@ -22,13 +22,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def server(micro_student_folder, tmp_path_factory):
-    """The URL of a running demo; the server's log is shown when it fails to start."""
+    """The URL of a running demo (on ``$HYPERBAGEL_DEMO_CKPT`` when set); its log is shown when it fails to start."""
     pytest.importorskip("gradio", reason="the web demo needs gradio (pip install -e '.[serve]')")
+    ckpt = os.environ.get("HYPERBAGEL_DEMO_CKPT") or str(micro_student_folder)
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "serve.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "hyperbagel.cli", "serve", "--ckpt", str(micro_student_folder),
+        proc = subprocess.Popen([sys.executable, "-m", "hyperbagel.cli", "serve", "--ckpt", ckpt,
                                  "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
                                 env=env)
     url = f"http://127.0.0.1:{port}/"

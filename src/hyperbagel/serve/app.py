@@ -16,7 +16,7 @@ from hyperbagel.inputs import IMAGE_SCALE_RANGE, TEXT_SCALE_RANGE
 from hyperbagel.serve.demo import MODES, Demo, History
 
 CSS = """
-.pixelated img { image-rendering: pixelated; }
+.pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 footer { display: none !important; }
 """
 
