@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
-# Installs hyperbagel and its test dependencies. torch==2.13.0 first: it is the CPU build that lies on this
-# machine's disk; letting pip pick torch itself would pull a multi-GB CUDA build (docs/environment.md).
+# Installs hyperbagel with its test, bench and demo dependencies, and the browser the demo's test drives.
+# torch==2.13.0 first: it is the CPU build that lies on this machine's disk; letting pip pick torch itself would pull
+# a multi-GB CUDA build (docs/environment.md). Debian's chromium + chromium-driver come from apt (a test tool's own
+# browser download does not work offline); apt-get update runs only when they are missing and not in the package
+# lists. Safe to re-run. HYPERBAGEL_SKIP_BROWSER=1 skips the browser (its test then skips, saying why).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet "torch==2.13.0" || python -m pip install --quiet "torch>=2.4"
-python -m pip install --quiet -e ".[dev,bench]"
-if [ -n "${HYPERBAGEL_BROWSER_TESTS:-}" ] && ! command -v chromium >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
-fi
+python -m pip install --quiet -e ".[dev,bench,serve]"
+
+install_browser() {
+    command -v chromium >/dev/null && command -v chromedriver >/dev/null && return 0
+    [ -n "${HYPERBAGEL_SKIP_BROWSER:-}" ] && return 0
+    local sudo="" log
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    log="$(mktemp)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! $sudo apt-get install -y -qq chromium chromium-driver >"$log" 2>&1; then
+        $sudo apt-get update -qq >"$log" 2>&1 && $sudo apt-get install -y -qq chromium chromium-driver >"$log" 2>&1 || {
+            cat "$log" >&2
+            echo "setup.sh: could not install chromium + chromium-driver with apt (HYPERBAGEL_SKIP_BROWSER=1 skips)" >&2
+            return 1
+        }
+    fi
+    rm -f "$log"
+}
+install_browser
