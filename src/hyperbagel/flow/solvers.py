@@ -8,6 +8,8 @@ an optional dependency (the ``bench`` extra); only these solvers import it.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import Tensor
 
@@ -18,7 +20,9 @@ from hyperbagel.flow.schedule import bagel_timesteps
 SOLVERS = ("euler", "dpmsolver++", "unipc")
 
 
+@lru_cache(maxsize=8)
 def _scheduler(solver: str, shift: float):
+    """One scheduler per (solver, shift): building one costs far more than a step; ``set_timesteps`` resets it."""
     try:
         from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
     except ImportError:
@@ -28,6 +32,12 @@ def _scheduler(solver: str, shift: float):
     if solver == "dpmsolver++":
         return DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", **common)
     return UniPCMultistepScheduler(predict_x0=True, **common)
+
+
+def prepare(solver: str, shift: float) -> None:
+    """Import diffusers and build the scheduler now (seconds, once), so no timed call pays for it."""
+    if solver != "euler":
+        _scheduler(solver, shift)
 
 
 def solve(velocity: VelocityFn, x: Tensor, solver: str, steps: int, shift: float) -> Tensor:

@@ -1,0 +1,263 @@
+"""``hyperbagel bench generate|edit``: the teacher, each distilled stage and training-free few-forward peers on the
+same prompts, seeds and initial noise, scored by the exact judge and compared pairwise with the teacher.
+
+Rows (``bench_rows``): ``teacher`` (BAGEL's sampler: 49 shifted Euler steps with CFG); the teacher with 6 forwards
+through Euler, DPM-Solver++ 2M and UniPC (3 guided steps for text-to-image, 2 for editing, whose steps all fall in
+the CFG interval); each stage's student with 6 one-forward Euler steps (and stage 1 with its own 49). Rows run
+interleaved, batch by batch, so they share the machine's state; each call is timed end to end (context prefill,
+sampling, VAE decode) and for its sampling loop alone. Per row: the suite's scores (the scorer on the row's result
+folder, contract layout), forwards per image, seconds per image, speed-up over the teacher, paired statistics
+against the teacher (``eval/paired.py``), mean pixel difference from the teacher's image of the same noise, and
+KID against real renders with the Shapes encoder (``eval/shapes_encoder.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hyperbagel.errors import HyperBagelError
+from hyperbagel.eval.model_eval import SEED_RULE, sample_seed
+from hyperbagel.eval.paired import PerImage, compare, overall
+from hyperbagel.eval.shapes_encoder import encode, kid, load_encoder
+from hyperbagel.flow.solvers import prepare
+from hyperbagel.model.student import load_student
+from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline, SamplerSettings
+from hyperbagel.world import folders, scoring, suites
+from hyperbagel.world.detect import detect
+from hyperbagel.world.render import render
+from hyperbagel.world.scene import scene_from_json
+from hyperbagel.world.tasks import edit as edit_tasks
+from hyperbagel.world.tasks import t2i
+
+log = logging.getLogger(__name__)
+SUITE = {"generate": "geneval-shapes", "edit": "gedit-shapes"}
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    describe: str
+    model: str  # "teacher" or a stage name
+    sampler: SamplerSettings
+    accelerated: bool
+
+
+@dataclass
+class BenchSettings:
+    task: str  # generate | edit
+    out: Path
+    limit: int | None = None
+    samples: int = 4
+    batch: int = 32  # images per sampling call
+    seed: int = 0
+    bootstrap: int = 2000
+    encoder: Path = Path("runs/shapes-encoder/encoder.safetensors")
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.task not in SUITE:
+            raise HyperBagelError(f"bench task must be generate or edit, got {self.task!r}")
+        if self.samples < 1 or self.batch < 1:
+            raise HyperBagelError("bench --samples and --batch must be positive")
+
+
+def bench_rows(task: str, stages: dict[str, Path]) -> list[Row]:
+    peer_steps = 3 if task == "generate" else 2  # × 2 (text-to-image) or × 3 (editing, in the interval) forwards
+    rows = [Row("teacher", "BAGEL's sampler: 49 shifted Euler steps with CFG", "teacher", SamplerSettings(50, 3.0),
+                False)]
+    for name, solver, label in (("euler-6f", "euler", "Euler"), ("dpm-6f", "dpmsolver++", "DPM-Solver++ 2M"),
+                                ("unipc-6f", "unipc", "UniPC")):
+        rows.append(Row(name, f"teacher, {label}, {peer_steps} guided steps (6 forwards), shift 3", "teacher",
+                        SamplerSettings(peer_steps + 1, 3.0, solver), False))
+    for stage in stages:
+        if stage == "cfg":
+            rows.append(Row("cfg-49", "stage 1 (CFG-distilled): 49 one-forward Euler steps", stage,
+                            SamplerSettings(50, 3.0), True))
+        rows.append(Row(f"{stage}-6", f"after stage {stage}: 6 one-forward Euler steps, shift 3", stage,
+                        SamplerSettings(7, 3.0), True))
+    return rows
+
+
+@dataclass
+class Call:
+    images: list[np.ndarray]
+    forwards: int
+    seconds: float
+    sample_seconds: float
+
+
+@torch.no_grad()
+def timed_call(pipe: Pipeline, task: str, texts: list[str], seeds: list[int], row: Row,
+               sources: list[np.ndarray] | None = None) -> Call:
+    """``Pipeline.generate`` / ``edit`` step by step (the same calls, the same images), timing the sampling loop."""
+    before = pipe.forwards
+    start = time.perf_counter()
+    gens = pipe._generators(seeds)
+    if task == "generate":
+        guidance = T2I_GUIDANCE
+        branches, _ = pipe.generation_branches(texts, cfg_branches=not row.accelerated)
+    else:
+        guidance = EDIT_GUIDANCE
+        branches, _ = pipe.edit_branches(sources, texts, gens, cfg_branches=not row.accelerated)
+    noise = pipe._noise(gens)
+    t0 = time.perf_counter()
+    x = pipe._sample(branches, noise, guidance, row.sampler, row.accelerated, image_guidance=task == "edit")
+    t1 = time.perf_counter()
+    images = pipe._decode(x)
+    return Call(images, pipe.forwards - before, time.perf_counter() - start, t1 - t0)
+
+
+def _judge(task: str, item: dict, image: np.ndarray) -> tuple[float, bool]:
+    if task == "generate":
+        ok = t2i.check_t2i(item, detect(image))
+        return float(ok), bool(ok)
+    s = edit_tasks.check_edit(item, image)
+    return s.o, bool(s.sc)
+
+
+def _reference_images(task: str, items: list[dict], samples: int, seed: int) -> list[np.ndarray]:
+    """Real renders for KID: a scene drawn for each (prompt, sample), or each edit's target."""
+    if task == "edit":
+        return [render(scene_from_json(it["target"])) for it in items]
+    out = []
+    for i, it in enumerate(items):
+        for j in range(samples):
+            rng = np.random.default_rng([seed, i, j, 7])
+            out.append(render(t2i.scene_for_prompt(it, rng, int(it.get("resolution", 64)))))
+    return out
+
+
+def load_pipelines(teacher: Path, stages: dict[str, Path], rows: list[Row]) -> dict[str, Pipeline]:
+    pipe = Pipeline.from_pretrained(teacher, student=False)
+    pipes = {"teacher": pipe}
+    config = (Path(teacher) / "config.json").read_text()
+    for stage in {r.model for r in rows} - {"teacher"}:
+        folder = stages[stage]
+        if (folder / "config.json").read_text() != config:
+            raise HyperBagelError(f"{folder} was distilled from another teacher than {teacher}")
+        student, info = load_student(folder, pipe.model)
+        pipes[stage] = Pipeline(pipe.model, pipe.vae, pipe.tokenizer, student, info)
+    return pipes
+
+
+def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings: BenchSettings) -> dict:
+    task, S = settings.task, settings.samples
+    if rows[0].name != "teacher":
+        raise HyperBagelError("the first bench row must be the teacher")
+    pipes = load_pipelines(teacher, stages, rows)
+    items = suites.load_suite(SUITE[task], settings.limit)
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    per_call = max(1, settings.batch // S)
+    n_items = len(items)
+    score = {r.name: np.zeros((n_items, S)) for r in rows}
+    verdict = {r.name: np.zeros((n_items, S), dtype=bool) for r in rows}
+    pixel = {r.name: [] for r in rows}
+    feats = {r.name: [] for r in rows}
+    stats = {r.name: {"forwards": 0, "calls": 0, "seconds": 0.0, "sample_seconds": 0.0, "images": 0} for r in rows}
+    encoder = load_encoder(settings.encoder)
+    for row in rows:
+        prepare(row.sampler.solver, row.sampler.shift)
+    bar = tqdm(total=n_items * len(rows), desc=f"bench {task}", unit="item", disable=not settings.progress)
+    for lo in range(0, n_items, per_call):
+        chunk = items[lo: lo + per_call]
+        idx = range(lo, lo + len(chunk))
+        seeds = [sample_seed(settings.seed, i, j) for i in idx for j in range(S)]
+        texts = [it["prompt" if task == "generate" else "instruction"] for it in chunk for _ in range(S)]
+        sources = None
+        if task == "edit":
+            src = [render(scene_from_json(it["source"])) for it in chunk]
+            sources = [s for s in src for _ in range(S)]
+        teacher_images = None
+        for row in rows:
+            call = timed_call(pipes[row.model], task, texts, seeds, row, sources)
+            st = stats[row.name]
+            st["forwards"] += call.forwards
+            st["calls"] += 1
+            st["seconds"] += call.seconds
+            st["sample_seconds"] += call.sample_seconds
+            st["images"] += len(call.images)
+            if teacher_images is None:
+                teacher_images = call.images
+            pixel[row.name] += [float(np.abs(a.astype(np.float32) - b).mean())
+                                for a, b in zip(call.images, teacher_images)]
+            feats[row.name].append(encode(encoder, call.images))
+            for k, (i, it) in enumerate(zip(idx, chunk)):
+                imgs = call.images[k * S:(k + 1) * S]
+                folders.write_record(out / row.name, i, it, imgs, src[k] if sources else None)
+                for j, im in enumerate(imgs):
+                    score[row.name][i, j], verdict[row.name][i, j] = _judge(task, it, im)
+            bar.update(len(chunk))
+    bar.close()
+
+    tags = np.array([it["tag"] for it in items])
+    reference = encode(encoder, _reference_images(task, items, S, settings.seed))
+    base = PerImage(tags, score["teacher"], verdict["teacher"])
+    t_img = stats["teacher"]["seconds"] / stats["teacher"]["images"]
+    t_smp = stats["teacher"]["sample_seconds"] / stats["teacher"]["images"]
+    results = []
+    for row in rows:
+        st = stats[row.name]
+        run = {"model": row.model if row.model == "teacher" else str(stages[row.model]), "sampler": row.describe,
+               "nfe": st["forwards"] / st["calls"], "forwards_total": st["forwards"], "seconds": st["seconds"],
+               "seconds_per_output": st["seconds"] / st["images"], "seed_rule": SEED_RULE,
+               "base_seed": settings.seed, "samples_per_item": S, "batch": settings.batch,
+               "machine": f"{platform.machine()} {torch.get_num_threads()} threads", "torch": torch.__version__}
+        folders.write_run(out / row.name, run)
+        scores = (scoring.score_geneval_folder if task == "generate" else scoring.score_gedit_folder)(out / row.name)
+        mine = PerImage(tags, score[row.name], verdict[row.name])
+        if abs(overall(tags, mine.score) - scores["overall"]) > 1e-9:
+            raise HyperBagelError(f"bench row {row.name}: per-image scores disagree with the scorer")
+        k_mean, k_std = kid(torch.cat(feats[row.name]), reference)
+        res = {
+            "row": row.name, "describe": row.describe, "overall": scores["overall"], "tags": scores["tags"],
+            "forwards_per_image": st["forwards"] / st["calls"],
+            "seconds_per_image": st["seconds"] / st["images"],
+            "sample_seconds_per_image": st["sample_seconds"] / st["images"],
+            "speedup": t_img / (st["seconds"] / st["images"]),
+            "sample_speedup": t_smp / (st["sample_seconds"] / st["images"]),
+            "pixel_l1_to_teacher": float(np.mean(pixel[row.name])),
+            "kid": k_mean, "kid_std": k_std, "scores": scores,
+        }
+        if row.name != "teacher":
+            res["vs_teacher"] = compare(base, mine, settings.bootstrap, settings.seed)
+        results.append(res)
+    report = {"task": task, "suite": SUITE[task], "items": n_items, "samples": S, "batch": settings.batch,
+              "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads",
+              "rows": results}
+    report["table"] = table(report)
+    (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "bench.md").write_text(report["table"] + "\n")
+    return report
+
+
+def table(report: dict) -> str:
+    """A Markdown table of the rows."""
+    rows = report["rows"]
+    tag_names = list(rows[0]["tags"])
+    head = ["row", "fwd/img", "s/img", "speed-up (sampling)", "overall", *tag_names, "Δ vs teacher [95% CI]",
+            "McNemar p", "agree", "|Δpx|", "KID×10³"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        vs = r.get("vs_teacher")
+        delta = f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]" if vs else "—"
+        cells = [r["row"], f"{r['forwards_per_image']:.0f}", f"{r['seconds_per_image']:.4f}",
+                 f"{r['speedup']:.1f}× ({r['sample_speedup']:.1f}×)", f"{r['overall']:.3f}",
+                 *(f"{r['tags'][t]:.3f}" for t in tag_names), delta,
+                 f"{vs['mcnemar_p']:.3g}" if vs else "—", f"{vs['agreement']:.3f}" if vs else "—",
+                 f"{r['pixel_l1_to_teacher']:.1f}", f"{1e3 * r['kid']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"{report['suite']}: {report['items']} items × {report['samples']} samples, batch "
+                 f"{report['batch']}, {report['machine']}; s/img end to end (prefill, sampling, decode), speed-up "
+                 "over the teacher end to end and (sampling loop alone).")
+    return "\n".join(lines)
