@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "hyperbagel.world.commands",
     "hyperbagel.commands",
     "hyperbagel.distill.commands",
+    "hyperbagel.decode.commands",
     "hyperbagel.serve.commands",
 ]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hyperbagel.decode.commands import add_draft_args, load_draft_from_args
 from hyperbagel.errors import HyperBagelError
 
 
@@ -35,6 +36,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("generated.png"))
     p.add_argument("--think", action="store_true", help="write a plan first, then draw it")
     _sampler_args(p, text_scale=4.0, image_scale=1.0)
+    add_draft_args(p)
     p.set_defaults(func=cmd_generate)
 
     p = subparsers.add_parser("edit", help="edit an image by an instruction")
@@ -44,6 +46,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("edited.png"))
     p.add_argument("--think", action="store_true")
     _sampler_args(p, text_scale=4.0, image_scale=1.5)
+    add_draft_args(p)
     p.set_defaults(func=cmd_edit)
 
     p = subparsers.add_parser("understand", help="answer a question about an image")
@@ -53,6 +56,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--max-new-tokens", type=int, default=80)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=float, default=1.0)
+    add_draft_args(p)
     p.set_defaults(func=cmd_understand)
 
     p = subparsers.add_parser("eval-model", help="run a model on a suite, write its result folder, score it")
@@ -98,7 +102,9 @@ def _pipeline(args):
     student = getattr(args, "student", None)
     if getattr(args, "baseline", False):
         student = False
-    return Pipeline.from_pretrained(args.ckpt, student=student)
+    pipe = Pipeline.from_pretrained(args.ckpt, student=student)
+    load_draft_from_args(pipe, args)  # --draft: speculative decoding for answers and think plans
+    return pipe
 
 
 def _sampler(args, pipe):

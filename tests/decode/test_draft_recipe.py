@@ -48,3 +48,38 @@ def test_data_is_built_once_and_refused_for_another_config(micro_teacher, tmp_pa
     with pytest.raises(HyperBagelError, match="another target or data config"):
         build_data(DraftDataConfig(samples=8, chunk_size=4, max_new_tokens=11, batch=4), micro_teacher, tmp_path,
                    progress=False)
+
+
+def test_train_and_bench_commands(micro_teacher, tmp_path, capsys):
+    from hyperbagel.cli import main
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"data": {"samples": 4, "chunk_size": 4, "max_new_tokens": 8, "batch": 4},
+                               "batch": 2, "warmup": 1}))
+    for variant in ("hyper-bagel", "eagle3"):
+        assert main(["train", "draft", "--target", str(micro_teacher), "--out", str(tmp_path / variant),
+                     "--variant", variant, "--steps", "1", "--config", str(cfg)]) == 0
+    assert main(["bench", "understand", "--target", str(micro_teacher), "--drafts", str(tmp_path / "hyper-bagel"),
+                 str(tmp_path / "eagle3"), "--out", str(tmp_path / "bench"), "--limit", "2", "--think", "2",
+                 "--gammas", "2,3", "--trees", "2,2,4", "--calibrate", "1", "--max-new-tokens", "6"]) == 0
+    report = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    assert report["greedy_identity"]["all_identical"] and report["greedy_identity"]["items"] == 6
+    names = [r["name"] for r in report["rows"]]
+    assert names[0] == "plain decoding" and any("fastest tree" in n for n in names)
+    assert {t["variant"] for t in report["table1"]} == {"hyper-bagel", "eagle3"}
+    plain = report["rows"][0]["splits"]["all"]
+    assert plain["tau"] == 1.0 and plain["speedup"] == 1.0
+    capsys.readouterr()
+    import numpy as np
+    from PIL import Image
+
+    from hyperbagel.world.render import render
+    from hyperbagel.world.scene import sample_scene
+
+    Image.fromarray(render(sample_scene(np.random.default_rng(0)))).save(tmp_path / "img.png")
+    answers = []
+    for extra in ([], ["--draft", str(tmp_path / "hyper-bagel"), "--spec", "chain", "--gamma", "3"]):
+        assert main(["understand", "--ckpt", str(micro_teacher), str(tmp_path / "img.png"), "describe the image.",
+                     "--max-new-tokens", "12", *extra]) == 0
+        answers.append(capsys.readouterr().out.splitlines()[0])
+    assert answers[0] == answers[1]

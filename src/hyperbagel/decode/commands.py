@@ -1,0 +1,113 @@
+"""Speculative-decoding commands: ``train draft`` and ``bench understand``, plus the ``--draft`` options that
+``understand`` and ``generate|edit --think`` share (``add_draft_args``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hyperbagel.errors import HyperBagelError
+
+VARIANT_NAMES = ("hyper-bagel", "eagle3", "no-zero-init", "no-ce", "no-zero-init-no-ce")
+
+
+def _group(subparsers, name: str, help: str, dest: str):
+    """The sub-command group ``name`` (``train``, ``bench``), created if no other module made it yet."""
+    parser = subparsers.choices.get(name) or subparsers.add_parser(name, help=help)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=dest, metavar="WHAT", required=True)
+
+
+def add_commands(subparsers) -> None:
+    train = _group(subparsers, "train", "train a model", "train_command")
+    p = train.add_parser("draft", help="train a speculative-decoding draft for a target (builds its data first; "
+                                       "resumes if OUT has a checkpoint)")
+    p.add_argument("--target", type=Path, default=Path("runs/teacher"), help="the target model folder")
+    p.add_argument("--out", type=Path, default=Path("runs/draft"))
+    p.add_argument("--variant", default="hyper-bagel", choices=VARIANT_NAMES,
+                   help="the paper's method or one of its Table 1 ablations")
+    p.add_argument("--data", type=Path, default=None,
+                   help="folder of the regenerated target data, shared by variants (default: OUT/../draft-data)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--config", type=Path, default=None, help="JSON file of DraftTrainConfig overrides")
+    p.set_defaults(func=cmd_train_draft)
+
+    bench = _group(subparsers, "bench", "benchmarks", "bench_command")
+    p = bench.add_parser("understand", help="speculative decoding vs plain decoding on vqa-shapes and think plans: "
+                                            "τ, acceptance, tokens/s, speedup, greedy identity, Table 1 ablations")
+    p.add_argument("--target", type=Path, default=Path("runs/teacher"))
+    p.add_argument("--drafts", type=Path, nargs="+", required=True,
+                   help="draft folders (their variant names come from their train_config.json)")
+    p.add_argument("--out", type=Path, default=Path("out/bench-understand"))
+    p.add_argument("--limit", type=int, default=None, help="items per split (default: all 900 vqa-shapes items)")
+    p.add_argument("--think", type=int, default=100, help="think plans (geneval-shapes prompts) in the long split")
+    p.add_argument("--gammas", default="2,3,4,5,6,8", help="chain lengths tried for the fastest chain")
+    p.add_argument("--trees", default="4,4,16;4,6,24;6,6,32;8,8,48",
+                   help="tree settings tried, 'top_k,depth,total_tokens' separated by ';'")
+    p.add_argument("--calibrate", type=int, default=20, help="long items used to pick the fastest settings")
+    p.add_argument("--max-new-tokens", type=int, default=80)
+    p.set_defaults(func=cmd_bench_understand)
+
+
+def add_draft_args(p: argparse.ArgumentParser) -> None:
+    """``--draft`` and its decoding options, for ``understand`` and ``generate|edit --think``."""
+    g = p.add_argument_group("speculative decoding")
+    g.add_argument("--draft", type=Path, default=None, help="a draft folder (hyperbagel train draft): decode answers "
+                                                             "and plans speculatively, output unchanged")
+    g.add_argument("--spec", choices=("chain", "tree"), default="tree")
+    g.add_argument("--gamma", type=int, default=5, help="chain: draft tokens per verification")
+    g.add_argument("--top-k", type=int, default=4, help="tree: children per node")
+    g.add_argument("--depth", type=int, default=6, help="tree: deepest draft token")
+    g.add_argument("--total-tokens", type=int, default=24, help="tree: nodes verified, the root included")
+
+
+def spec_config(args):
+    from hyperbagel.decode.speculative import SpecConfig
+
+    try:
+        return SpecConfig(args.spec, args.gamma, args.top_k, args.depth, args.total_tokens)
+    except ValueError as err:
+        raise HyperBagelError(str(err)) from None
+
+
+def load_draft_from_args(pipe, args) -> None:
+    if getattr(args, "draft", None) is not None:
+        pipe.load_draft(args.draft, spec_config(args))
+
+
+def cmd_train_draft(args) -> int:
+    from hyperbagel.recipes.draft import DraftTrainConfig, train_draft
+
+    overrides = json.loads(args.config.read_text()) if args.config else {}
+    data = args.data or args.out.parent / "draft-data"
+    try:
+        cfg = DraftTrainConfig(**{"target": str(args.target), "out": str(args.out), "data_dir": str(data),
+                                  "variant": args.variant, **overrides})
+    except (TypeError, ValueError) as err:
+        raise HyperBagelError(f"bad draft config: {err}") from None
+    if args.steps:
+        cfg.steps = args.steps
+    out = train_draft(cfg)
+    print(f"draft: {out}")
+    return 0
+
+
+def cmd_bench_understand(args) -> int:
+    from hyperbagel.decode.speculative import SpecConfig
+    from hyperbagel.eval.bench_understand import UnderstandBench, run_understand_bench
+
+    try:
+        gammas = tuple(int(g) for g in args.gammas.split(",") if g)
+        trees = tuple(SpecConfig("tree", top_k=k, depth=d, total_tokens=n)
+                      for k, d, n in (map(int, t.split(",")) for t in args.trees.split(";") if t))
+    except ValueError as err:
+        raise HyperBagelError(f"bad --gammas or --trees: {err}") from None
+    settings = UnderstandBench(args.target, list(args.drafts), args.out, args.limit, args.think, gammas, trees,
+                               args.calibrate, args.max_new_tokens)
+    report = run_understand_bench(settings)
+    print(report["table"])
+    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")
+    return 0
