@@ -208,17 +208,36 @@ CLI_CASES = {
                       "max new tokens"),
     "temperature": (["understand", "{ckpt}", "{files}/ok.png", "describe the image.", "--temperature", "-1"],
                     "temperature"),
-    "serve a missing folder": (["serve", "--ckpt", "{files}/no-model"], "not found"),
+    "serve a missing folder": (["serve", "--ckpt", "{files}/no-model", "--port", "{port}"], "not found"),
+    "serve on a port that does not exist": (["serve", "{ckpt}", "--port", "70000"], "--port must be from 1 to 65535"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CLI_CASES))
 def test_cli_bad_input(case, micro_folder, files, capsys):
     argv, fragment = CLI_CASES[case]
-    argv = [x for a in argv for x in (["--ckpt", str(micro_folder)] if a == "{ckpt}" else [a.format(files=files)])]
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [x for a in argv
+            for x in (["--ckpt", str(micro_folder)] if a == "{ckpt}" else [a.format(files=files, port=port)])]
     assert main(argv + (["--out", str(files / "out.png")] if argv[0] in ("generate", "edit") else [])) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and fragment in err and "Traceback" not in err
+
+
+def test_cli_serve_on_a_busy_port(micro_folder, capsys):
+    import socket
+
+    pytest.importorskip("gradio")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--ckpt", str(micro_folder), "--port", str(port)]) == 2
+    assert f"error: cannot listen on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
 
 
 def test_cli_process_prints_one_line(damaged):
