@@ -146,9 +146,9 @@ class Demo:
         def call():
             kwargs = self._mode_kwargs("generate", mode)
             guidance = self._guidance(T2I_GUIDANCE, text_scale, 1.0, interval_start, renorm_type, renorm_min)
-            return self.pipe.generate(prompt or "", self._int(seed, "seed"), guidance,
-                                      self._sampler(mode, timesteps, shift), bool(think),
-                                      self._think_tokens(max_think_tokens), **kwargs)
+            return self.pipe.generate(prompt or "", seeds=self._int(seed, "seed"), guidance=guidance,
+                                      sampler=self._sampler(mode, timesteps, shift), think=bool(think),
+                                      max_think_tokens=self._think_tokens(max_think_tokens), **kwargs)
 
         res, err = self._run(call)
         if err:
@@ -168,9 +168,9 @@ class Demo:
             kwargs = self._mode_kwargs("edit", mode)
             guidance = self._guidance(EDIT_GUIDANCE, text_scale, image_scale, interval_start, renorm_type,
                                       renorm_min)
-            return self.pipe.edit(image, instruction or "", self._int(seed, "seed"), guidance,
-                                  self._sampler(mode, timesteps, shift), bool(think),
-                                  self._think_tokens(max_think_tokens), **kwargs)
+            return self.pipe.edit(image, instruction or "", seeds=self._int(seed, "seed"), guidance=guidance,
+                                  sampler=self._sampler(mode, timesteps, shift), think=bool(think),
+                                  max_think_tokens=self._think_tokens(max_think_tokens), **kwargs)
 
         res, err = self._run(call)
         if err:
@@ -195,7 +195,8 @@ class Demo:
                 cfg = SamplingConfig(float(temperature) if sampling else 0.0)
             except (TypeError, ValueError) as err:
                 raise HyperBagelError(str(err)) from None
-            return self.pipe.understand(image, question or "", n, cfg, self._int(seed, "seed"), **kwargs)
+            return self.pipe.understand(image, question or "", max_new_tokens=n, sampling=cfg,
+                                        seed=self._int(seed, "seed"), **kwargs)
 
         res, err = self._run(call)
         if err:
