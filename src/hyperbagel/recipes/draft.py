@@ -103,7 +103,7 @@ class DraftTrainConfig:
     grad_clip: float = 0.5
     ttt_steps: int = 5  # k
     step_decay: float = 0.8  # loss weight of step j: decay^j
-    bf16: bool = False
+    bf16: bool = True  # CPU autocast for the draft (about 2× faster on two cores)
     seed: int = 0
     ckpt_every: int = 200
     log_every: int = 50
