@@ -79,12 +79,6 @@ class SpecResult:
 
 
 # ----- acceptance rules (pure, batched over a leading dimension for the tests) -----
-def accept_greedy(best: Tensor, drafts: Tensor) -> tuple[int, int]:
-    """Chain, greedy: ``best [γ+1]`` is the target's argmax after the root and after each draft ``[γ]``."""
-    n = int((drafts == best[:-1]).long().cumprod(0).sum())
-    return n, int(best[n])
-
-
 def accept_chain(p: Tensor, q: Tensor, drafts: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Leviathan et al. (2023), Algorithm 1, for rows ``[B]`` of γ drafts.
 
@@ -296,6 +290,32 @@ def _greedy_path(best: list[int], tokens: list[int], parents: list[int]) -> list
     return path
 
 
+def _accept(logits: Tensor, ids: Tensor, parents: list[int], q: Tensor | None, sampling: SamplingConfig,
+            generator) -> tuple[list[int], int]:
+    """Step 4: the accepted path (node indices, the root first) and the target's token after it."""
+    if sampling.greedy:
+        best = logits.argmax(-1).tolist()
+        path = _greedy_path(best, ids.tolist(), parents)
+        return path, best[path[-1]]
+    p = probabilities(logits, sampling)
+    if q is not None:  # a chain of sampled drafts
+        n, nxt = accept_chain(p[None], q[None], ids[None, 1:], generator)
+        return list(range(int(n[0]) + 1)), int(nxt[0])
+    accepted, nxt = accept_tree(p[None], ids, parents, generator)
+    return accepted[0].nonzero().flatten().tolist(), int(nxt[0])
+
+
+def _commit(ctx: Context, length: int, path: list[int]) -> None:
+    """Step 5: keep the target's KV rows of the accepted path (``length`` rows were cached before the step)."""
+    if path == list(range(len(path))):
+        ctx.crop(length + len(path))
+    else:
+        keep = torch.cat([torch.arange(length), length + torch.tensor(path)]).to(ctx.valid.device)
+        ctx.cache.keep(keep)
+        ctx.valid = ctx.valid[:, keep]
+    ctx.rope = ctx.rope + len(path)
+
+
 @torch.no_grad()
 def speculative_generate(
     fwd: Forwarder,
@@ -319,48 +339,27 @@ def speculative_generate(
     root, out, stopped = fwd.bos, [], False
     accepted, proposed, draft_forwards = [], [], 0
     while len(out) < max_new_tokens and not stopped:
-        last = _catch_up(draft, head, rows)
+        last = _catch_up(draft, head, rows)  # 1
         length, root_pos = ctx.length, int(ctx.rope[0])
-        if spec.mode == "chain":
+        if spec.mode == "chain":  # 2
             drafts, q = _draft_chain(draft, head, rows, last, root_pos, spec.gamma, sampling, generator)
-            draft_forwards += spec.gamma
             ids = torch.cat([torch.tensor([root], device=device), drafts])
-            positions = root_pos + torch.arange(len(ids), device=device)
-            target = fwd.text_forward(ctx, ids[None], positions[None], layer_states=True)
-            logits = fwd.model.logits(target.hidden[0])
-            if sampling.greedy:
-                n, nxt = accept_greedy(logits.argmax(-1), drafts)
-            else:
-                n_, nxt_ = accept_chain(probabilities(logits, sampling)[None], q[None], drafts[None], generator)
-                n, nxt = int(n_[0]), int(nxt_[0])
-            path = torch.arange(n + 1, device=device)
-            ctx.crop(length + n + 1)
-            proposed.append(spec.gamma)
+            parents, depth, within = list(range(-1, spec.gamma)), torch.arange(spec.gamma + 1), None
         else:
             tree = _draft_tree(draft, head, rows, last, root, root_pos, spec)
-            draft_forwards += spec.depth
-            ids = tree.tokens
-            positions = root_pos + torch.from_numpy(tree.depth).to(device)
-            target = fwd.text_forward(ctx, ids[None], positions[None], within=tree.ancestors, layer_states=True)
-            logits = fwd.model.logits(target.hidden[0])
-            if sampling.greedy:
-                best = logits.argmax(-1).tolist()
-                path_list = _greedy_path(best, ids.tolist(), tree.parents)
-                nxt = best[path_list[-1]]
-            else:
-                acc, nxt_ = accept_tree(probabilities(logits, sampling)[None], ids, tree.parents, generator)
-                path_list, nxt = acc[0].nonzero().flatten().tolist(), int(nxt_[0])
-            path = torch.tensor(path_list, device=device)
-            keep = torch.cat([torch.arange(length, device=device), length + path])
-            ctx.cache.keep(keep)
-            ctx.valid = ctx.valid[:, keep]
-            n = len(path_list) - 1
-            proposed.append(int(tree.depth.max()))
-        ctx.rope = ctx.rope + n + 1
-        accepted.append(n)
+            ids, parents, within, q = tree.tokens, tree.parents, tree.ancestors, None
+            depth = torch.from_numpy(tree.depth)
+        draft_forwards += spec.gamma if spec.mode == "chain" else spec.depth
+        positions = root_pos + depth.to(device)
+        target = fwd.text_forward(ctx, ids[None], positions[None], within=within, layer_states=True)  # 3
+        path, nxt = _accept(fwd.model.logits(target.hidden[0]), ids, parents, q, sampling, generator)  # 4
+        _commit(ctx, length, path)  # 5
+        accepted.append(len(path) - 1)
+        proposed.append(int(depth.max()))
         emitted = ids[path[1:]].tolist() + [nxt]
-        states = torch.stack(target.layer_states, dim=2)[:, path]
-        rows.pending = (states, torch.tensor([emitted], device=device), positions[path][None])
+        index = torch.tensor(path, device=device)
+        rows.pending = (torch.stack(target.layer_states, dim=2)[:, index], torch.tensor([emitted], device=device),
+                        positions[index][None])
         for token in emitted:
             if token == eos:
                 stopped = True
