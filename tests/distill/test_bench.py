@@ -104,4 +104,5 @@ def test_bench_command_end_to_end(micro_teacher, student_folder, tmp_path, capsy
     for name in rows:  # result folders in the contract's layout, scored by the ordinary scorer
         assert main(["eval", "geneval", str(out / name)]) == 0
     assert "| dmdo-6 |" in (out / "bench.md").read_text()
+    assert (out / "sheet.png").stat().st_size > 0
     capsys.readouterr()

@@ -167,6 +167,8 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
     encoder = load_encoder(settings.encoder)
     for row in rows:
         prepare(row.sampler.solver, row.sampler.shift)
+    shown = {r.name: [] for r in rows}
+    shown_texts, shown_sources = [], []
     bar = tqdm(total=n_items * len(rows), desc=f"bench {task}", unit="item", disable=not settings.progress)
     for lo in range(0, n_items, per_call):
         chunk = items[lo: lo + per_call]
@@ -178,6 +180,9 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
             src = [render(scene_from_json(it["source"])) for it in chunk]
             sources = [s for s in src for _ in range(S)]
         teacher_images = None
+        if len(shown_texts) < SHEET_COLUMNS:  # one image per item: different prompts, each with its own noise
+            shown_texts += [texts[k * S] for k in range(len(chunk))]
+            shown_sources += [sources[k * S] for k in range(len(chunk))] if sources else []
         for row in rows:
             call = timed_call(pipes[row.model], task, texts, seeds, row, sources)
             st = stats[row.name]
@@ -191,6 +196,8 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
             pixel[row.name] += [float(np.abs(a.astype(np.float32) - b).mean())
                                 for a, b in zip(call.images, teacher_images)]
             feats[row.name].append(encode(encoder, call.images))
+            if len(shown[row.name]) < SHEET_COLUMNS:
+                shown[row.name] += [call.images[k * S] for k in range(len(chunk))]
             for k, (i, it) in enumerate(zip(idx, chunk)):
                 imgs = call.images[k * S:(k + 1) * S]
                 folders.write_record(out / row.name, i, it, imgs, src[k] if sources else None)
@@ -237,7 +244,40 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
     report["table"] = table(report)
     (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "bench.md").write_text(report["table"] + "\n")
+    sheet(shown, shown_texts, out / "sheet.png", shown_sources or None)
     return report
+
+
+SHEET_COLUMNS = 8
+
+
+def sheet(rows: dict[str, list[np.ndarray]], texts: list[str], path: Path, sources: list[np.ndarray] | None = None,
+          scale: int = 2) -> None:
+    """A side-by-side PNG: one line per bench row (the same seeds, so the same initial noise, in every column),
+    the sources of edits on top, the prompts or instructions as column captions."""
+    from PIL import Image, ImageDraw
+
+    lines = ([("source", sources)] if sources else []) + list(rows.items())
+    n = min(SHEET_COLUMNS, len(texts))
+    side, label, caption_h = 64 * scale, 90, 40
+    sheet_img = Image.new("RGB", (label + n * (side + 4), caption_h + len(lines) * (side + 4)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet_img)
+    for c in range(n):
+        words, text, out = texts[c].split(), "", []
+        for w in words:
+            if len(text) + len(w) > side // 6:
+                out.append(text)
+                text = ""
+            text += w + " "
+        out.append(text)
+        draw.multiline_text((label + c * (side + 4), 0), "\n".join(out[:3]), fill=(0, 0, 0))
+    for r, (name, images) in enumerate(lines):
+        y = caption_h + r * (side + 4)
+        draw.text((2, y + side // 2 - 6), name, fill=(0, 0, 0))
+        for c in range(n):
+            tile = Image.fromarray(images[c]).resize((side, side), Image.NEAREST)
+            sheet_img.paste(tile, (label + c * (side + 4), y))
+    sheet_img.save(path)
 
 
 def table(report: dict) -> str:
