@@ -48,3 +48,14 @@ def micro_student_folder(micro_folder, tmp_path_factory):
     model, _ = load_pretrained(micro_folder)
     save_student(folder, student_from_teacher(model), StudentInfo(steps=2), micro_folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def micro_draft_folder(micro_folder, tmp_path_factory):
+    """An (untrained) Hyper-Bagel draft for ``micro_folder``'s model: the accelerated understanding path exists."""
+    from hyperbagel.decode.draft import VARIANTS, TargetHead, build_draft, save_draft
+    from hyperbagel.model.checkpoint import load_pretrained
+
+    model, _ = load_pretrained(micro_folder)
+    return save_draft(tmp_path_factory.mktemp("micro-draft"), build_draft(VARIANTS["hyper-bagel"], model),
+                      TargetHead.of(model))

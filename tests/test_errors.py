@@ -148,6 +148,8 @@ API_CASES = {
     "images and questions": (lambda p: p.understand([IMAGE, IMAGE], "describe the image."), "2 images for 1"),
     "accelerated without a student": (lambda p: p.generate("a red circle", accelerated=True),
                                       "no distilled student"),
+    "accelerated without a draft": (lambda p: p.understand(IMAGE, "describe the image.", accelerated=True),
+                                    "no draft model loaded"),
 }
 
 
@@ -248,3 +250,20 @@ def test_cli_process_prints_one_line(damaged):
     assert out.returncode == 2, out.stderr
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: cannot read") and "not a valid safetensors" in lines[0]
+
+
+def test_baseline_switch_sets_the_draft_aside(micro_folder, micro_draft_folder):
+    """``accelerated=False`` decodes answers and think plans without the draft: the same text (lossless), the
+    forwards of plain decoding; the draft stays loaded for the next call."""
+    plain = Pipeline.from_pretrained(micro_folder)
+    pipe = Pipeline.from_pretrained(micro_folder)
+    pipe.load_draft(micro_draft_folder)
+    assert pipe.can_accelerate("understand") and not plain.can_accelerate("understand")
+    ref = plain.understand(IMAGE, "describe the image.", max_new_tokens=12)
+    base = pipe.understand(IMAGE, "describe the image.", max_new_tokens=12, accelerated=False)
+    fast = pipe.understand(IMAGE, "describe the image.", max_new_tokens=12)
+    assert ref.texts == base.texts == fast.texts and base.forwards == ref.forwards
+    assert pipe.draft is not None
+    kw = dict(sampler=FAST, think=True, max_think_tokens=12)
+    ref, base = plain.generate("a red circle", **kw), pipe.generate("a red circle", accelerated=False, **kw)
+    assert ref.plans == base.plans and ref.forwards == base.forwards

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,6 +216,17 @@ class Pipeline:
         return [speculative_generate(self.fwd, self.draft, ctx.select(torch.tensor([b])), max_tokens, sampling,
                                      self.spec, generator).tokens for b in range(ctx.batch)]
 
+    @contextmanager
+    def _plain_decoding(self, on: bool):
+        """With ``on``, one call decodes without the draft (the baseline), which is set aside meanwhile."""
+        draft = self.draft
+        if on:
+            self.draft = None
+        try:
+            yield
+        finally:
+            self.draft = draft
+
     def _think(self, ctx: Context, max_tokens: int) -> tuple[list[str], list[list[int]]]:
         tokens = self._decode_text(ctx.copy(), max_tokens)
         return [self.tokenizer.decode(t) for t in tokens], [[self.tokenizer.bos, *t, self.tokenizer.eos]
@@ -232,13 +244,16 @@ class Pipeline:
         max_think_tokens: int = 64,
         accelerated: bool | None = None,
     ) -> ImageResult:
-        """Text-to-image. ``accelerated`` (default: when a student is loaded) samples with the student."""
+        """Text-to-image. ``accelerated`` (default: when a student is loaded) samples with the student;
+        ``accelerated=False`` is the whole baseline (the teacher's sampler, think plans without the draft)."""
         prompts = inputs.texts(prompts, "prompt")
         seeds = inputs.seeds(seeds, len(prompts))
-        accelerated = self._accelerated(accelerated)
+        baseline, accelerated = accelerated is False, self._accelerated(accelerated)
         self._check(guidance, sampler, accelerated, max_think_tokens)
         start, before = time.perf_counter(), self.forwards
-        branches, plans = self.generation_branches(prompts, think, max_think_tokens, cfg_branches=not accelerated)
+        with self._plain_decoding(baseline):
+            branches, plans = self.generation_branches(prompts, think, max_think_tokens,
+                                                       cfg_branches=not accelerated)
         x = self._sample(branches, self._noise(self._generators(seeds)), guidance,
                          self._settings(sampler, accelerated), accelerated, image_guidance=False)
         images = self._decode(x)
@@ -273,18 +288,20 @@ class Pipeline:
         max_think_tokens: int = 64,
         accelerated: bool | None = None,
     ) -> ImageResult:
-        """Editing. ``accelerated`` (default: when a student is loaded) samples with the student."""
+        """Editing. ``accelerated`` (default: when a student is loaded) samples with the student;
+        ``accelerated=False`` is the whole baseline (the teacher's sampler, think plans without the draft)."""
         instructions = inputs.texts(instructions, "instruction")
         images = inputs.images(images, self.cfg.image_size)
         if len(images) != len(instructions):
             raise HyperBagelError(f"{len(images)} images for {len(instructions)} instructions")
         seeds = inputs.seeds(seeds, len(images))
-        accelerated = self._accelerated(accelerated)
+        baseline, accelerated = accelerated is False, self._accelerated(accelerated)
         self._check(guidance, sampler, accelerated, max_think_tokens)
         start, before = time.perf_counter(), self.forwards
         gens = self._generators(seeds)
-        branches, plans = self.edit_branches(images, instructions, gens, think, max_think_tokens,
-                                             cfg_branches=not accelerated)
+        with self._plain_decoding(baseline):
+            branches, plans = self.edit_branches(images, instructions, gens, think, max_think_tokens,
+                                                 cfg_branches=not accelerated)
         x = self._sample(branches, self._noise(gens), guidance, self._settings(sampler, accelerated), accelerated)
         return ImageResult(self._decode(x), self.forwards - before, time.perf_counter() - start, plans)
 
@@ -320,7 +337,11 @@ class Pipeline:
         max_new_tokens: int = 64,
         sampling: SamplingConfig = GREEDY,
         seed: int = 0,
+        accelerated: bool | None = None,
     ) -> TextResult:
+        """Answers. ``accelerated`` (default: when a draft is loaded) decodes speculatively, output unchanged."""
+        if accelerated and self.draft is None:
+            raise HyperBagelError("no draft model loaded (Pipeline.load_draft, --draft): answer with plain decoding")
         questions = inputs.texts(questions, "question")
         images = inputs.images(images, self.cfg.image_size)
         if len(images) != len(questions):
@@ -328,8 +349,9 @@ class Pipeline:
         inputs.check_max_new_tokens(max_new_tokens)
         seed = inputs.seeds(seed, 1)[0]
         start, before = time.perf_counter(), self.forwards
-        ctx = self.context_for_question(images, questions, trace=self.draft is not None)
-        tokens = self._decode_text(ctx, max_new_tokens, sampling, torch.Generator().manual_seed(seed))
+        with self._plain_decoding(accelerated is False):
+            ctx = self.context_for_question(images, questions, trace=self.draft is not None)
+            tokens = self._decode_text(ctx, max_new_tokens, sampling, torch.Generator().manual_seed(seed))
         texts = [self.tokenizer.decode(t) for t in tokens]
         return TextResult(texts, self.forwards - before, time.perf_counter() - start)
 

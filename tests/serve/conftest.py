@@ -1,4 +1,5 @@
-"""A live ``hyperbagel serve`` on a micro model with a student (both modes exist), on 127.0.0.1 and a free port."""
+"""A live ``hyperbagel serve`` on a micro model with a student and a draft (every tab has both modes), on 127.0.0.1
+and a free port."""
 
 from __future__ import annotations
 
@@ -21,16 +22,19 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def server(micro_student_folder, tmp_path_factory):
-    """The URL of a running demo (on ``$HYPERBAGEL_DEMO_CKPT`` when set); its log is shown when it fails to start."""
+def server(micro_student_folder, micro_draft_folder, tmp_path_factory):
+    """The URL of a running demo (on ``$HYPERBAGEL_DEMO_CKPT`` with ``$HYPERBAGEL_DEMO_DRAFT`` when set); its log is
+    shown when it fails to start."""
     pytest.importorskip("gradio", reason="the web demo needs gradio (pip install -e '.[serve]')")
-    ckpt = os.environ.get("HYPERBAGEL_DEMO_CKPT") or str(micro_student_folder)
+    ckpt = os.environ.get("HYPERBAGEL_DEMO_CKPT")
+    draft = os.environ.get("HYPERBAGEL_DEMO_DRAFT") if ckpt else str(micro_draft_folder)
+    ckpt = ckpt or str(micro_student_folder)
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "serve.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    argv = [sys.executable, "-m", "hyperbagel.cli", "serve", "--ckpt", ckpt, "--host", "127.0.0.1", "--port", str(port)]
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "hyperbagel.cli", "serve", "--ckpt", ckpt,
-                                 "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv + (["--draft", draft] if draft else []), stdout=out, stderr=subprocess.STDOUT,
                                 env=env)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + START_TIMEOUT

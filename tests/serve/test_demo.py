@@ -74,6 +74,17 @@ def test_switch_compares_the_two_modes(student_demo):
     assert STATUS.match(status)[1] == ACCELERATED
 
 
+def test_understanding_switch_with_a_draft(micro_folder, micro_draft_folder):
+    pipe = Pipeline.from_pretrained(micro_folder)
+    pipe.load_draft(micro_draft_folder)
+    demo = Demo(pipe)
+    assert demo.default_mode("understand") == ACCELERATED and demo.default_mode("generate") == BASELINE
+    fast_answer, fast, history = demo.understand(**und_args(mode=ACCELERATED, max_new_tokens=12))
+    answer, slow, history = demo.understand(**und_args(mode=BASELINE, max_new_tokens=12, history=history))
+    assert answer == fast_answer  # speculative decoding is lossless
+    assert STATUS.match(fast)[1] == ACCELERATED and "last accelerated" in slow and "fewer forwards" in slow
+
+
 BAD = {
     "empty prompt": ("generate", dict(prompt=""), "the prompt is empty"),
     "over-long prompt": ("generate", dict(prompt="a red circle and " * 20 + "a square"), "at most 64"),

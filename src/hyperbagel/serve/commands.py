@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hyperbagel.decode.commands import add_draft_args
+
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("serve", help="web demo: text-to-image, editing and understanding in the browser")
     p.add_argument("--ckpt", type=Path, default=Path("runs/teacher"), help="model folder")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860)
+    add_draft_args(p)
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args) -> int:
     import logging
 
+    from hyperbagel.decode.commands import load_draft_from_args
     from hyperbagel.pipeline import Pipeline
     from hyperbagel.serve.app import _gradio, launch
 
@@ -23,6 +27,7 @@ def cmd_serve(args) -> int:
     check_address(args.host, args.port)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own requests to itself
     pipe = Pipeline.from_pretrained(args.ckpt)
+    load_draft_from_args(pipe, args)  # --draft: the understanding tab's accelerated mode
     print(f"hyperbagel demo: {args.ckpt} on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     launch(pipe, args.host, args.port)
     return 0

@@ -88,10 +88,10 @@ class Demo:
     def _mode_kwargs(self, task: str, mode: str) -> dict:
         if mode not in MODES:
             raise HyperBagelError(f"unknown mode {mode!r}: choose {' or '.join(MODES)}")
-        if self.notes[task] is None:
-            return {"accelerated": mode == ACCELERATED}
-        if mode == ACCELERATED:
+        if mode == ACCELERATED and self.notes[task]:
             raise HyperBagelError(self.notes[task])
+        if "accelerated" in inspect.signature(getattr(self.pipe, task)).parameters:
+            return {"accelerated": mode == ACCELERATED}  # the baseline is explicit: no student, no draft
         return {}
 
     @staticmethod
