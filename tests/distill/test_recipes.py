@@ -87,3 +87,32 @@ def test_understanding_weights_bit_identical_after_the_stage(micro_teacher, chai
     base = Pipeline.from_pretrained(micro_teacher).understand(res.images[0], "how many circles are there?",
                                                               max_new_tokens=2)
     assert answer.texts == base.texts
+
+
+def test_distill_commands_then_generate_and_edit_with_the_student(micro_teacher, tmp_path, capsys):
+    from hyperbagel.cli import main
+
+    small = {"batch": {"gen": 1, "edit": 1}, "warmup": 1}
+    configs = {"cfg": {"rollout_timesteps": 6, "states_per_rollout": 2}, "tscd": {"steps_per_segment": 2},
+               "dmdo": {"fake_updates": 1}}
+    init = None
+    for stage, extra in configs.items():
+        (tmp_path / f"{stage}.json").write_text(json.dumps({**small, **extra}))
+        args = ["distill", stage, "--teacher", str(micro_teacher), "--out", str(tmp_path / stage), "--steps", "1",
+                "--config", str(tmp_path / f"{stage}.json")]
+        assert main(args + (["--init", str(init)] if init else [])) == 0
+        init = tmp_path / stage
+    png = tmp_path / "g.png"
+    assert main(["generate", "--ckpt", str(init), "a blue square", "--out", str(png)]) == 0
+    assert "(7 model forwards" in capsys.readouterr().out
+    assert main(["edit", "--ckpt", str(init), str(png), "remove the square", "--out", str(tmp_path / "e.png")]) == 0
+    assert "(9 model forwards" in capsys.readouterr().out
+    assert main(["generate", "--ckpt", str(micro_teacher), "--student", str(init), "a blue square"]) == 0
+    assert "(7 model forwards" in capsys.readouterr().out
+    assert main(["generate", "--ckpt", str(init), "a blue square", "--baseline", "--steps", "4"]) == 0
+    assert "(7 model forwards, " in capsys.readouterr().out  # 1 prefill + 3 guided steps × 2, the teacher
+    assert main(["generate", "--ckpt", str(init), "a blue square", "--text-scale", "7"]) == 2
+    assert "trained range" in capsys.readouterr().err
+    assert main(["distill", "tscd", "--teacher", str(micro_teacher), "--init", str(tmp_path / "missing"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "previous distillation stage" in capsys.readouterr().err

@@ -123,6 +123,8 @@ def load_setup(cfg: DistillConfig) -> Setup:
         p.requires_grad_(False)
     for p in pipe.vae.parameters():
         p.requires_grad_(False)
+    if cfg.init and not has_student(cfg.init):
+        raise HyperBagelError(f"{cfg.init} holds no {STUDENT_FILE}: run the previous distillation stage first")
     lineage = dict(read_student_info(cfg.init).lineage) if cfg.init else {}
     return Setup(pipe, pipe.latent_ids(), lineage)
 
