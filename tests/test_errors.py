@@ -181,8 +181,10 @@ def test_accelerated_guidance_range_is_checked(micro_student_folder):
     assert pipe.can_accelerate("generate") and pipe.can_accelerate("edit")
     assert pipe.generate("a red circle", guidance=T2I_GUIDANCE).images[0].shape == (64, 64, 3)
     assert pipe.edit(IMAGE, "remove the circle", guidance=EDIT_GUIDANCE).forwards > 0
-    with pytest.raises(HyperBagelError, match="outside the trained range"):
-        pipe.generate("a red circle", guidance=GuidanceConfig(text_scale=20.0))
+    with pytest.raises(HyperBagelError, match=r"text guidance scale 6.0 is outside the trained range \[1, 5\]"):
+        pipe.generate("a red circle", guidance=GuidanceConfig(text_scale=6.0))  # the student's range
+    assert pipe.generate("a red circle", guidance=GuidanceConfig(text_scale=6.0), accelerated=False,
+                         sampler=FAST).forwards == 1 + 2 * 2  # the teacher's range is BAGEL's [1, 8]
 
 
 # ----------------------------------------------------------------------------------------------------------- CLI
