@@ -45,6 +45,7 @@ def add_commands(subparsers) -> None:
         p.add_argument("--batch", type=int, default=32, help="images per sampling call")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% CI")
+        p.add_argument("--bf16", action="store_true", help="every row under bf16 autocast (faster on CPU)")
         p.add_argument("--encoder", type=Path, default=Path("runs/shapes-encoder/encoder.safetensors"),
                        help="the Shapes encoder for KID (trained on real renders if missing)")
         p.set_defaults(func=cmd_bench, suite=suite, task=task)
@@ -88,7 +89,8 @@ def cmd_bench(args) -> int:
     from hyperbagel.eval.bench import BenchSettings, bench_rows, run_bench
 
     settings = BenchSettings(task=args.task, out=args.out, limit=args.limit, samples=args.samples, batch=args.batch,
-                             seed=args.seed, bootstrap=args.bootstrap, encoder=args.encoder)
+                             seed=args.seed, bootstrap=args.bootstrap, encoder=args.encoder,
+                             bf16=args.bf16)
     stages = parse_stages(args.stage)
     rows = bench_rows(args.task, stages)
     if args.list:

@@ -61,6 +61,7 @@ class BenchSettings:
     seed: int = 0
     bootstrap: int = 2000
     encoder: Path = Path("runs/shapes-encoder/encoder.safetensors")
+    bf16: bool = False  # every row under bf16 autocast (about 2× the throughput on CPUs with AMX)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -184,7 +185,8 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
             shown_texts += [texts[k * S] for k in range(len(chunk))]
             shown_sources += [sources[k * S] for k in range(len(chunk))] if sources else []
         for row in rows:
-            call = timed_call(pipes[row.model], task, texts, seeds, row, sources)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
+                call = timed_call(pipes[row.model], task, texts, seeds, row, sources)
             st = stats[row.name]
             st["forwards"] += call.forwards
             st["calls"] += 1
@@ -239,6 +241,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
             res["vs_teacher"] = compare(base, mine, settings.bootstrap, settings.seed)
         results.append(res)
     report = {"task": task, "suite": SUITE[task], "items": n_items, "samples": S, "batch": settings.batch,
+              "bf16": settings.bf16,
               "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads",
               "rows": results}
     report["table"] = table(report)
@@ -297,7 +300,8 @@ def table(report: dict) -> str:
                  f"{r['pixel_l1_to_teacher']:.1f}", f"{1e3 * r['kid']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    bf16 = ", bf16" if report.get("bf16") else ""
     lines.append(f"{report['suite']}: {report['items']} items × {report['samples']} samples, batch "
-                 f"{report['batch']}, {report['machine']}; s/img end to end (prefill, sampling, decode), speed-up "
-                 "over the teacher end to end and (sampling loop alone).")
+                 f"{report['batch']}{bf16}, {report['machine']}; s/img end to end (prefill, sampling, decode), "
+                 "speed-up over the teacher end to end and (sampling loop alone).")
     return "\n".join(lines)

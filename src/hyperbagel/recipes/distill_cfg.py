@@ -46,10 +46,10 @@ log = logging.getLogger(__name__)
 @dataclass
 class CFGDistillConfig(DistillConfig):
     out: str = "runs/distill-cfg"
-    steps: int = 600
+    steps: int = 200
     lr: float = 2e-4
     rollout_timesteps: int = 50  # the teacher sampler's schedule (BAGEL's: 50 points, 49 guided Euler steps)
-    states_per_rollout: int = 4  # states of each rollout the student regresses (per row)
+    states_per_rollout: int = 16  # states of each rollout the student regresses (per row): a third of them
 
     def __post_init__(self) -> None:
         super().__post_init__()
