@@ -43,7 +43,6 @@ from hyperbagel.recipes.checkpointing import (
     load_optimizer,
     optimizer_tensors,
 )
-from hyperbagel.world.captions import caption
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import sample_scene, scene_from_json
 from hyperbagel.world.tasks import edit as edit_tasks
@@ -173,6 +172,7 @@ class Conditions:
     noise: Tensor  # [B, N, P]: the initial noise x_T
     x0: Tensor | None  # [B, N, P]: clean latents of the target scenes (when asked for)
     generators: list[torch.Generator]  # per row, for any further draws of the step
+    items: list[dict] = field(default_factory=list)  # per row: the text-to-image or edit item (the exact judge's)
 
     @property
     def batch(self) -> int:
@@ -189,9 +189,9 @@ def row_generators(seed: int, step: int, group: str, n: int, sub: int = 0):
 def _t2i_item(rng: np.random.Generator, resolution: int, caption_share: float):
     if rng.random() < caption_share:
         scene = sample_scene(rng, resolution)
-        return caption(scene), scene
+        return t2i.caption_prompt(scene), scene
     item = t2i.sample_prompt(rng)
-    return item["prompt"], t2i.scene_for_prompt(item, rng, resolution)
+    return item, t2i.scene_for_prompt(item, rng, resolution)
 
 
 def _latents(pipe: Pipeline, scenes, generators) -> Tensor:
@@ -210,8 +210,9 @@ def conditions(setup: Setup, cfg: DistillConfig, step: int, group: str, sub: int
     R = pipe.cfg.image_size
     if group == "gen":
         items = [_t2i_item(r, R, cfg.caption_prompts) for r in rngs]
-        branches, _ = pipe.generation_branches([p for p, _ in items], cfg_branches=cfg_branches)
+        branches, _ = pipe.generation_branches([it["prompt"] for it, _ in items], cfg_branches=cfg_branches)
         scenes = [s for _, s in items]
+        items = [it for it, _ in items]
     else:
         tags = edit_tasks.EDIT_TAGS
         items = [edit_tasks.sample_edit_item(r, tags[r.integers(len(tags))], R) for r in rngs]
@@ -225,7 +226,7 @@ def conditions(setup: Setup, cfg: DistillConfig, step: int, group: str, sub: int
     image = torch.stack([lo + (hi - lo) * torch.rand((), generator=g) for g in gens])
     noise = torch.stack([torch.randn(len(setup.ids), pipe.cfg.patch_latent_dim, generator=g) for g in gens])
     x0 = _latents(pipe, scenes, gens) if data else None
-    return Conditions(group, branches, GUIDANCE[group], text, image, noise, x0, gens)
+    return Conditions(group, branches, GUIDANCE[group], text, image, noise, x0, gens, items)
 
 
 def autocast(cfg: DistillConfig):
