@@ -13,11 +13,21 @@ from torch import Tensor, nn
 
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.context import Context, Forwarder
+from hyperbagel.model.student import is_generation_param
 
 
 def default_layers(num_layers: int, heads: int = 4) -> tuple[int, ...]:
     """``heads`` evenly spaced layers ending with the last one."""
     return tuple(sorted({max(0, round((i + 1) * num_layers / heads) - 1) for i in range(heads)}))
+
+
+def is_trainable(name: str) -> bool:
+    """A discriminator parameter that trains: a head, or the backbone's generation branch (but its fixed latent
+    position table); the backbone's understanding weights are the teacher's, frozen."""
+    if name.startswith("heads."):
+        return True
+    inner = name[len("backbone."):]
+    return name.startswith("backbone.") and is_generation_param(inner) and not inner.startswith("latent_pos_embed.")
 
 
 class Head(nn.Module):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from hyperbagel.distill.discriminator import LatentDiscriminator, default_layers
+from hyperbagel.distill.discriminator import LatentDiscriminator, default_layers, is_trainable
 from hyperbagel.distill.tscd import (
     consistency_mse,
     consistency_target,
@@ -124,7 +124,7 @@ def step_losses(setup, roles, fwds, cfg: TSCDConfig, step: int, group: str) -> d
         g_loss = cfg.adv_weight * g_adv + cfg.mse_weight * mse
     (g_loss * weight).backward()
     for name, p in disc.named_parameters():
-        p.requires_grad_(name.startswith("heads.") or _trainable_backbone(name))
+        p.requires_grad_(is_trainable(name))
     # discriminator
     with autocast(cfg):
         d_loss = hinge_discriminator_loss(disc(ctx, real, s, ids, **scales), disc(ctx, fake.detach(), s, ids, **scales))
@@ -133,20 +133,13 @@ def step_losses(setup, roles, fwds, cfg: TSCDConfig, step: int, group: str) -> d
             f"{group}/d_hinge": float(d_loss.detach())}
 
 
-def _trainable_backbone(name: str) -> bool:
-    from hyperbagel.model.student import is_generation_param
-
-    return name.startswith("backbone.") and is_generation_param(name[len("backbone."):]) and \
-        not name.startswith("backbone.latent_pos_embed.")
-
-
 def build_roles(setup, cfg: TSCDConfig):
     teacher = new_student(setup, cfg.init, trainable=False)
     student = new_student(setup, cfg.init)
     layers = cfg.disc_layers or default_layers(setup.pipe.cfg.llm.num_layers)
     disc = LatentDiscriminator(new_student(setup, cfg.init), layers, cfg.disc_hidden).train()
     for name, p in disc.named_parameters():
-        p.requires_grad_(name.startswith("heads.") or _trainable_backbone(name))
+        p.requires_grad_(is_trainable(name))
     return {"teacher": teacher, "student": student, "disc": disc}
 
 
