@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -16,9 +17,18 @@ STAGES = {
 }
 
 
+def _group(subparsers, name: str, help: str, dest: str, metavar: str):
+    """The sub-command group ``name`` (``distill``, ``bench``), created unless another module made it already."""
+    parser = subparsers.choices.get(name) or subparsers.add_parser(name, help=help)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=dest, metavar=metavar, required=True)
+
+
 def add_commands(subparsers) -> None:
-    distill = subparsers.add_parser("distill", help="distil the generation branch (cfg → tscd → dmdo)")
-    dsub = distill.add_subparsers(dest="distill_command", metavar="STAGE", required=True)
+    dsub = _group(subparsers, "distill", "distil the generation branch (cfg → tscd → dmdo)", "distill_command",
+                  "STAGE")
     for stage, (text, init, out) in STAGES.items():
         p = dsub.add_parser(stage, help=text, description=text + ". Resumes if OUT has a checkpoint.")
         p.add_argument("--teacher", type=Path, default=Path("runs/teacher"), help="the teacher's model folder")
@@ -29,8 +39,7 @@ def add_commands(subparsers) -> None:
         p.add_argument("--config", type=Path, default=None, help="JSON file of config overrides")
         p.set_defaults(func=cmd_distill, stage=stage)
 
-    bench = subparsers.add_parser("bench", help="paired benchmark of samplers and distilled models (same noise)")
-    bsub = bench.add_subparsers(dest="bench_command", metavar="TASK", required=True)
+    bsub = _group(subparsers, "bench", "benchmarks", "bench_command", "WHAT")
     for task, suite in (("generate", "geneval-shapes"), ("edit", "gedit-shapes")):
         p = bsub.add_parser(task, help=f"{suite}: the teacher, each stage and training-free 6-forward peers")
         p.add_argument("--teacher", type=Path, default=Path("runs/teacher"))
