@@ -7,7 +7,8 @@ Timing covers decoding only (the draft's read of the context included), not the 
 
 Rows: plain decoding; vanilla EAGLE-3 (chain γ = 10 and its fastest γ); Hyper-Bagel chain γ = 10 (the paper's
 metric) and the fastest γ; the fastest Hyper-Bagel tree; and the paper's Table 1 ablations at γ = 10. The fastest
-settings are picked on the first ``calibrate`` long items. Metrics: τ = committed tokens (<|im_end|> included) per
+settings are picked on the first ``calibrate`` long items (every tried setting's τ and speedup are kept in
+``bench.json``'s ``calibration.sweep``: speedup against γ). Metrics: τ = committed tokens (<|im_end|> included) per
 target forward, bonus included; per-position acceptance α_n and the paper's 10-α = accepted / attempted draft
 positions over a 10-token chain (τ ≈ (1 − α¹¹)/(1 − α) if acceptance were position-independent); tokens/s and the
 wall-clock speedup over plain decoding; and token identity with plain decoding on every item.
@@ -161,13 +162,19 @@ def _time_rows(pipe, drafts, items, rows, max_new, progress, desc) -> None:
         bar.close()
 
 
-def _fastest(pipe, drafts, items, draft: str, specs: list[SpecConfig], max_new, progress) -> SpecConfig:
+def _fastest(pipe, drafts, items, draft: str, specs: list[SpecConfig], max_new, progress,
+             sweep: list[dict] | None = None) -> SpecConfig:
+    """The fastest of ``specs`` on ``items``; each setting's τ and speedup are appended to ``sweep``."""
     plain = _Row("plain", None, None)
     rows = [_Row(s.label, draft, s) for s in specs]
     _time_rows(pipe, drafts, items, [plain, *rows], max_new, progress, f"calibrate {draft}")
     ids = [it.id for it in items]
-    speed = {r.name: _summary(r, plain, ids)["speedup"] for r in rows}
+    summaries = {r.name: _summary(r, plain, ids) for r in rows}
+    speed = {name: s["speedup"] for name, s in summaries.items()}
     log.info("calibration %s: %s", draft, ", ".join(f"{k} {v:.2f}×" for k, v in speed.items()))
+    if sweep is not None:
+        sweep += [{"draft": draft, "spec": asdict(r.spec), "label": r.name, "items": len(ids),
+                   "tau": summaries[r.name]["tau"], "speedup": speed[r.name]} for r in rows]
     return max(rows, key=lambda r: speed[r.name]).spec
 
 
@@ -188,9 +195,11 @@ def run_understand_bench(settings: UnderstandBench) -> dict:
     _time_rows(pipe, drafts, calib[:2], [_Row("plain", None, None), _Row("w", MAIN, SpecConfig(gamma=4))],
                settings.max_new_tokens, False, "warm-up")
     chains = [SpecConfig("chain", gamma=g) for g in settings.gammas]
-    best_chain = _fastest(pipe, drafts, calib, MAIN, chains, settings.max_new_tokens, settings.progress)
-    best_tree = _fastest(pipe, drafts, calib, MAIN, list(settings.trees), settings.max_new_tokens, settings.progress)
-    best_base = (_fastest(pipe, drafts, calib, BASELINE, chains, settings.max_new_tokens, settings.progress)
+    sweep: list[dict] = []  # every calibrated setting: τ and speedup against γ (and tree size)
+    best_chain = _fastest(pipe, drafts, calib, MAIN, chains, settings.max_new_tokens, settings.progress, sweep)
+    best_tree = _fastest(pipe, drafts, calib, MAIN, list(settings.trees), settings.max_new_tokens, settings.progress,
+                         sweep)
+    best_base = (_fastest(pipe, drafts, calib, BASELINE, chains, settings.max_new_tokens, settings.progress, sweep)
                  if BASELINE in drafts else None)
 
     plain = _Row("plain decoding", None, None)
@@ -233,7 +242,8 @@ def run_understand_bench(settings: UnderstandBench) -> dict:
                     "torch": torch.__version__, "threads": torch.get_num_threads(), "dtype": "float32",
                     "batch": 1, "decoding": "greedy"},
         "calibration": {"fastest_chain": best_chain.label, "fastest_tree": best_tree.label,
-                        "fastest_eagle3_chain": best_base.label if best_base else None},
+                        "fastest_eagle3_chain": best_base.label if best_base else None,
+                        "items": [it.id for it in calib], "sweep": sweep},
         "rows": report_rows,
         "table1": table1,
         "greedy_identity": {"items": len(items), "identical": identical,
