@@ -29,7 +29,7 @@ from hyperbagel.eval.model_eval import SEED_RULE, sample_seed
 from hyperbagel.eval.paired import PerImage, compare, overall
 from hyperbagel.eval.shapes_encoder import encode, kid, load_encoder
 from hyperbagel.flow.solvers import prepare
-from hyperbagel.model.student import load_student
+from hyperbagel.model.student import has_student, load_student, read_student_info
 from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline, SamplerSettings
 from hyperbagel.world import folders, scoring, suites
 from hyperbagel.world.detect import detect
@@ -83,9 +83,23 @@ def bench_rows(task: str, stages: dict[str, Path]) -> list[Row]:
         if stage == "cfg":
             rows.append(Row("cfg-49", "stage 1 (CFG-distilled): 49 one-forward Euler steps", stage,
                             SamplerSettings(50, 3.0), True))
-        rows.append(Row(f"{stage}-6", f"after stage {stage}: 6 one-forward Euler steps, shift 3", stage,
-                        SamplerSettings(7, 3.0), True))
+            steps = 6
+        else:
+            steps = stage_steps(stage, stages[stage])
+        what = "1 forward from pure noise (t = 1 → 0)" if steps == 1 else f"{steps} one-forward Euler steps, shift 3"
+        rows.append(Row(f"{stage}-{steps}", f"after stage {stage}: {what}", stage, SamplerSettings(steps + 1, 3.0),
+                        True))
     return rows
+
+
+ONE_STEP_STAGES = ("adp", "refl")
+
+
+def stage_steps(stage: str, folder: Path | None) -> int:
+    """A distilled model's own sampling steps: its student file's, else by stage name (1 for adp/refl, else 6)."""
+    if folder is not None and has_student(folder):
+        return read_student_info(folder).steps
+    return 1 if stage in ONE_STEP_STAGES else 6
 
 
 @dataclass

@@ -1,0 +1,162 @@
+"""The reward model of ReFL (stage 5) and its losses: a small image–text scorer standing in for HPSv3.
+
+HPSv3 is a vision-language model with a scoring head. Ours is the same shape at Shapes World scale: the image
+through a strided CNN to an 8×8 grid of tokens, the text as word tokens, both (with position and type embeddings
+and a score token) through a few pre-norm Transformer layers attending jointly, and a linear head on the score
+token. The reward is that logit: ``r > 0`` says the text more likely than not describes the image (the exact judge
+would pass it). Trained with binary cross-entropy on pairs the judge labelled (``world/tasks/match.py``).
+
+The ReFL loss is Hyper-SD's hinge ``ReLU(α − r)``: it pushes a sample's reward up until it reaches ``α`` and then
+leaves it alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch import Tensor, nn
+
+from hyperbagel.errors import HyperBagelError
+from hyperbagel.model.checkpoint import load_state, read_tensors
+from hyperbagel.model.tokenizer import ShapesTokenizer
+from hyperbagel.recipes.checkpointing import atomic_save_tensors, atomic_write_text
+
+
+@dataclass(frozen=True)
+class RewardModelConfig:
+    vocab_size: int = 128
+    dim: int = 128
+    layers: int = 3
+    heads: int = 4
+    mlp: int = 256
+    max_text: int = 48  # word tokens (a four-object caption on a gray background is ~40)
+    image_size: int = 64
+    stem: tuple[int, ...] = (32, 64)  # CNN widths before the last stride-2 layer to ``dim`` (8× down in all)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stem", tuple(self.stem))
+        if self.dim % self.heads:
+            raise ValueError(f"RewardModelConfig.dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        if self.image_size % 2 ** (len(self.stem) + 1):
+            raise ValueError(f"RewardModelConfig.image_size must be a multiple of {2 ** (len(self.stem) + 1)}")
+        for name in ("vocab_size", "dim", "layers", "heads", "mlp", "max_text"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"RewardModelConfig.{name} must be positive")
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // 2 ** (len(self.stem) + 1)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RewardModelConfig:
+        return cls(**json.loads(text))
+
+
+class RewardModel(nn.Module):
+    def __init__(self, cfg: RewardModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        layers: list[nn.Module] = [nn.Conv2d(3, cfg.stem[0], 3, padding=1), nn.GELU()]
+        c_in = cfg.stem[0]
+        for c in (*cfg.stem[1:], cfg.dim, cfg.dim):
+            layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.GELU()]
+            c_in = c
+        self.stem = nn.Sequential(*layers[:-1])  # no activation after the last projection
+        self.image_pos = nn.Parameter(torch.zeros(cfg.grid * cfg.grid, cfg.dim))
+        self.word = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.text_pos = nn.Parameter(torch.zeros(cfg.max_text, cfg.dim))
+        self.kind = nn.Parameter(torch.zeros(3, cfg.dim))  # score token, word, image patch
+        layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, cfg.mlp, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, 1)
+        for p in (self.image_pos, self.text_pos, self.kind):
+            nn.init.normal_(p, std=0.02)
+
+    def forward(self, pixels: Tensor, ids: Tensor, valid: Tensor) -> Tensor:
+        """Rewards ``[B]`` of images ``[B, 3, H, W]`` in ``[-1, 1]`` and word ids ``[B, S]`` (``valid [B, S]``)."""
+        B, S = ids.shape
+        if S > self.cfg.max_text:
+            raise ValueError(f"{S} words; the reward model reads at most {self.cfg.max_text}")
+        img = self.stem(pixels).flatten(2).transpose(1, 2) + self.image_pos + self.kind[2]
+        txt = self.word(ids) + self.text_pos[:S] + self.kind[1]
+        score = self.kind[0].expand(B, 1, -1)
+        x = torch.cat([score, txt, img], dim=1)
+        pad = torch.cat([torch.zeros(B, 1, dtype=torch.bool, device=ids.device), ~valid,
+                         torch.zeros(B, img.shape[1], dtype=torch.bool, device=ids.device)], dim=1)
+        h = self.encoder(x, src_key_padding_mask=pad)
+        return self.head(self.norm(h[:, 0])).squeeze(-1)
+
+
+def reward_bce(rewards: Tensor, labels: Tensor) -> Tensor:
+    """Binary cross-entropy of the reward logits against the judge's verdicts (1 = the text describes the image)."""
+    return F.binary_cross_entropy_with_logits(rewards.float(), labels.float())
+
+
+def refl_loss(rewards: Tensor, alpha: float) -> Tensor:
+    """ReFL's hinge ``E[ReLU(α − r)]``: no gradient from a sample whose reward already reaches ``α``."""
+    return F.relu(alpha - rewards.float()).mean()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# scoring texts and images, on disk
+
+REWARD_FILE, TOKENIZER_FILE = "reward.safetensors", "tokenizer.json"
+
+
+def encode_texts(tokenizer: ShapesTokenizer, texts: list[str], max_text: int, device=None) -> tuple[Tensor, Tensor]:
+    """Word ids ``[B, S]`` (padded with 0) and their validity mask for a batch of texts."""
+    rows = [tokenizer.encode(t) for t in texts]
+    if any(len(r) > max_text for r in rows):
+        raise ValueError(f"a text has more than {max_text} words")
+    S = max(1, max(len(r) for r in rows))
+    ids = torch.zeros(len(rows), S, dtype=torch.long, device=device)
+    valid = torch.zeros(len(rows), S, dtype=torch.bool, device=device)
+    for b, r in enumerate(rows):
+        ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+        valid[b, : len(r)] = True
+    return ids, valid
+
+
+class Reward:
+    """A trained reward model with its tokenizer: ``reward(pixels, texts)`` → ``[B]`` (differentiable in pixels)."""
+
+    def __init__(self, model: RewardModel, tokenizer: ShapesTokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    def __call__(self, pixels: Tensor, texts: list[str]) -> Tensor:
+        ids, valid = encode_texts(self.tokenizer, texts, self.model.cfg.max_text, pixels.device)
+        return self.model(pixels, ids, valid)
+
+
+def save_reward(folder: str | Path, model: RewardModel, tokenizer: ShapesTokenizer) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_save_tensors(model.state_dict(), folder / REWARD_FILE, {"config": model.cfg.to_json(), "format": "pt"})
+    atomic_write_text(tokenizer.to_json(), folder / TOKENIZER_FILE)
+
+
+def load_reward(folder: str | Path) -> Reward:
+    """The reward model of ``folder`` (frozen, eval mode), strict on names and shapes."""
+    path = Path(folder) / REWARD_FILE
+    if not path.is_file():
+        raise HyperBagelError(f"no reward model in {folder} (train one with `hyperbagel train reward`)")
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "config" not in meta:
+        raise HyperBagelError(f"{path} has no reward model config")
+    model = RewardModel(RewardModelConfig.from_json(meta["config"]))
+    load_state(model, read_tensors(path), str(path))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Reward(model.eval(), ShapesTokenizer.load(Path(folder) / TOKENIZER_FILE))

@@ -1,0 +1,220 @@
+"""Stage 4, ADP (Hyper-Bagel §3.2.4): adversarial diffusion pre-training of the 1-step model from the 6-step one.
+
+Roles: ``teacher`` = the 6-step (DMDO) model, frozen, drawing ODE paths online; ``generator`` = the 1-step student,
+initialised from the same weights; ``disc`` = heads on a trainable copy of the 6-step model's generation branch
+(TSCD's multi-head latent discriminator); ``pixel_disc`` = a small CNN on decoded images. Each step, per task group
+(``distill/adp.py`` has the formulas):
+
+1. the teacher's 6-step Euler path from fresh noise ``x_T`` (no gradient): its end ``x_0`` is real;
+2. the generator's input ``x_t = (1 − t)·x_0 + t·x_T`` (``t = 1`` on half the rows: the noise itself), one forward
+   to ``x̂_0 = x_t − t·v``: fake;
+3. latent discriminator: both noised to the same ``t′`` with the same noise; pixel discriminator: both decoded by
+   the (frozen) VAE, the fake with gradient;
+4. generator: ``λ_latent·(−D_latent) + λ_pixel·(−D_pixel)``; discriminators: hinge on (real, fake).
+
+Sampling the result: one forward from pure noise (``steps = 1``: ``t = 1 → 0``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from hyperbagel.distill.adp import (
+    adp_discriminator_loss,
+    adp_generator_loss,
+    disc_times,
+    input_times,
+    pair_mse,
+)
+from hyperbagel.distill.discriminator import LatentDiscriminator, default_layers, is_trainable
+from hyperbagel.distill.pixel_discriminator import PixelDiscriminator
+from hyperbagel.flow.sampler import distilled_velocity, euler
+from hyperbagel.flow.schedule import bagel_timesteps, noisy, x0_from_velocity
+from hyperbagel.model.context import Forwarder
+from hyperbagel.model.latents import unpatchify_latents
+from hyperbagel.model.student import generation_params, save_student
+from hyperbagel.pipeline import Pipeline
+from hyperbagel.recipes.distill_common import (
+    GROUPS,
+    DistillConfig,
+    autocast,
+    check_understanding,
+    conditions,
+    load_roles,
+    load_setup,
+    log_step,
+    lr_at,
+    new_student,
+    progress_bar,
+    save_roles,
+    student_info,
+    understanding_fingerprint,
+    write_config,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ADPConfig(DistillConfig):
+    init: str | None = "runs/distill-dmdo"  # the 6-step model: the teacher of the paths and the generator's start
+    out: str = "runs/distill-adp"
+    steps: int = 400
+    lr: float = 2e-5  # generator
+    disc_lr: float = 1e-4  # both discriminators
+    disc_betas: tuple[float, float] = (0.0, 0.99)
+    path_steps: int = 6  # the teacher's Euler ODE (its own sampler)
+    one_share: float = 0.5  # rows whose generator input is pure noise (t = 1: what the 1-step sampler sees)
+    time_power: float = 3.0  # the other rows: t = 1 − u^power on the path (DMDX's cubic schedule)
+    disc_t_range: tuple[float, float] = (0.02, 0.98)  # latent discriminator's noise level ~U, then shifted
+    disc_layers: tuple[int, ...] = ()  # () = 4 evenly spaced layers
+    disc_hidden: int = 64
+    pixel_channels: tuple[int, ...] = (32, 64, 128)
+    latent_weight: float = 0.85  # DMDX's λ1
+    pixel_weight: float = 0.15  # DMDX's λ2
+    pair_weight: float = 0.0  # > 0 adds MSE of x̂_0 to its path's endpoint (ablation; ADP is adversarial only)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.disc_betas, self.disc_layers = tuple(self.disc_betas), tuple(self.disc_layers)
+        self.disc_t_range, self.pixel_channels = tuple(self.disc_t_range), tuple(self.pixel_channels)
+        if self.init is None:
+            raise ValueError("ADPConfig.init must be the 6-step (dmdo) folder")
+        if self.path_steps < 1:
+            raise ValueError("ADPConfig.path_steps must be positive")
+        if not 0 <= self.one_share <= 1:
+            raise ValueError(f"ADPConfig.one_share must be in [0, 1], got {self.one_share}")
+        if self.time_power <= 0:
+            raise ValueError(f"ADPConfig.time_power must be positive, got {self.time_power}")
+        if not 0 <= self.disc_t_range[0] <= self.disc_t_range[1] < 1:
+            raise ValueError(f"ADPConfig.disc_t_range must satisfy 0 ≤ lo ≤ hi < 1, got {self.disc_t_range}")
+        if min(self.latent_weight, self.pixel_weight, self.pair_weight) < 0:
+            raise ValueError("ADPConfig loss weights must be non-negative")
+
+
+def decode_pixels(pipe: Pipeline, x: Tensor) -> Tensor:
+    """Latent tokens ``[B, N, P]`` → images ``[B, 3, H, W]`` through the (frozen) VAE decoder, differentiable."""
+    side = pipe.cfg.image_size // pipe.cfg.latent_downsample
+    z = unpatchify_latents(x.float(), side, side, pipe.cfg.latent_patch_size, pipe.cfg.vae.z_channels)
+    return pipe.vae.decode(z)
+
+
+def teacher_path_end(setup, fwd: Forwarder, c, cfg: ADPConfig) -> Tensor:
+    """The end ``x_0`` of the 6-step model's Euler ODE path from ``c.noise`` (no gradient)."""
+    with torch.no_grad(), autocast(cfg):
+        velocity = distilled_velocity(fwd, c.branches.cond, setup.ids, c.text_scale, c.image_scale)
+        return euler(velocity, c.noise, bagel_timesteps(cfg.path_steps + 1, cfg.shift)).float()
+
+
+def _requires_grad(module, on: bool) -> None:
+    for name, p in module.named_parameters():
+        p.requires_grad_(on and (is_trainable(name) if isinstance(module, LatentDiscriminator) else True))
+
+
+def step_losses(setup, roles, fwds, cfg: ADPConfig, step: int, group: str) -> dict[str, float]:
+    """One generator and one discriminator backward for one group (the caller steps the optimizers)."""
+    ids, pipe = setup.ids, setup.pipe
+    disc, pixel_disc = roles["disc"], roles["pixel_disc"]
+    c = conditions(setup, cfg, step, group)
+    x0 = teacher_path_end(setup, fwds["teacher"], c, cfg)
+    t = input_times(c.generators, cfg.one_share, cfg.time_power)
+    s = disc_times(c.generators, *cfg.disc_t_range, cfg.shift)
+    disc_noise = torch.stack([torch.randn(c.noise.shape[1:], generator=g) for g in c.generators])
+    ctx, scales = c.branches.cond, dict(text_scale=c.text_scale, image_scale=c.image_scale)
+    with torch.no_grad(), autocast(cfg):
+        real_latent = noisy(x0, disc_noise, s)
+        real_pixels = decode_pixels(pipe, x0)
+    weight = c.batch / sum(cfg.batch.values())
+    # generator: one forward from the path point to x̂_0
+    _requires_grad(disc, False)
+    _requires_grad(pixel_disc, False)
+    with autocast(cfg):
+        x_t = noisy(x0, c.noise, t)
+        v, _ = fwds["generator"].velocity(ctx, x_t, t, ids, **scales)
+        x0_hat = x0_from_velocity(x_t, v.float(), t)
+        fake_latent = noisy(x0_hat, disc_noise, s)
+        fake_pixels = decode_pixels(pipe, x0_hat)
+        g_adv = adp_generator_loss(disc(ctx, fake_latent, s, ids, **scales), pixel_disc(fake_pixels),
+                                   cfg.latent_weight, cfg.pixel_weight)
+        pair = pair_mse(x0_hat, x0)
+        g_loss = g_adv + cfg.pair_weight * pair
+    (g_loss * weight).backward()
+    _requires_grad(disc, True)
+    _requires_grad(pixel_disc, True)
+    # discriminators
+    with autocast(cfg):
+        d_latent, d_pixel = adp_discriminator_loss(
+            disc(ctx, real_latent, s, ids, **scales), disc(ctx, fake_latent.detach(), s, ids, **scales),
+            pixel_disc(real_pixels), pixel_disc(fake_pixels.detach()))
+    ((d_latent + d_pixel) * weight).backward()
+    return {f"{group}/g_adv": float(g_adv.detach()), f"{group}/pair_mse": float(pair.detach()),
+            f"{group}/d_latent": float(d_latent.detach()), f"{group}/d_pixel": float(d_pixel.detach())}
+
+
+def build_roles(setup, cfg: ADPConfig) -> dict:
+    teacher = new_student(setup, cfg.init, trainable=False)
+    generator = new_student(setup, cfg.init)
+    layers = cfg.disc_layers or default_layers(setup.pipe.cfg.llm.num_layers)
+    disc = LatentDiscriminator(new_student(setup, cfg.init), layers, cfg.disc_hidden).train()
+    _requires_grad(disc, True)
+    pixel_disc = PixelDiscriminator(cfg.pixel_channels).train()
+    return {"teacher": teacher, "generator": generator, "disc": disc, "pixel_disc": pixel_disc}
+
+
+def train_adp(cfg: ADPConfig, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train (or resume) stage 4 from the 6-step folder ``cfg.init``; returns the 1-step model folder."""
+    out = Path(cfg.out)
+    setup = load_setup(cfg)
+    fingerprint = understanding_fingerprint(setup.pipe.model)
+    torch.manual_seed(cfg.seed)  # the discriminator heads' and the pixel discriminator's initialisation
+    roles = build_roles(setup, cfg)
+    generator = roles["generator"]
+    fwds = {"teacher": Forwarder(roles["teacher"]), "generator": Forwarder(generator)}
+    params = {"generator": generation_params(generator),
+              "disc": [p for p in roles["disc"].parameters() if p.requires_grad],
+              "pixel_disc": list(roles["pixel_disc"].parameters())}
+    opts = {"generator": torch.optim.AdamW(params["generator"], lr=cfg.lr, betas=cfg.betas,
+                                           weight_decay=cfg.weight_decay),
+            **{role: torch.optim.AdamW(params[role], lr=cfg.disc_lr, betas=cfg.disc_betas, weight_decay=0.0)
+               for role in ("disc", "pixel_disc")}}
+    trained = {role: roles[role] for role in opts}
+    state = load_roles(out / "train", trained, opts)
+    start, history = (state["step"], state["history"]) if state else (0, [])
+    if state:
+        log.info("resuming %s at step %d", out, start)
+    write_config(cfg, out)
+    bar = progress_bar(progress, cfg.steps, start, "distill adp")
+    t0 = time.perf_counter()
+    for step in range(start, cfg.steps):
+        for role, opt in opts.items():
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step, cfg.lr if role == "generator" else cfg.disc_lr)
+            opt.zero_grad(set_to_none=True)
+        logged = {}
+        for group in GROUPS:
+            if cfg.batch.get(group, 0):
+                logged.update(step_losses(setup, roles, fwds, cfg, step, group))
+        norms = {role: float(torch.nn.utils.clip_grad_norm_(params[role], cfg.grad_clip)) for role in opts}
+        for opt in opts.values():
+            opt.step()
+        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": norms["generator"],
+                  "disc_grad_norm": norms["disc"], "pixel_grad_norm": norms["pixel_disc"], **logged}
+        history.append(logged)
+        log_step(bar, logged, step, cfg, t0, "adp")
+        stopping = stop_after is not None and step + 1 >= stop_after
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
+            check_understanding(setup, fingerprint)
+            save_roles(out / "train", trained, opts,
+                       {"step": step + 1, "history": history, "understanding_sha256": fingerprint})
+            save_student(out, generator, student_info(cfg, setup, "adp", steps=1), cfg.teacher)
+        if stopping:
+            break
+    if bar is not None:
+        bar.close()
+    return out

@@ -1,0 +1,181 @@
+"""Stage 5, ReFL (Hyper-Bagel §3.2.5): reward feedback learning of the 1-step model from the ADP stage.
+
+Roles: ``generator`` = the 1-step student, from stage 4; ``reward`` = the image–text reward model
+(``hyperbagel train reward``), frozen; ``anchor`` = the stage-4 model, frozen, only when ``anchor_weight > 0``.
+Each step, per task group: the generator's one forward from pure noise gives ``x̂_0``; the VAE decodes it (with
+gradient); the reward scores the picture against the prompt (text-to-image) or the target scene's caption (edit);
+the loss is ``ReLU(α − r)`` (``distill/refl.py``).
+
+Reward hacking shows as a reward that climbs while the exact judge does not: every logged step carries both, on the
+training batch and, at each checkpoint, on a fixed probe set of held-out prompts and edits (``probe/…``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hyperbagel.distill.refl import refl_objective
+from hyperbagel.distill.reward import load_reward
+from hyperbagel.flow.schedule import x0_from_velocity
+from hyperbagel.model.context import Forwarder
+from hyperbagel.model.pixels import to_uint8
+from hyperbagel.model.student import generation_params, save_student
+from hyperbagel.recipes.distill_adp import decode_pixels
+from hyperbagel.recipes.distill_common import (
+    GROUPS,
+    DistillConfig,
+    autocast,
+    check_understanding,
+    conditions,
+    load_roles,
+    load_setup,
+    log_step,
+    lr_at,
+    new_student,
+    progress_bar,
+    save_roles,
+    student_info,
+    understanding_fingerprint,
+    write_config,
+)
+from hyperbagel.world.captions import caption
+from hyperbagel.world.scene import scene_from_json
+from hyperbagel.world.tasks import edit as edit_tasks
+from hyperbagel.world.tasks.match import judge as t2i_judge
+
+log = logging.getLogger(__name__)
+PROBE_SUB = 10_000  # the probe set's data stream (training draws sub 0)
+
+
+@dataclass
+class ReFLConfig(DistillConfig):
+    init: str | None = "runs/distill-adp"
+    out: str = "runs/distill-refl"
+    reward: str = "runs/reward"  # the reward model's folder
+    steps: int = 200
+    lr: float = 1e-5
+    alpha: float = 3.0  # the reward threshold (the reward's logit: σ(3) ≈ 0.95); no gradient above it
+    anchor_weight: float = 0.0  # > 0: MSE to the ADP model's sample from the same noise (Hyper-Bagel uses none)
+    probe: int = 32  # held-out rows per group scored by reward and judge at each checkpoint (0: none)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init is None:
+            raise ValueError("ReFLConfig.init must be the 1-step (adp) folder")
+        if self.anchor_weight < 0 or self.probe < 0:
+            raise ValueError("ReFLConfig.anchor_weight and probe must be non-negative")
+
+
+def reward_texts(c) -> list[str]:
+    """What the reward reads per row: the prompt (text-to-image) or the caption of the edit's target scene."""
+    if c.group == "gen":
+        return [it["prompt"] for it in c.items]
+    return [caption(scene_from_json(it["target"])) for it in c.items]
+
+
+def judge_rows(c, images: list[np.ndarray]) -> np.ndarray:
+    """The exact judge per row: GenEval-style verdict (text-to-image), GEdit-style overall score (edit)."""
+    if c.group == "gen":
+        return np.array([float(t2i_judge(it, im)) for it, im in zip(c.items, images)])
+    return np.array([edit_tasks.check_edit(it, im).o for it, im in zip(c.items, images)])
+
+
+def one_step(setup, fwd: Forwarder, c) -> Tensor:
+    """The 1-step sample ``x̂_0 = x_T − v(x_T, 1)`` (with gradient when enabled)."""
+    t = torch.ones(c.batch)
+    v, _ = fwd.velocity(c.branches.cond, c.noise, t, setup.ids, text_scale=c.text_scale, image_scale=c.image_scale)
+    return x0_from_velocity(c.noise, v.float(), t)
+
+
+def step_loss(setup, roles, fwds, cfg: ReFLConfig, step: int, group: str) -> dict[str, float]:
+    c = conditions(setup, cfg, step, group)
+    with autocast(cfg):
+        x0_hat = one_step(setup, fwds["generator"], c)
+        pixels = decode_pixels(setup.pipe, x0_hat).float().clamp(-1, 1)
+    anchor = None
+    if "anchor" in fwds:
+        with torch.no_grad(), autocast(cfg):
+            anchor = one_step(setup, fwds["anchor"], c)
+    rewards = roles["reward"](pixels, reward_texts(c))
+    loss, hinge, anchor_mse = refl_objective(rewards, cfg.alpha, x0_hat, anchor, cfg.anchor_weight)
+    (loss * c.batch / sum(cfg.batch.values())).backward()
+    judged = judge_rows(c, list(to_uint8(pixels)))
+    return {f"{group}/refl": float(hinge.detach()), f"{group}/anchor_mse": float(anchor_mse.detach()),
+            f"{group}/reward": float(rewards.detach().mean()), f"{group}/judge": float(judged.mean())}
+
+
+@torch.no_grad()
+def probe(setup, roles, fwds, cfg: ReFLConfig) -> dict[str, float]:
+    """Mean reward and exact judge of the current generator on the fixed probe rows (the same at every call)."""
+    out = {}
+    for group in GROUPS:
+        if not cfg.batch.get(group, 0):
+            continue
+        pcfg = dataclasses.replace(cfg, batch={group: cfg.probe})
+        c = conditions(setup, pcfg, 0, group, sub=PROBE_SUB)
+        with autocast(cfg):
+            pixels = decode_pixels(setup.pipe, one_step(setup, fwds["generator"], c)).float().clamp(-1, 1)
+        out[f"probe/{group}_reward"] = float(roles["reward"](pixels, reward_texts(c)).mean())
+        out[f"probe/{group}_judge"] = float(judge_rows(c, list(to_uint8(pixels))).mean())
+    return out
+
+
+def train_refl(cfg: ReFLConfig, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train (or resume) stage 5 from the 1-step folder ``cfg.init``; returns the model folder."""
+    out = Path(cfg.out)
+    setup = load_setup(cfg)
+    fingerprint = understanding_fingerprint(setup.pipe.model)
+    torch.manual_seed(cfg.seed)
+    generator = new_student(setup, cfg.init)
+    roles = {"generator": generator, "reward": load_reward(cfg.reward)}
+    fwds = {"generator": Forwarder(generator)}
+    if cfg.anchor_weight > 0:
+        fwds["anchor"] = Forwarder(new_student(setup, cfg.init, trainable=False))
+    params = generation_params(generator)
+    opts = {"generator": torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)}
+    state = load_roles(out / "train", {"generator": generator}, opts)
+    start, history = (state["step"], state["history"]) if state else (0, [])
+    probes = state["probes"] if state else []
+    if state:
+        log.info("resuming %s at step %d", out, start)
+    elif cfg.probe:
+        probes.append({"step": 0, **probe(setup, roles, fwds, cfg)})  # the ADP model, before any feedback
+        log.info("refl probe before training: %s", probes[-1])
+    write_config(cfg, out)
+    bar = progress_bar(progress, cfg.steps, start, "distill refl")
+    t0 = time.perf_counter()
+    for step in range(start, cfg.steps):
+        for g in opts["generator"].param_groups:
+            g["lr"] = lr_at(cfg, step)
+        opts["generator"].zero_grad(set_to_none=True)
+        logged = {}
+        for group in GROUPS:
+            if cfg.batch.get(group, 0):
+                logged.update(step_loss(setup, roles, fwds, cfg, step, group))
+        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opts["generator"].step()
+        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(gnorm), **logged}
+        history.append(logged)
+        log_step(bar, logged, step, cfg, t0, "refl")
+        stopping = stop_after is not None and step + 1 >= stop_after
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
+            if cfg.probe:
+                probes.append({"step": step + 1, **probe(setup, roles, fwds, cfg)})
+                log.info("refl probe at step %d: %s", step + 1, probes[-1])
+            check_understanding(setup, fingerprint)
+            save_roles(out / "train", {"generator": generator}, opts,
+                       {"step": step + 1, "history": history, "probes": probes, "understanding_sha256": fingerprint})
+            save_student(out, generator, student_info(cfg, setup, "refl", steps=1), cfg.teacher)
+        if stopping:
+            break
+    if bar is not None:
+        bar.close()
+    return out
