@@ -23,6 +23,7 @@ import torch
 
 from hyperbagel.distill.cfg import teacher_guided_velocity
 from hyperbagel.distill.dmdo import dmd_generator_loss, dmd_gradient, fake_flow_loss, path_mix
+from hyperbagel.errors import HyperBagelError
 from hyperbagel.flow.sampler import distilled_velocity, euler
 from hyperbagel.flow.schedule import bagel_timesteps, x0_from_velocity
 from hyperbagel.model.context import Forwarder
@@ -55,7 +56,7 @@ class DMDOConfig(DistillConfig):
     steps: int = 300  # generator updates
     lr: float = 2e-5  # generator
     fake_lr: float = 1e-4
-    fake_init: str = "cfg"  # the fake model's start: a stage in the lineage ("cfg", "tscd") or "teacher"
+    fake_init: str = "cfg"  # the fake model's start: a stage of the lineage ("cfg", "tscd"), a folder, or "teacher"
     fake_updates: int = 5  # fake updates per generator update (DMD2's two time-scale rule)
     sample_steps: int = 6  # the generator's Euler ODE
     t_range: tuple[float, float] = (0.02, 0.98)  # times of the fake model's and the DMD gradient's mixes
@@ -108,8 +109,21 @@ def generator_loss(setup, fwds, cfg: DMDOConfig, c, states, times) -> tuple[torc
         v_real = teacher_guided_velocity(setup.pipe.fwd, c.branches, setup.ids, x_t2, t2, c.text_scale,
                                          c.image_scale, c.guidance)
         v_fake, _ = fwds["fake"].velocity(c.branches.cond, x_t2, t2, setup.ids, **scales)
-    grad = dmd_gradient(x0_hat, x0_from_velocity(x_t2, v_real.float(), t2), x0_from_velocity(x_t2, v_fake.float(), t2))
-    return dmd_generator_loss(x0_hat, grad), float(grad.abs().mean())
+    x0_real, x0_fake = x0_from_velocity(x_t2, v_real.float(), t2), x0_from_velocity(x_t2, v_fake.float(), t2)
+    grad = dmd_gradient(x0_hat, x0_real, x0_fake)
+    return dmd_generator_loss(x0_hat, grad), float((x0_fake - x0_real).abs().mean())
+
+
+def fake_start(cfg: DMDOConfig, setup) -> str | None:
+    """The fake model's initial weights: a stage of the lineage, a distilled folder, or the teacher (None)."""
+    if cfg.fake_init == "teacher":
+        return None
+    if cfg.fake_init in setup.lineage:
+        return setup.lineage[cfg.fake_init]
+    if (Path(cfg.fake_init) / "student.safetensors").is_file():
+        return cfg.fake_init
+    raise HyperBagelError(f"DMDOConfig.fake_init={cfg.fake_init!r} is neither a stage of {sorted(setup.lineage)}, "
+                          "'teacher', nor a distilled model folder")
 
 
 def train_dmdo(cfg: DMDOConfig, progress: bool = True, stop_after: int | None = None) -> Path:
@@ -119,9 +133,7 @@ def train_dmdo(cfg: DMDOConfig, progress: bool = True, stop_after: int | None = 
     fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)
     generator = new_student(setup, cfg.init)
-    if cfg.fake_init != "teacher" and cfg.fake_init not in setup.lineage:
-        raise ValueError(f"DMDOConfig.fake_init={cfg.fake_init!r}: no such stage in {sorted(setup.lineage)}")
-    fake = new_student(setup, None if cfg.fake_init == "teacher" else setup.lineage[cfg.fake_init])
+    fake = new_student(setup, fake_start(cfg, setup))
     fwds = {"generator": Forwarder(generator), "fake": Forwarder(fake)}
     g_params, f_params = generation_params(generator), generation_params(fake)
     opts = {"generator": torch.optim.AdamW(g_params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay),
@@ -160,9 +172,9 @@ def train_dmdo(cfg: DMDOConfig, progress: bool = True, stop_after: int | None = 
             g["lr"] = lr_at(cfg, step)
         for group in groups:
             c, states, times = last[group]
-            loss, gmag = generator_loss(setup, fwds, cfg, c, states, times)
+            loss, gap = generator_loss(setup, fwds, cfg, c, states, times)
             (loss * c.batch / total).backward()
-            logged[f"{group}/dmd_grad"] = gmag
+            logged[f"{group}/real_fake_gap"] = gap  # mean |x̂_0^fake − x̂_0^real|: the mismatch DMD closes
         gnorm = torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
         opts["generator"].step()
         logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(gnorm), **logged}
