@@ -109,7 +109,9 @@ def train_encoder(cfg: EncoderConfig = EncoderConfig(), path: str | Path | None 
     with torch.no_grad():  # fit the standardisation on fresh real renders
         feats = torch.cat([model.raw_features(_batch(cfg, cfg.steps + k)[0]) for k in range(16)])
         model.feature_mean.copy_(feats.mean(0))
-        model.feature_std.copy_(feats.std(0).clamp_min(1e-6))
+        # one scale for all features (the mean per-feature std): a per-feature scale would blow up features that
+        # are nearly constant on real renders and dominate the kernel on anything else
+        model.feature_std.fill_(float(feats.std(0).mean().clamp_min(1e-6)))
     if path is not None:
         from safetensors.torch import save_file
 
