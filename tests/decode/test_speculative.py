@@ -36,12 +36,13 @@ def _items(n):
 @pytest.mark.parametrize("variant", ["hyper-bagel", "eagle3"])
 def test_greedy_speculative_output_equals_plain_decoding(pipe, variant):
     draft = build_draft(VARIANTS[variant], pipe.model).eval()
-    accepted = 0
+    accepted, stopped = 0, []
     for i, it in enumerate(_items(12)):
         ctx = pipe.context_for_question([render(scene_from_json(it["scene"]))], [it["question"]], trace=True)
         max_new = 7 if i % 3 == 0 else 24  # also stop in the middle of an accepted run
         plain_ctx = ctx.copy()
         plain = generate_text(pipe.fwd, plain_ctx, max_new)
+        stopped.append(plain.stopped[0])
         for spec in SPECS:
             spec_ctx = ctx.copy()
             res = speculative_generate(pipe.fwd, draft, spec_ctx, max_new, spec=spec)
@@ -55,6 +56,7 @@ def test_greedy_speculative_output_equals_plain_decoding(pipe, variant):
                 torch.testing.assert_close(k_spec, k_plain, rtol=1e-4, atol=1e-5)
             accepted += sum(res.accepted)
     assert accepted > 0  # the acceptance path ran, not only rejections
+    assert any(stopped) and not all(stopped)  # answers that end on <|im_end|> and answers cut by the budget
 
 
 def test_pipeline_understand_with_a_draft_matches_plain(pipe, tmp_path):

@@ -195,8 +195,10 @@ def _catch_up(draft: Draft, head: TargetHead, rows: _DraftRows) -> Tensor:
     return out[:, -1:]
 
 
-def _draft_chain(draft, head, rows, out, root_pos: int, gamma: int, sampling: SamplingConfig, generator):
-    """Step 2, chain: γ tokens ``[γ]`` and, when sampling, the distributions they were drawn from ``[γ, V]``."""
+def _draft_chain(draft, head, rows, out, root_pos: int, gamma: int, eos: int, sampling: SamplingConfig,
+                 generator):
+    """Step 2, chain: up to γ tokens ``[≤ γ]`` (none after an <|im_end|>: decoding would stop there) and, when
+    sampling, the distributions they were drawn from ``[≤ γ, V]``."""
     tokens, dists = [], []
     for j in range(gamma):
         logits = head.logits(out[:, -1])
@@ -206,9 +208,11 @@ def _draft_chain(draft, head, rows, out, root_pos: int, gamma: int, sampling: Sa
             dists.append(probabilities(logits, sampling))
             token = sample(dists[-1], generator)
         tokens.append(token)
-        if j + 1 < gamma:
+        if j + 1 < gamma and int(token) != eos:
             pos = torch.full((1, 1), root_pos + j, dtype=torch.long, device=token.device)
             out = draft(out, head.embed(token[:, None]), pos, None, rows.cache)
+        else:
+            break
     rows.cache.crop(rows.length)
     return torch.cat(tokens), (torch.cat(dists) if dists else None)
 
@@ -222,7 +226,7 @@ class _Tree:
 
 
 def _draft_tree(draft: Draft, head: TargetHead, rows: _DraftRows, out: Tensor, root: int, root_pos: int,
-                spec: SpecConfig) -> _Tree:
+                eos: int, spec: SpecConfig) -> _Tree:
     """Step 2, tree (EAGLE-2): candidates with their path scores (sum of draft log-probabilities), then the best
     ``total_tokens − 1`` of them under the root."""
     k, device = spec.top_k, out.device
@@ -230,7 +234,7 @@ def _draft_tree(draft: Draft, head: TargetHead, rows: _DraftRows, out: Tensor, r
     score, tok = logp.topk(k)
     cand_tok, cand_score = [tok], [score]
     cand_parent = [-1] * k
-    frontier = list(range(k))  # candidate ids of the nodes to expand next
+    frontier = _frontier(score, tok, eos, k, 0)  # candidate ids of the nodes to expand next
     frontier_out = out.expand(1, k, -1)  # the output each frontier node's row reads as its feature
     row_of: dict[int, int] = {}  # candidate id → its row among the processed tree rows
     row_anc = np.zeros((0, 0), dtype=bool)  # processed rows × processed rows: ancestors (self included)
@@ -258,8 +262,8 @@ def _draft_tree(draft: Draft, head: TargetHead, rows: _DraftRows, out: Tensor, r
         cand_tok.append(t.flatten())
         cand_score.append(s.flatten())
         cand_parent += [c for c in frontier for _ in range(k)]
-        best = s.flatten().topk(k).indices
-        frontier = (first + best).tolist()
+        frontier = _frontier(s.flatten(), t.flatten(), eos, k, first)
+        best = torch.tensor(frontier) - first
         frontier_out = new[:, best // k]
     rows.cache.crop(rows.length)
 
@@ -277,6 +281,11 @@ def _draft_tree(draft: Draft, head: TargetHead, rows: _DraftRows, out: Tensor, r
     all_tok = torch.cat(cand_tok)
     tokens = torch.cat([torch.tensor([root], device=device), all_tok[chosen]])
     return _Tree(tokens, parents, depth, torch.from_numpy(ancestors).to(device))
+
+
+def _frontier(score: Tensor, tok: Tensor, eos: int, k: int, first: int) -> list[int]:
+    """The ``k`` best new candidates to expand (an <|im_end|> only if nothing else is left: decoding stops there)."""
+    return (first + score.masked_fill(tok == eos, -torch.inf).topk(k).indices).tolist()
 
 
 def _greedy_path(best: list[int], tokens: list[int], parents: list[int]) -> list[int]:
@@ -342,14 +351,14 @@ def speculative_generate(
         last = _catch_up(draft, head, rows)  # 1
         length, root_pos = ctx.length, int(ctx.rope[0])
         if spec.mode == "chain":  # 2
-            drafts, q = _draft_chain(draft, head, rows, last, root_pos, spec.gamma, sampling, generator)
+            drafts, q = _draft_chain(draft, head, rows, last, root_pos, spec.gamma, eos, sampling, generator)
             ids = torch.cat([torch.tensor([root], device=device), drafts])
-            parents, depth, within = list(range(-1, spec.gamma)), torch.arange(spec.gamma + 1), None
+            parents, depth, within = list(range(-1, len(drafts))), torch.arange(len(ids)), None
         else:
-            tree = _draft_tree(draft, head, rows, last, root, root_pos, spec)
+            tree = _draft_tree(draft, head, rows, last, root, root_pos, eos, spec)
             ids, parents, within, q = tree.tokens, tree.parents, tree.ancestors, None
             depth = torch.from_numpy(tree.depth)
-        draft_forwards += spec.gamma if spec.mode == "chain" else spec.depth
+        draft_forwards += len(ids) - 1 if spec.mode == "chain" else spec.depth
         positions = root_pos + depth.to(device)
         target = fwd.text_forward(ctx, ids[None], positions[None], within=within, layer_states=True)  # 3
         path, nxt = _accept(fwd.model.logits(target.hidden[0]), ids, parents, q, sampling, generator)  # 4
