@@ -68,6 +68,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the scores here")
+    p.add_argument("--bf16", action="store_true", help="run the language model under bf16 CPU autocast")
     p.set_defaults(func=cmd_eval_model)
 
 
@@ -209,7 +210,14 @@ def cmd_eval_model(args) -> int:
     from hyperbagel.eval.model_eval import EvalSettings, evaluate
 
     pipe = _pipeline(args)
-    settings = EvalSettings(args.suite, args.out, args.limit, args.samples, args.batch, args.seed)
+    if args.bf16:
+        import torch
+
+        for fwd in (pipe.fwd, pipe.student_fwd):
+            if fwd is not None:
+                fwd.autocast = torch.bfloat16
+    settings = EvalSettings(args.suite, args.out, args.limit, args.samples, args.batch, args.seed,
+                            precision="bf16-autocast" if args.bf16 else "fp32")
     scores = evaluate(pipe, str(args.ckpt), settings)
     text = json.dumps(scores, indent=2)
     print(text)

@@ -38,6 +38,7 @@ class EvalSettings:
     seed: int = 0
     max_new_tokens: int = 80
     progress: bool = True
+    precision: str = "fp32"
 
 
 def _run_info(pipe_name: str, settings: EvalSettings, sampler: str, forwards: int, images: int, seconds: float):
@@ -51,6 +52,7 @@ def _run_info(pipe_name: str, settings: EvalSettings, sampler: str, forwards: in
         "seed_rule": SEED_RULE,
         "base_seed": settings.seed,
         "samples_per_item": settings.samples,
+        "precision": settings.precision,
         "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
         "torch": torch.__version__,
     }
