@@ -128,3 +128,14 @@ def test_checkpoint_round_trip_and_target_check(target, tmp_path):
         changed.language_model.lm_head.weight.add_(1e-3)
     with pytest.raises(HyperBagelError, match="different target"):
         load_draft(tmp_path, changed)
+
+
+def test_meta_query_aggregation_equals_attention_over_projected_states(target):
+    from hyperbagel.decode.draft import MetaQueryAggregation
+
+    torch.manual_seed(0)
+    agg = MetaQueryAggregation(target.cfg.llm, 3)
+    for p in agg.parameters():
+        p.data.normal_(0, 0.3)
+    states = torch.randn(2, 5, target.cfg.llm.num_layers, target.cfg.llm.hidden_size) * 4
+    torch.testing.assert_close(agg(states), agg.reference(states), rtol=1e-5, atol=1e-5)

@@ -83,3 +83,19 @@ def test_train_and_bench_commands(micro_teacher, tmp_path, capsys):
                      "--max-new-tokens", "12", *extra]) == 0
         answers.append(capsys.readouterr().out.splitlines()[0])
     assert answers[0] == answers[1]
+
+
+def test_epoch_batches_are_shuffled_length_buckets():
+    import numpy as np
+
+    from hyperbagel.recipes.draft import POOL, epoch_batches
+
+    cfg = DraftTrainConfig(batch=4, data={"samples": 200, "chunk_size": 50})
+    lengths = np.random.default_rng(0).integers(20, 140, 200)
+    batches = epoch_batches(cfg, 3, lengths)
+    flat = [i for b in batches for i in b]
+    assert len(flat) == len(set(flat)) and len(batches) == 200 // 4 and all(len(b) == 4 for b in batches)
+    assert batches == epoch_batches(cfg, 3, lengths) != epoch_batches(cfg, 4, lengths)
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 0.25 * np.ptp(lengths)  # a batch holds similar lengths
+    assert POOL * 4 < 200  # several pools, so the order of lengths is shuffled too

@@ -60,6 +60,7 @@ from hyperbagel.world.tasks import t2i, vqa
 
 log = logging.getLogger(__name__)
 KINDS = ("vqa", "describe", "think", "interleaved")
+DATA_FORMAT = 2  # bumped when the files change: older folders are refused, not misread
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,8 @@ def _chunk_paths(folder: Path, c: int) -> tuple[Path, Path]:
 
 
 def data_fingerprint(cfg: DraftDataConfig, head: TargetHead) -> str:
-    text = json.dumps({"data": dataclasses.asdict(cfg), "target": head.fingerprint()}, sort_keys=True)
+    text = json.dumps({"data": dataclasses.asdict(cfg), "target": head.fingerprint(), "format": DATA_FORMAT},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -265,9 +267,9 @@ def build_data(cfg: DraftDataConfig, target: str | Path, folder: str | Path, pro
             for lo in range(0, len(group), cfg.batch):
                 part = group[lo: lo + cfg.batch]
                 res = generate_text(fwd, _context(fwd, vae, part, tok), cfg.max_new_tokens)
-                for s, ans, stopped in zip(part, res.tokens, res.stopped):
-                    answers[s["index"]] = {"answer": ans, "stopped": stopped}
-                for s, row in zip(part, _sequence_tensors(model, vae, part, res.tokens, tok)):
+                rows = _sequence_tensors(model, vae, part, res.tokens, tok)
+                for s, ans, stopped, row in zip(part, res.tokens, res.stopped, rows):
+                    answers[s["index"]] = {"answer": ans, "stopped": stopped, "length": row["ids"].shape[0]}
                     for name, t in row.items():
                         tensors[f"{s['index']}.{name}"] = t
                 if bar is not None:
@@ -297,6 +299,10 @@ class DraftData:
 
     def __len__(self) -> int:
         return self.cfg.samples
+
+    def lengths(self) -> np.ndarray:
+        """Sequence length of every sample."""
+        return np.array([r["length"] for c in range(self.cfg.chunks) for r in self.records(c)])
 
     def records(self, c: int) -> list[dict]:
         return json.loads(_chunk_paths(self.folder, c)[0].read_text())
@@ -401,15 +407,21 @@ def lr_at(cfg: DraftTrainConfig, step: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def batch_indices(cfg: DraftTrainConfig, step: int) -> list[int]:
-    """Epoch-wise shuffled sample indices of a step: a pure function of ``(seed, step)``."""
-    N = cfg.data.samples
-    out = []
-    for slot in range(step * cfg.batch, (step + 1) * cfg.batch):
-        epoch, pos = divmod(slot, N)
-        perm = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1, epoch])).permutation(N)
-        out.append(int(perm[pos]))
-    return out
+POOL = 16  # batches whose samples are sorted by length together
+
+
+def epoch_batches(cfg: DraftTrainConfig, epoch: int, lengths: np.ndarray) -> list[list[int]]:
+    """The batches of an epoch, a pure function of ``(seed, epoch)``: shuffle, cut into pools of ``POOL`` batches,
+    sort each pool by sequence length (so that a batch pads little), cut it into batches and shuffle those."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1, epoch]))
+    perm, B = rng.permutation(len(lengths)), cfg.batch
+    batches = []
+    for lo in range(0, len(perm), POOL * B):
+        pool = perm[lo: lo + POOL * B]
+        pool = pool[np.argsort(lengths[pool], kind="stable")]
+        group = [pool[i: i + B].tolist() for i in range(0, len(pool) - B + 1, B)]
+        batches += [group[i] for i in rng.permutation(len(group))]
+    return batches
 
 
 def train_draft(cfg: DraftTrainConfig, progress: bool = True, stop_after: int | None = None) -> Path:
@@ -422,6 +434,10 @@ def train_draft(cfg: DraftTrainConfig, progress: bool = True, stop_after: int | 
         p.requires_grad_(False)
     head = TargetHead.of(model)
     data = DraftData(cfg.data_dir, cfg.data, head)
+    lengths = data.lengths()
+    per_epoch, epochs = len(epoch_batches(cfg, 0, lengths)), {}
+    if per_epoch == 0:
+        raise HyperBagelError(f"{cfg.data.samples} samples do not fill a batch of {cfg.batch}")
     dcfg = cfg.draft_config()
     draft = build_draft(dcfg, model, cfg.seed).train()
     params = [p for p in draft.parameters() if p.requires_grad]
@@ -442,7 +458,11 @@ def train_draft(cfg: DraftTrainConfig, progress: bool = True, stop_after: int | 
     for step in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
-        batch = collate([data.get(i) for i in batch_indices(cfg, step)])
+        epoch, slot = divmod(step, per_epoch)
+        if epoch not in epochs:
+            epochs.clear()
+            epochs[epoch] = epoch_batches(cfg, epoch, lengths)
+        batch = collate([data.get(i) for i in epochs[epoch][slot]])
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             res = ttt_loss(draft, head, batch, cfg.ttt_steps, cfg.step_decay, dcfg.ce_weight)
