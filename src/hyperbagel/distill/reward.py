@@ -1,10 +1,11 @@
 """The reward model of ReFL (stage 5) and its losses: a small image–text scorer standing in for HPSv3.
 
 HPSv3 is a vision-language model with a scoring head. Ours is the same shape at Shapes World scale: the image
-through a strided CNN to an 8×8 grid of tokens, the text as word tokens, both (with position and type embeddings
-and a score token) through a few pre-norm Transformer layers attending jointly, and a linear head on the score
-token. The reward is that logit: ``r > 0`` says the text more likely than not describes the image (the exact judge
-would pass it). Trained with binary cross-entropy on pairs the judge labelled (``world/tasks/match.py``).
+through 2×2 stride-2 convolutions (patches merged level by level) to an 8×8 grid of tokens, the text as word
+tokens, both (with position and type embeddings and a score token) through a few pre-norm Transformer layers
+attending jointly, and a linear head on the score token. The reward is that logit: ``r > 0`` says the text more
+likely than not describes the image (the exact judge would pass it). Trained with binary cross-entropy on pairs the
+judge labelled (``world/tasks/match.py``).
 
 The ReFL loss is Hyper-SD's hinge ``ReLU(α − r)``: it pushes a sample's reward up until it reaches ``α`` and then
 leaves it alone.
@@ -37,7 +38,7 @@ class RewardModelConfig:
     mlp: int = 256
     max_text: int = 48  # word tokens (a four-object caption on a gray background is ~40)
     image_size: int = 64
-    stem: tuple[int, ...] = (32, 64)  # CNN widths before the last stride-2 layer to ``dim`` (8× down in all)
+    stem: tuple[int, ...] = (32, 64)  # widths of the 2×2 stride-2 convolutions before the last one to ``dim``
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stem", tuple(self.stem))
@@ -65,12 +66,13 @@ class RewardModel(nn.Module):
     def __init__(self, cfg: RewardModelConfig):
         super().__init__()
         self.cfg = cfg
-        layers: list[nn.Module] = [nn.Conv2d(3, cfg.stem[0], 3, padding=1), nn.GELU()]
-        c_in = cfg.stem[0]
-        for c in (*cfg.stem[1:], cfg.dim, cfg.dim):
-            layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.GELU()]
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c in (*cfg.stem, cfg.dim):  # 2×2 patches merged level by level: 8× down with two stem widths
+            layers += [nn.Conv2d(c_in, c, 2, stride=2), nn.GELU()]
             c_in = c
         self.stem = nn.Sequential(*layers[:-1])  # no activation after the last projection
+        self.image_norm = nn.LayerNorm(cfg.dim)  # patch features on the scale of the word and position embeddings
         self.image_pos = nn.Parameter(torch.zeros(cfg.grid * cfg.grid, cfg.dim))
         self.word = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.text_pos = nn.Parameter(torch.zeros(cfg.max_text, cfg.dim))
@@ -80,15 +82,15 @@ class RewardModel(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, 1)
-        for p in (self.image_pos, self.text_pos, self.kind):
-            nn.init.normal_(p, std=0.02)
+        for p in (self.image_pos, self.text_pos, self.kind):  # unit scale, as the word embeddings: where a patch
+            nn.init.normal_(p)  # or word is weighs as much as what it shows from the first step
 
     def forward(self, pixels: Tensor, ids: Tensor, valid: Tensor) -> Tensor:
         """Rewards ``[B]`` of images ``[B, 3, H, W]`` in ``[-1, 1]`` and word ids ``[B, S]`` (``valid [B, S]``)."""
         B, S = ids.shape
         if S > self.cfg.max_text:
             raise ValueError(f"{S} words; the reward model reads at most {self.cfg.max_text}")
-        img = self.stem(pixels).flatten(2).transpose(1, 2) + self.image_pos + self.kind[2]
+        img = self.image_norm(self.stem(pixels).flatten(2).transpose(1, 2)) + self.image_pos + self.kind[2]
         txt = self.word(ids) + self.text_pos[:S] + self.kind[1]
         score = self.kind[0].expand(B, 1, -1)
         x = torch.cat([score, txt, img], dim=1)
