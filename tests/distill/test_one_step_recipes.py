@@ -172,3 +172,20 @@ def test_bench_rows_sample_one_step_models_in_one_forward(chain):
     assert rows["dmdo-6"].sampler.num_timesteps == 7
     assert rows["adp-1"].sampler.num_timesteps == 2 and rows["adp-1"].accelerated  # from its student file
     assert rows["refl-1"].sampler.num_timesteps == 2  # by name
+
+
+def test_bench_edit_runs_the_one_step_row(micro_teacher, chain, tmp_path, capsys):
+    from hyperbagel.cli import main
+    from hyperbagel.eval.shapes_encoder import EncoderConfig, train_encoder
+
+    enc = tmp_path / "enc.safetensors"
+    train_encoder(EncoderConfig(steps=5, batch=8), enc)
+    out = tmp_path / "bench"
+    assert main(["bench", "edit", "--teacher", str(micro_teacher), "--stage", f"adp={chain['adp'][0]}", "--rows",
+                 "adp-1", "--limit", "2", "--samples", "1", "--batch", "4", "--out", str(out), "--encoder", str(enc),
+                 "--bootstrap", "20"]) == 0
+    rows = {r["row"]: r for r in json.loads((out / "bench.json").read_text())["rows"]}
+    assert list(rows) == ["teacher", "adp-1"]
+    assert rows["adp-1"]["forwards_per_image"] == 3 + 1  # VAE, ViT and text prefills, one denoising forward
+    assert rows["adp-1"]["speedup"] > 1 and "ci95" in rows["adp-1"]["vs_teacher"]
+    capsys.readouterr()
