@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "hyperbagel.distill.commands",
     "hyperbagel.decode.commands",
     "hyperbagel.serve.commands",
+    "hyperbagel.quickstart",
 ]
 
 

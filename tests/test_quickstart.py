@@ -1,0 +1,152 @@
+"""``hyperbagel quickstart``: an interrupted run continues where it stopped (finished stages are skipped, the stage
+that was cut off resumes from its checkpoints) and ends with the same results as an uninterrupted run; the report is
+built from its JSON alone; stages whose command does not exist are skipped, saying so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hyperbagel.errors import HyperBagelError
+from hyperbagel.eval.report import paper_tables, render_html
+from hyperbagel.quickstart import MARKER, MICRO, QuickstartConfig, plan, run_quickstart
+
+# micro with every count cut to the bone: the whole pipeline, every stage, in seconds
+SMALL = {"batch": {"gen": 1, "edit": 1}, "warmup": 1, "ckpt_every": 100, "log_every": 100}
+TEST = MICRO.replace(
+    vae_steps=3, teacher_steps=2, draft_steps=2, cfg_steps=2, tscd_steps=2, dmdo_steps=1, reward_steps=2,
+    reward_judge_images=2, adp_steps=1, refl_steps=1, encoder_steps=2, encoder_batch=8, variants=("hyper-bagel",
+                                                                                                   "eagle3"),
+    overrides={"teacher": {"batch": {"gen": 2, "edit": 1, "und": 2}, "warmup": 1, "ckpt_every": 100},
+               "draft": {"data": {"samples": 4, "chunk_size": 4, "max_new_tokens": 6, "batch": 4}, "batch": 2,
+                         "warmup": 1},
+               "cfg": {**SMALL, "rollout_timesteps": 4, "states_per_rollout": 2},
+               "tscd": {**SMALL, "steps_per_segment": 2}, "dmdo": {**SMALL, "fake_updates": 1},
+               "reward": {"batch": 4, "warmup": 1, "report_pairs": 8},
+               "adp": dict(SMALL), "refl": {**SMALL, "probe": 1}},
+    bench_limit=2, bench_samples=1, bench_batch=8, bootstrap=10, understand_limit=1, think=1, gammas=(2,),
+    trees=((2, 2, 4),), calibrate=1, max_new_tokens=6, showcase_questions=2, showcase_plans=1, estimates={})
+
+TRAINED = ("teacher", "drafts/hyper-bagel", "drafts/eagle3", "distill-cfg", "distill-tscd", "distill-dmdo",
+           "reward", "distill-adp", "distill-refl")
+
+
+def _history(folder: Path) -> list:
+    return json.loads((folder / "train" / "train_state.json").read_text())["history"]
+
+
+def _numbers(run: Path) -> dict:
+    """Every deterministic number of a run: losses, bench scores and forwards, τ and α, the showcase's texts."""
+    out = {"vae": json.loads((run / "vae" / "train_state.json").read_text())["losses"]}
+    out.update({f: _history(run / f) for f in TRAINED if (run / f / "train").is_dir()})
+    for task in ("generate", "edit"):
+        bench = json.loads((run / f"bench-{task}" / "bench.json").read_text())
+        out[task] = [(r["row"], r["overall"], r["tags"], r["forwards_per_image"], r["kid"]) for r in bench["rows"]]
+    u = json.loads((run / "bench-understand" / "bench.json").read_text())
+    out["understand"] = (u["table1"], [(r["name"], r["splits"]["all"]["tau"], r["splits"]["all"]["tokens"])
+                                       for r in u["rows"]])
+    show = json.loads((run / "showcase" / "showcase.json").read_text())
+    out["showcase"] = ([(a["plain"]["text"], a["speculative"]["text"], a["plain"]["forwards"])
+                        for a in show["answers"]], [g["baseline"]["plan"] for g in show["generations"]])
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = tmp_path_factory.mktemp("qs") / "a"
+    res = run_quickstart(TEST, run)
+    assert res.stopped_after is None and {s["status"] for s in res.stages} == {"ran"}
+    return run, res
+
+
+def test_interrupted_run_continues_and_matches(uninterrupted, tmp_path, monkeypatch, capsys):
+    import hyperbagel.recipes.distill_tscd as tscd
+
+    a, _ = uninterrupted
+    b = tmp_path / "b"
+    stages = plan(TEST, b)
+    names = [s.name for s in stages]
+    # 1. a stop-after hook: everything up to the drafts
+    first = run_quickstart(TEST, b, stop_after="draft-eagle3")
+    assert first.stopped_after == "draft-eagle3" and first.report is None and not (b / "report.html").exists()
+    assert [s["status"] for s in first.stages] == ["ran"] * (names.index("draft-eagle3") + 1)
+    # 2. Ctrl-C in the middle of a stage: TSCD stops after its step-1 checkpoint, before its marker
+    real = tscd.train_tscd
+
+    def interrupted(cfg, progress=True, stop_after=None):
+        real(cfg, progress, stop_after=1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tscd, "train_tscd", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_quickstart(TEST, b)
+    cut = names.index("distill-tscd")
+    assert all((b / st.folder / MARKER).is_file() for st in stages[:cut])
+    assert not (b / "distill-tscd" / MARKER).exists() and len(_history(b / "distill-tscd")) == 1
+    # 3. the same call again: finished stages are skipped, TSCD resumes at step 1, the rest runs
+    monkeypatch.setattr(tscd, "train_tscd", real)
+    capsys.readouterr()
+    last = run_quickstart(TEST, b)
+    status = {s["name"]: s["status"] for s in last.stages}
+    assert all(status[n] == "cached" for n in names[:cut]) and all(status[n] == "ran" for n in names[cut:])
+    assert "done already" in capsys.readouterr().err
+    assert _numbers(a) == _numbers(b)  # the same losses, scores, forwards, τ and texts as the uninterrupted run
+    # 4. a finished run has nothing left to do
+    assert {s["status"] for s in run_quickstart(TEST, b).stages} == {"cached"}
+
+
+def test_report_and_tables(uninterrupted, capsys):
+    a, res = uninterrupted
+    html = (a / "report.html").read_text()
+    data = json.loads((a / "report.json").read_text())
+    assert render_html(data).split("report built")[0] == html.split("report built")[0]  # the page is its JSON
+    for text in ("Table 1", "Table 2: GenEval-Shapes", "Table 3: GEdit-Shapes", "Speed", "data:image/png;base64",
+                 "hyperbagel train teacher", "Answers: plain and speculative", "acceptance by draft position"):
+        assert text in html or text.lower() in html.lower(), text
+    assert "<script" not in html and "http://" not in html and "https://" not in html  # self-contained
+    tables = paper_tables(data)
+    assert "| hyper-bagel |" in tables and "| teacher |" in tables and "dmdo-6" in tables and "refl-1" in tables
+    grid = data["grids"]["generate"]
+    assert [r["row"] for r in grid["rows"]][0] == "teacher" and all(r["images"][0] for r in grid["rows"])
+    assert all(s["status"] == "done" and s["command"] and "seconds" in s for s in data["stages"])
+    from hyperbagel.cli import main
+
+    (a / "report.html").unlink()
+    assert main(["report", str(a), "--tables"]) == 0
+    assert (a / "report.html").is_file() and "Table 2" in capsys.readouterr().out
+
+
+def test_finished_training_stage_with_other_settings_is_refused(uninterrupted):
+    a, _ = uninterrupted
+    with pytest.raises(HyperBagelError, match="teacher .* other settings"):
+        run_quickstart(TEST.replace(teacher_steps=3), a)
+
+
+def test_missing_commands_are_skipped_and_said(monkeypatch, tmp_path):
+    import hyperbagel.quickstart as qs
+
+    real = qs._subcommands
+
+    def without_adp(parser, group):
+        return {k: v for k, v in real(parser, group).items() if k != "adp"}
+
+    monkeypatch.setattr(qs, "_subcommands", without_adp)
+    stages = {s.name: s for s in plan(TEST, tmp_path)}
+    assert "does not exist" in stages["distill-adp"].unavailable
+    assert "needs distill-adp" in stages["distill-refl"].unavailable
+    assert stages["reward"].unavailable is None
+    bench = " ".join(stages["bench-generate"].argv)
+    assert "dmdo=" in bench and "adp=" not in bench and "refl=" not in bench
+    assert "/distill-dmdo" in stages["showcase"].command
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="teacher_steps"):
+        MICRO.replace(teacher_steps=0)
+    with pytest.raises(ValueError, match="variants"):
+        MICRO.replace(variants=("eagle3",))
+    with pytest.raises(ValueError, match="unknown QuickstartConfig fields"):
+        QuickstartConfig.from_dict({"teacher_step": 3})
+    assert QuickstartConfig.from_dict(MICRO.to_dict()) == MICRO
