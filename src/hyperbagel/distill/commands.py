@@ -67,7 +67,8 @@ def add_commands(subparsers) -> None:
         p = bsub.add_parser(task, help=f"{suite}: the teacher, each stage and training-free 6-forward peers")
         p.add_argument("--teacher", type=Path, default=Path("runs/teacher"))
         p.add_argument("--stage", action="append", default=None, metavar="NAME=FOLDER",
-                       help="a distilled model folder (repeatable); default: runs/distill-{cfg,tscd,dmdo} if present")
+                       help="a distilled model folder (repeatable); default: runs/distill-{cfg,tscd,dmdo,adp,refl} "
+                            "if present")
         p.add_argument("--rows", default=None,
                        help="comma-separated rows to run (default: all); see `hyperbagel bench generate --list`")
         p.add_argument("--list", action="store_true", help="list the rows and exit")
