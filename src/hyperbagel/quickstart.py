@@ -151,27 +151,26 @@ MICRO = QuickstartConfig(
     bench_limit=12, bench_samples=2, bench_batch=24, bootstrap=200, reward_judge_images=6,
     understand_limit=6, think=4, gammas=(2, 3, 4, 6), trees=((2, 2, 4), (4, 4, 16)), calibrate=3,
     max_new_tokens=32, showcase_questions=4, showcase_plans=3,
-    estimates={"vae": 35, "teacher": 45, "draft-hyper-bagel": 12, "draft-eagle3": 6, "draft-no-zero-init": 10,
-               "draft-no-ce": 10, "draft-no-zero-init-no-ce": 10, "distill-cfg": 10, "distill-tscd": 10,
-               "distill-dmdo": 14, "reward": 20, "distill-adp": 15, "distill-refl": 6, "shapes-encoder": 3,
-               "bench-understand": 15, "bench-generate": 7, "bench-edit": 9, "showcase": 5},
+    estimates={"vae": 30, "teacher": 40, "draft-hyper-bagel": 6, "draft-eagle3": 3, "draft-no-zero-init": 5,
+               "draft-no-ce": 5, "draft-no-zero-init-no-ce": 6, "distill-cfg": 17, "distill-tscd": 4,
+               "distill-dmdo": 4, "reward": 7, "distill-adp": 8, "distill-refl": 2, "shapes-encoder": 3,
+               "bench-understand": 6, "bench-generate": 3, "bench-edit": 7, "showcase": 3},
 )
 
-# tiny: the README's main command. Not run end to end here: the estimates are extrapolated from measured per-step
-# costs (docs/quickstart.md) for an otherwise idle two-core machine, aiming at two hours.
+# tiny: the README's main command. Not run end to end here (it would hold the shared machine for two hours): the
+# estimates are per-step costs measured on this machine (niced, one thread, loaded; docs/quickstart.md), halved for an
+# otherwise idle two-core machine as docs/distillation.md and docs/one_step.md do, about 1 h 35 min in all.
 TINY = QuickstartConfig(
     preset="tiny", vae_steps=2000, teacher_steps=640, draft_steps=400, cfg_steps=40, tscd_steps=150, dmdo_steps=80,
-    reward_steps=400, adp_steps=150, refl_steps=100, encoder_steps=800, encoder_batch=64,
-    overrides={
-        "draft": {"data": {"samples": 2048}},
-    },
-    bench_limit=120, bench_samples=2, bench_batch=32, bench_bf16=True, bootstrap=2000,
+    reward_steps=600, reward_judge_images=64, adp_steps=100, refl_steps=60, encoder_steps=800, encoder_batch=64,
+    overrides={"draft": {"data": {"samples": 4096}}},
+    bench_limit=96, bench_samples=2, bench_batch=32, bench_bf16=True, bootstrap=2000,
     understand_limit=100, think=40, gammas=(2, 3, 4, 5, 6, 8), trees=((4, 4, 16), (4, 6, 24), (6, 6, 32)),
     calibrate=10, max_new_tokens=80, showcase_questions=6, showcase_plans=4,
-    estimates={"vae": 420, "teacher": 2100, "draft-hyper-bagel": 700, "draft-eagle3": 150, "draft-no-zero-init": 200,
-               "draft-no-ce": 200, "draft-no-zero-init-no-ce": 200, "distill-cfg": 800, "distill-tscd": 300,
-               "distill-dmdo": 560, "reward": 120, "distill-adp": 300, "distill-refl": 300, "shapes-encoder": 60,
-               "bench-understand": 300, "bench-generate": 400, "bench-edit": 240, "showcase": 30},
+    estimates={"vae": 420, "teacher": 1500, "draft-hyper-bagel": 240, "draft-eagle3": 60, "draft-no-zero-init": 100,
+               "draft-no-ce": 100, "draft-no-zero-init-no-ce": 100, "distill-cfg": 400, "distill-tscd": 150,
+               "distill-dmdo": 280, "reward": 450, "distill-adp": 375, "distill-refl": 120, "shapes-encoder": 60,
+               "bench-understand": 360, "bench-generate": 560, "bench-edit": 360, "showcase": 60},
 )
 
 QUICKSTART_PRESETS = {"micro": MICRO, "tiny": TINY}

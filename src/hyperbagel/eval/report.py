@@ -174,14 +174,16 @@ def plot_quality(data: dict) -> str | None:
     plt = _plt()
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
     for ax, (task, b) in zip(axes[0], tasks):
-        seen: dict[tuple, int] = {}
+        placed: list[tuple[float, float]] = []
         for r in b["rows"]:
             kind = "teacher" if r["row"] == "teacher" else ("peer" if r["row"].endswith("-6f") else "student")
             style = {"teacher": ("k", "s"), "peer": ("tab:gray", "^"), "student": ("tab:red", "o")}[kind]
-            xy = (r["forwards_per_image"], r["overall"])
-            ax.scatter(*xy, c=style[0], marker=style[1], zorder=3)
-            k = seen[xy] = seen.get(xy, -1) + 1  # stack the labels of coinciding points
-            ax.annotate(r["row"], xy, textcoords="offset points", xytext=(4, 3 + 8 * k), fontsize=7)
+            x, y = r["forwards_per_image"], r["overall"]
+            ax.scatter(x, y, c=style[0], marker=style[1], zorder=3)
+            # stack the labels of points that (nearly) coincide on the log axis
+            k = sum(1 for px, py in placed if 0.75 < px / x < 1.33 and abs(py - y) < 0.03)
+            placed.append((x, y))
+            ax.annotate(r["row"], (x, y), textcoords="offset points", xytext=(4, 3 + 8 * k), fontsize=7)
         ax.set_xscale("log")
         ax.set_xlabel("language-model forwards per image")
         ax.set_ylabel(f"{b['suite']} overall")
@@ -251,7 +253,7 @@ body { font-family: system-ui, sans-serif; max-width: 1250px; margin: 2em auto; 
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .6em 0; font-size: .88em; }
 th, td { border: 1px solid #ddd; padding: .25em .5em; text-align: right; vertical-align: top; }
-th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+th { background: #f3f3f3; text-align: left; } td:first-child { text-align: left; }
 td.text { text-align: left; max-width: 28em; }
 .note { color: #555; font-size: .88em; } .warn { color: #a40; }
 img.px { image-rendering: pixelated; width: 128px; height: 128px; display: block; }
@@ -273,7 +275,8 @@ def _img(b64: str | None, alt: str = "") -> str:
 
 def _html_table(t: Table) -> str:
     def cell(tag: str, i: int, c: str) -> str:
-        return f"<{tag} style='text-align:left'>{_e(c)}</{tag}>" if i < t.left else f"<{tag}>{_e(c)}</{tag}>"
+        align = "left" if i < t.left else "right"
+        return f"<{tag} style='text-align:{align}'>{_e(c)}</{tag}>"
 
     head = "".join(cell("th", i, h) for i, h in enumerate(t.head))
     body = "".join("<tr>" + "".join(cell("td", i, c) for i, c in enumerate(r)) + "</tr>" for r in t.rows)
@@ -322,6 +325,23 @@ def _showcase_html(s: dict) -> str:
                        f"<td>{_img(a['image'])}{a['forwards']} fwd, {a['seconds']:.2f} s</td>"
                        f"<td>{'yes' if g['plan_identical'] else 'NO'}</td></tr>")
         out.append("</table>")
+    return "".join(out)
+
+
+def _reward_html(data: dict) -> str:
+    out = []
+    if data.get("reward"):
+        out.append("<h3>Reward model against the exact judge (held-out renders and generated images)</h3>"
+                   f"<pre>{_e(data['reward'].get('table', ''))}</pre>")
+    probes = data.get("refl_probes") or []
+    if probes:
+        keys = [k for k in probes[0] if k != "step"]
+        t = Table("ReFL probes: the reward and the exact judge on held-out rows, before and during training",
+                  ["step", *(k.removeprefix("probe/") for k in keys)],
+                  [[str(p["step"]), *(_f(p.get(k)) for k in keys)] for p in probes],
+                  "ReFL climbs the reward; the judge beside it shows whether the images got better or the reward "
+                  "was gamed.")
+        out.append(_html_table(t))
     return "".join(out)
 
 
@@ -385,6 +405,8 @@ def render_html(data: dict) -> str:
             parts.append(_grid_html(grids[task], title))
     if data.get("showcase"):
         parts.append("<h2>Answers and plans</h2>" + _showcase_html(data["showcase"]))
+    if data.get("reward") or data.get("refl_probes"):
+        parts.append("<h2>The reward model and ReFL</h2>" + _reward_html(data))
     parts.append("<h2>Commands and settings behind every number</h2><p class='note'>Each stage ran in the order "
                  "below, exactly as shown (paths relative to where <code>hyperbagel quickstart</code> ran); the "
                  "<code>--config</code> files are in the run folder's <code>configs/</code>, each stage's log in "

@@ -1,6 +1,7 @@
 """The JSON behind a quickstart report, gathered from a run folder: the run's settings and every stage's command,
 config, timings and results (``DONE.json``), the three benches' ``bench.json``, image grids read from the benches'
-result folders (the same seeds, so the same initial noise, in every row) and the showcase's answers and plans. Images
+result folders (the same seeds, so the same initial noise, in every row), the showcase's answers and plans, the
+reward model's report and ReFL's probes (reward beside the exact judge). Images
 are embedded as base64 PNG, so the JSON alone is enough to render the page (``eval/report.py``)."""
 
 from __future__ import annotations
@@ -124,4 +125,6 @@ def collect(run: str | Path) -> dict:
         "edit": benches["edit"],
         "grids": grids,
         "showcase": _showcase(run / "showcase"),
+        "reward": _json(run / "reward" / "report.json"),
+        "refl_probes": (_json(run / "distill-refl" / "train" / "train_state.json") or {}).get("probes"),
     }
