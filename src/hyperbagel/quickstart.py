@@ -475,6 +475,10 @@ class Display:
         self._say(f"{self._tag(i, stage)}  {stage.describe} · estimate {_clock(est)} · about "
                   f"{_clock(self._left(i))} left in the run\n    {stage.command}")
 
+    def interrupted(self, i: int, stage: Stage) -> None:
+        self._say(f"{self._tag(i, stage)}  interrupted: run the same command again to continue from its last "
+                  "checkpoint")
+
     def finish(self, i: int, stage: Stage, seconds: float) -> None:
         self.spent += seconds
         self.expected += self.estimates.get(stage.name, 30.0)
@@ -527,7 +531,11 @@ def run_quickstart(cfg: QuickstartConfig, run: str | Path, stop_after: str | Non
             record.append({"name": st.name, "status": "cached", "seconds": marker.get("seconds")})
         else:
             display.start(i, st)
-            seconds = _run_stage(st, run)
+            try:
+                seconds = _run_stage(st, run)
+            except KeyboardInterrupt:
+                display.interrupted(i, st)
+                raise
             display.finish(i, st, seconds)
             record.append({"name": st.name, "status": "ran", "seconds": seconds})
         _write_run_file(run, cfg, stages, record, started)
@@ -623,7 +631,8 @@ def add_commands(subparsers) -> None:
                     "paper's tables and write RUN/report.html. Every stage is cached: run it again to continue an "
                     "interrupted run or to rebuild only what is missing.")
     p.add_argument("--preset", default="tiny", choices=sorted(QUICKSTART_PRESETS),
-                   help="tiny: the Shapes World teacher (about two hours); micro: a smoke run (under five minutes)")
+                   help="tiny: the Shapes World models (estimated ~1 h 35 min on two idle cores); micro: a smoke run "
+                        "(under five minutes)")
     p.add_argument("--out", type=Path, default=None, help="the run folder (default: runs/<preset>)")
     p.add_argument("--config", type=Path, default=None, help="JSON file of QuickstartConfig overrides")
     p.add_argument("--stop-after", default=None, metavar="STAGE", help="stop after this stage (as an interruption)")
