@@ -55,6 +55,7 @@ class TeacherConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     init_std: float = 0.02
+    fan_in_init: tuple[str, ...] = ()  # e.g. ("connector.", "vae2llm."): see init_weights
     timestep_shift: float = 1.0
     bf16: bool = True
     seed: int = 0
@@ -84,15 +85,21 @@ def lr_at(cfg: TeacherConfig, step: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def init_weights(model: Bagel, std: float, generator: torch.Generator) -> None:
+def init_weights(model: Bagel, std: float, generator: torch.Generator, fan_in_prefixes: tuple[str, ...] = ()) -> None:
     """Small normal init (std≈0.02 avoids the slow denormal regime of N(0, 1) embeddings), zero biases, zero
-    ``llm2vae``, and every ``*_moe_gen`` copy starting equal to its understanding twin (BAGEL's ``init_moe``)."""
+    ``llm2vae``, and every ``*_moe_gen`` copy starting equal to its understanding twin (BAGEL's ``init_moe``).
+
+    Weights under ``fan_in_prefixes`` get std 1/√fan_in instead, so that image tokens (connector, ``vae2llm``)
+    start at the scale of the fixed sin-cos position tables (RMS ≈ 0.7) they are added to, rather than ~30× below
+    it, where the language model learns to ignore their content."""
     for name, p in model.named_parameters():
         if not p.requires_grad or "norm" in name:
             continue
         with torch.no_grad():
             if name.endswith("bias") or name.startswith("llm2vae"):
                 p.zero_()
+            elif name.startswith(fan_in_prefixes) and p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=generator) / p.shape[1] ** 0.5)
             else:
                 p.copy_(torch.randn(p.shape, generator=generator) * std)
     state = model.state_dict()
@@ -177,7 +184,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
     cfg.image_size = mcfg.image_size
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
-    init_weights(model, cfg.init_std, torch.Generator().manual_seed(cfg.seed))
+    init_weights(model, cfg.init_std, torch.Generator().manual_seed(cfg.seed), tuple(cfg.fan_in_init))
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
