@@ -57,7 +57,7 @@ def add_draft_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("speculative decoding")
     g.add_argument("--draft", type=Path, default=None, help="a draft folder (hyperbagel train draft): decode answers "
                                                              "and plans speculatively, output unchanged")
-    g.add_argument("--spec", choices=("chain", "tree"), default="tree")
+    g.add_argument("--spec", choices=("chain", "tree"), default="chain")
     g.add_argument("--gamma", type=int, default=5, help="chain: draft tokens per verification")
     g.add_argument("--top-k", type=int, default=4, help="tree: children per node")
     g.add_argument("--depth", type=int, default=6, help="tree: deepest draft token")

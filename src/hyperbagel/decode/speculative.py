@@ -41,7 +41,7 @@ from hyperbagel.model.context import Context, Forwarder
 @dataclass(frozen=True)
 class SpecConfig:
     mode: Literal["chain", "tree"] = "chain"
-    gamma: int = 10  # chain: draft tokens per verification
+    gamma: int = 5  # chain: draft tokens per verification (10 for the paper's acceptance metric)
     top_k: int = 4  # tree: children per expanded node, and nodes expanded per depth
     depth: int = 6  # tree: the deepest draft token
     total_tokens: int = 32  # tree: nodes verified, the root included
