@@ -55,7 +55,7 @@ class TeacherConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     init_std: float = 0.02
-    fan_in_init: tuple[str, ...] = ()  # e.g. ("connector.", "vae2llm."): see init_weights
+    fan_in_init: tuple[str, ...] = ("connector.", "vae2llm.")  # see init_weights and docs/teacher.md
     timestep_shift: float = 1.0
     bf16: bool = True
     seed: int = 0
