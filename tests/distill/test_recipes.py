@@ -89,8 +89,10 @@ def test_understanding_weights_bit_identical_after_the_stage(micro_teacher, chai
     assert answer.texts == base.texts
 
 
-def test_distill_commands_then_generate_and_edit_with_the_student(micro_teacher, tmp_path, capsys):
+def test_distill_commands_then_generate_and_edit_with_the_student(micro_teacher, tmp_path, capsys, monkeypatch):
     from hyperbagel.cli import main
+
+    monkeypatch.chdir(tmp_path)  # generate/edit write their default outputs into the working directory
 
     small = {"batch": {"gen": 1, "edit": 1}, "warmup": 1}
     configs = {"cfg": {"rollout_timesteps": 6, "states_per_rollout": 2}, "tscd": {"steps_per_segment": 2},
