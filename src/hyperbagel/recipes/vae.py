@@ -36,6 +36,7 @@ from torch import Tensor
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.model.autoencoder import AutoEncoder, VAEConfig
 from hyperbagel.model.pixels import to_model_pixels
+from hyperbagel.recipes.checkpointing import atomic_save_tensors, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -202,24 +203,12 @@ def load_autoencoder(path: str | Path, config: VAEConfig | None = None) -> AutoE
     return ae.eval()
 
 
-def _atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
-
-
-def _atomic_write(text: str, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def save_checkpoint(
     run_dir: Path, config: VAETrainConfig, ae: AutoEncoder, optimizer: torch.optim.Optimizer,
     generator: torch.Generator, step: int, losses: list[dict[str, float]],
 ) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(json.dumps(config.to_dict(), indent=2) + "\n", run_dir / CONFIG_FILE)
+    atomic_write_text(json.dumps(config.to_dict(), indent=2) + "\n", run_dir / CONFIG_FILE)
     tmp = run_dir / (WEIGHTS_FILE + ".tmp")
     save_autoencoder(ae, tmp)
     tmp.replace(run_dir / WEIGHTS_FILE)
@@ -228,9 +217,9 @@ def save_checkpoint(
     for index, state in opt["state"].items():
         for name, value in state.items():
             tensors[f"optimizer.{index}.{name}"] = value.detach().contiguous()
-    _atomic_save(tensors, run_dir / STATE_FILE, metadata={"format": "pt"})
+    atomic_save_tensors(tensors, run_dir / STATE_FILE, metadata={"format": "pt"})
     state_json = {"step": step, "param_groups": opt["param_groups"], "losses": losses}
-    _atomic_write(json.dumps(state_json) + "\n", run_dir / STATE_JSON)
+    atomic_write_text(json.dumps(state_json) + "\n", run_dir / STATE_JSON)
     log.info("checkpoint: step %d → %s", step, run_dir)
 
 
