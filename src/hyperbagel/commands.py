@@ -176,11 +176,11 @@ def _who(pipe, args) -> str:
 
 
 def cmd_edit(args) -> int:
-    from hyperbagel.eval.model_eval import as_uint8_image
+    from hyperbagel import inputs
     from hyperbagel.pipeline import EDIT_GUIDANCE
 
     pipe = _pipeline(args)
-    image = as_uint8_image(args.image, pipe.cfg.image_size)
+    image = inputs.image(args.image, pipe.cfg.image_size)
     res = pipe.edit(image, args.instruction, args.seed, _guidance(args, EDIT_GUIDANCE), _sampler(args, pipe),
                     think=args.think)
     _save(res.images[0], args.out)
@@ -191,11 +191,11 @@ def cmd_edit(args) -> int:
 
 
 def cmd_understand(args) -> int:
+    from hyperbagel import inputs
     from hyperbagel.decode.sampling import SamplingConfig
-    from hyperbagel.eval.model_eval import as_uint8_image
 
     pipe = _pipeline(args)
-    image = as_uint8_image(args.image, pipe.cfg.image_size)
+    image = inputs.image(args.image, pipe.cfg.image_size)
     try:
         sampling = SamplingConfig(args.temperature, args.top_p)
     except ValueError as err:

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -103,20 +102,3 @@ def evaluate(pipe: Pipeline, model_name: str, settings: EvalSettings, sampler_na
     if settings.suite == "geneval-shapes":
         return scoring.score_geneval_folder(out)
     return scoring.score_gedit_folder(out)
-
-
-def as_uint8_image(path: Path, resolution: int) -> np.ndarray:
-    """Read a user's image file for the CLI (PNG/JPEG…), with clear errors."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise HyperBagelError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError):
-        raise HyperBagelError(f"not an image file: {path}") from None
-    if arr.shape[:2] != (resolution, resolution):
-        size = f"{arr.shape[1]}×{arr.shape[0]}"
-        raise HyperBagelError(f"this model works on {resolution}×{resolution} images; {path} is {size}")
-    return arr
