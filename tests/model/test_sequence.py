@@ -59,3 +59,18 @@ def test_losses_are_finite_and_backpropagate():
     assert model.llm2vae.weight.grad.abs().sum() > 0
     assert model.language_model.lm_head.weight.grad.abs().sum() > 0
     assert model.vit_model.vision_model.post_layernorm.weight.grad.abs().sum() > 0
+
+
+def test_batch_to_moves_every_tensor_and_keeps_absent_fields():
+    from dataclasses import fields
+
+    from hyperbagel.model.sequence import Batch
+
+    batch = Batch(torch.zeros(1, 2), torch.zeros(1, 2), torch.zeros(1, 2, dtype=torch.bool),
+                  torch.ones(1, 1, 2, 2, dtype=torch.bool), torch.zeros(1, 2), *([None] * 9))
+    moved = batch.to("meta")
+    for f in fields(Batch):
+        before, after = getattr(batch, f.name), getattr(moved, f.name)
+        assert (before is None) == (after is None)
+        if after is not None:
+            assert after.device.type == "meta" and after.shape == before.shape

@@ -74,3 +74,20 @@ def test_two_processes_match_one(vae_file, tmp_path):
         for k in a:
             if "/" in k:
                 assert a[k] == pytest.approx(b[k], rel=1e-4), k
+
+
+def test_init_sets_qk_norm_gain_fan_in_scale_and_moe_twins():
+    from hyperbagel.model.checkpoint import build_model
+    from hyperbagel.recipes.teacher import init_weights
+
+    model = build_model(preset("micro"))
+    init_weights(model, 0.02, torch.Generator().manual_seed(0), ("connector.",), qk_norm_init=3.0)
+    state = model.state_dict()
+    qk = [k for k in state if ".q_norm" in k or ".k_norm" in k]
+    assert len(qk) == 4 * preset("micro").llm.num_layers  # q and k, understanding and generation copies
+    assert all(torch.equal(state[k], torch.full_like(state[k], 3.0)) for k in qk)
+    assert torch.equal(state["language_model.model.norm.weight"], torch.ones_like(state["language_model.model.norm.weight"]))
+    w = state["connector.fc1.weight"]
+    assert abs(w.std().item() * w.shape[1] ** 0.5 - 1.0) < 0.1
+    gen = [k for k in state if "_moe_gen" in k]
+    assert gen and all(torch.equal(state[k], state[k.replace("_moe_gen", "")]) for k in gen)

@@ -9,7 +9,7 @@ prediction of ``ids + <|im_end|>``; a noised VAE block on the flow-matching velo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -60,6 +60,10 @@ class Batch:
     vae_index: Tensor | None  # [N_vae·n]
     target_v: Tensor | None  # [N_noised, n, P]
     noised: Tensor | None  # [N_vae] bool: which VAE blocks carry the MSE loss
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch with every tensor on ``device`` (packing itself always runs on the CPU)."""
+        return Batch(*(None if v is None else v.to(device) for v in (getattr(self, f.name) for f in fields(self))))
 
 
 def pack(

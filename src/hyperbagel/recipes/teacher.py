@@ -56,11 +56,13 @@ class TeacherConfig:
     ema_decay: float = 0.999
     init_std: float = 0.02
     fan_in_init: tuple[str, ...] = ("connector.", "vae2llm.")  # see init_weights and docs/teacher.md
+    qk_norm_init: float = 1.0  # initial QK-norm weight: the start temperature of every attention (docs/teacher.md)
     timestep_shift: float = 1.0
     bf16: bool = True
     seed: int = 0
     ckpt_every: int = 200
     log_every: int = 20
+    device: str = "cpu"  # the model's device; batches are packed on the CPU (the VAE stays there) and moved
     mix: TaskMix = field(default_factory=TaskMix)
     image_size: int = 0  # set from the preset
 
@@ -85,14 +87,27 @@ def lr_at(cfg: TeacherConfig, step: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def init_weights(model: Bagel, std: float, generator: torch.Generator, fan_in_prefixes: tuple[str, ...] = ()) -> None:
+def init_weights(
+    model: Bagel,
+    std: float,
+    generator: torch.Generator,
+    fan_in_prefixes: tuple[str, ...] = (),
+    qk_norm_init: float = 1.0,
+) -> None:
     """Small normal init (std≈0.02 avoids the slow denormal regime of N(0, 1) embeddings), zero biases, zero
     ``llm2vae``, and every ``*_moe_gen`` copy starting equal to its understanding twin (BAGEL's ``init_moe``).
 
     Weights under ``fan_in_prefixes`` get std 1/√fan_in instead, so that image tokens (connector, ``vae2llm``)
     start at the scale of the fixed sin-cos position tables (RMS ≈ 0.7) they are added to, rather than ~30× below
-    it, where the language model learns to ignore their content."""
+    it, where the language model learns to ignore their content.
+
+    Every ``q_norm``/``k_norm`` weight starts at ``qk_norm_init``: with RMS-normalised queries and keys the attention
+    logits start with std ≈ ``qk_norm_init``², so 1.0 means nearly uniform attention over the context."""
     for name, p in model.named_parameters():
+        if ".q_norm" in name or ".k_norm" in name:
+            with torch.no_grad():
+                p.fill_(qk_norm_init)
+            continue
         if not p.requires_grad or "norm" in name:
             continue
         with torch.no_grad():
@@ -153,8 +168,9 @@ def step_loss(model: Bagel, vae: AutoEncoder, tok: ShapesTokenizer, cfg: Teacher
         mine = range(first + rank * n // world, first + (rank + 1) * n // world)
         rngs, gens = item_generators(cfg, step, group, mine)
         samples = [SAMPLERS[group](r, tok, res, cfg.mix) for r in rngs]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            out = losses(model, pack(samples, model, vae, gens, cfg.timestep_shift))
+        batch = pack(samples, model, vae, gens, cfg.timestep_shift).to(cfg.device)
+        with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            out = losses(model, batch)
         ce_n, mse_n = _all_sum([out.ce_count, out.mse_count])
         scale = cfg.weights.get(group, 1.0) / cfg.grad_accum
         loss = out.ce_sum / max(ce_n, 1) + out.mse_sum / max(mse_n, 1)
@@ -184,7 +200,8 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
     cfg.image_size = mcfg.image_size
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
-    init_weights(model, cfg.init_std, torch.Generator().manual_seed(cfg.seed), tuple(cfg.fan_in_init))
+    init_weights(model, cfg.init_std, torch.Generator().manual_seed(cfg.seed), tuple(cfg.fan_in_init), cfg.qk_norm_init)
+    model.to(cfg.device)
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
