@@ -86,7 +86,8 @@ def test_init_sets_qk_norm_gain_fan_in_scale_and_moe_twins():
     qk = [k for k in state if ".q_norm" in k or ".k_norm" in k]
     assert len(qk) == 4 * preset("micro").llm.num_layers  # q and k, understanding and generation copies
     assert all(torch.equal(state[k], torch.full_like(state[k], 3.0)) for k in qk)
-    assert torch.equal(state["language_model.model.norm.weight"], torch.ones_like(state["language_model.model.norm.weight"]))
+    final_norm = state["language_model.model.norm.weight"]
+    assert torch.equal(final_norm, torch.ones_like(final_norm))
     w = state["connector.fc1.weight"]
     assert abs(w.std().item() * w.shape[1] ** 0.5 - 1.0) < 0.1
     gen = [k for k in state if "_moe_gen" in k]
