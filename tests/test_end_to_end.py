@@ -21,7 +21,8 @@ def teacher(tmp_path_factory):
     torch.manual_seed(0)
     save_autoencoder(AutoEncoder(preset("micro").vae), root / "ae.safetensors")
     cfg = root / "cfg.json"
-    cfg.write_text(json.dumps({"batch": {"gen": 2, "edit": 2, "und": 2}, "warmup": 1}))
+    overrides = {"batch": {"gen": 2, "edit": 2, "und": 2}, "warmup": 1, "vit_pretrain": {"steps": 2, "batch": 4}}
+    cfg.write_text(json.dumps(overrides))
     assert main(["train", "teacher", "--preset", "micro", "--vae", str(root / "ae.safetensors"),
                  "--out", str(root / "teacher"), "--steps", "2", "--config", str(cfg)]) == 0
     return root / "teacher"

@@ -138,7 +138,8 @@ MICRO = QuickstartConfig(
     preset="micro", vae_steps=120, teacher_steps=80, draft_steps=30, cfg_steps=20, tscd_steps=20, dmdo_steps=12,
     reward_steps=50, adp_steps=15, refl_steps=10, encoder_steps=100, encoder_batch=32,
     overrides={
-        "teacher": {"batch": {"gen": 8, "edit": 4, "und": 12}, "warmup": 10, "ckpt_every": 40, "log_every": 40},
+        "teacher": {"batch": {"gen": 8, "edit": 4, "und": 12}, "warmup": 10, "ckpt_every": 40, "log_every": 40,
+                    "vit_pretrain": {"steps": 200, "batch": 32}},
         "draft": {"data": {"samples": 96, "chunk_size": 48, "max_new_tokens": 32, "batch": 32}, "batch": 8,
                   "warmup": 5, "ckpt_every": 30, "log_every": 30},
         "cfg": {**_SMALL_DISTILL, "rollout_timesteps": 12, "states_per_rollout": 4, "lr": 1e-3},
@@ -161,7 +162,7 @@ MICRO = QuickstartConfig(
 # estimates are per-step costs measured on this machine (niced, one thread, loaded; docs/quickstart.md), halved for an
 # otherwise idle two-core machine as docs/distillation.md and docs/one_step.md do, about 1 h 35 min in all.
 TINY = QuickstartConfig(
-    preset="tiny", vae_steps=2000, teacher_steps=640, draft_steps=400, cfg_steps=40, tscd_steps=150, dmdo_steps=80,
+    preset="tiny", vae_steps=2000, teacher_steps=680, draft_steps=400, cfg_steps=40, tscd_steps=150, dmdo_steps=80,
     reward_steps=600, reward_judge_images=64, adp_steps=100, refl_steps=60, encoder_steps=800, encoder_batch=64,
     overrides={"draft": {"data": {"samples": 4096}}},
     bench_limit=96, bench_samples=2, bench_batch=32, bench_bf16=True, bootstrap=2000,

@@ -28,7 +28,7 @@ def vae_file(tmp_path_factory) -> Path:
 
 def _cfg(vae_file, out, steps=4, **kw):
     return TeacherConfig(preset="micro", vae=str(vae_file), out=str(out), steps=steps, batch=dict(BATCH),
-                         warmup=2, ckpt_every=100, log_every=100, **kw)
+                         warmup=2, ckpt_every=100, log_every=100, vit_pretrain={"steps": 3, "batch": 4}, **kw)
 
 
 def _history(out):
@@ -59,7 +59,7 @@ def test_two_processes_match_one(vae_file, tmp_path):
     script = (
         "import sys, json; from hyperbagel.recipes.teacher import *; init_distributed();"
         f"cfg = TeacherConfig(preset='micro', vae=sys.argv[1], out=sys.argv[2], steps=2, batch={BATCH!r},"
-        "warmup=1, bf16=False); train_teacher(cfg, progress=False)"
+        "warmup=1, bf16=False, vit_pretrain={'steps': 2, 'batch': 4}); train_teacher(cfg, progress=False)"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-c", script, str(vae_file), str(tmp_path / "one")], env=env,
