@@ -71,6 +71,13 @@ def add_commands(subparsers) -> None:
     p.add_argument("--bf16", action="store_true", help="run the language model under bf16 CPU autocast")
     p.set_defaults(func=cmd_eval_model)
 
+    p = subparsers.add_parser("sheet", help="one PNG of a model's images, edits and answers on the first item of each "
+                                            "suite tag, each judged")
+    p.add_argument("--ckpt", type=Path, default=Path("runs/teacher"), help="model folder")
+    p.add_argument("--out", type=Path, default=Path("sheet.png"))
+    p.add_argument("--per-row", type=int, default=6)
+    p.set_defaults(func=cmd_sheet)
+
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", type=Path, default=Path("runs/teacher"), help="model folder")
@@ -143,6 +150,16 @@ def cmd_train_vae(args) -> int:
         cfg = dataclasses.replace(cfg, steps=args.steps)
     train_vae(cfg, lambda rng: render(sample_scene(rng, vae.resolution)), args.out)
     print(f"autoencoder: {args.out / 'ae.safetensors'}")
+    return 0
+
+
+def cmd_sheet(args) -> int:
+    from hyperbagel.eval.model_sheet import model_sheet
+
+    verdicts = model_sheet(args.ckpt, args.out, args.per_row)
+    for task, items in verdicts.items():
+        print(f"{task}: {sum(v['ok'] for v in items)}/{len(items)} judged correct")
+    print(f"wrote {args.out}")
     return 0
 
 
