@@ -131,7 +131,7 @@ def pretrain_vit(vit: SiglipVisionTransformer, cfg: ViTPretrainConfig, resolutio
             history.append({"step": step + 1, "loss": float(loss.detach()), **patch_accuracy(logits, targets)})
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     if bar is not None:
         bar.close()
     return history
