@@ -1,4 +1,4 @@
-"""The model sheet: first item of each tag, judged, one PNG."""
+"""The model sheet: the first item of each tag, judged, one PNG."""
 
 import json
 
@@ -6,16 +6,9 @@ import torch
 from PIL import Image
 
 from hyperbagel.cli import main
-from hyperbagel.eval.model_sheet import first_per_tag
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.presets import preset
 from hyperbagel.recipes.vae import save_autoencoder
-
-
-def test_first_per_tag_keeps_suite_order_and_indices():
-    items = [{"t": "a"}, {"t": "b"}, {"t": "a"}, {"t": "c"}, {"t": "b"}]
-    assert first_per_tag(items, "t", 5) == [(0, items[0]), (1, items[1]), (3, items[3])]
-    assert first_per_tag(items, "t", 2) == [(0, items[0]), (1, items[1])]
 
 
 def test_sheet_command_writes_a_judged_png(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """One picture of what a model does: text-to-image, edits and answers on the first items of each suite, judged.
 
-Items are the first of each tag of geneval-shapes, gedit-shapes and vqa-shapes (so the picture never cherry-picks),
+Items are the first of each tag of geneval-shapes, gedit-shapes and vqa-shapes (``suites.spread``: never cherry-picked),
 seeds follow the evaluation rule (``eval/model_eval.py``), and every tile carries the judge's verdict (ok / x).
 """
 
@@ -23,16 +23,6 @@ from hyperbagel.world.tasks.edit import check_edit
 TILE, GAP, CAPTION, WIDTH = 128, 8, 44, 40  # pixels per tile, between tiles, caption height; characters per line
 
 
-def first_per_tag(items: list[dict], key: str, n: int) -> list[tuple[int, dict]]:
-    """The first item of each value of ``key``, in suite order, with its index; at most ``n``."""
-    seen, out = set(), []
-    for i, it in enumerate(items):
-        if it[key] not in seen:
-            seen.add(it[key])
-            out.append((i, it))
-    return out[:n]
-
-
 def _wrap(text: str) -> str:
     lines, line = [], ""
     for word in text.split():
@@ -51,16 +41,16 @@ def model_sheet(ckpt: Path, out: Path, per_row: int = 6) -> dict:
     """Write the PNG and return the verdicts: ``{"generate": [...], "edit": [...], "understand": [...]}``."""
     pipe = Pipeline.from_pretrained(ckpt)
     rows: list[list[tuple[np.ndarray | None, np.ndarray, str, bool]]] = []
-    prompts = first_per_tag(suites.load_suite("geneval-shapes"), "tag", per_row)
+    prompts = suites.spread(suites.load_suite("geneval-shapes"), "tag", per_row)
     res = pipe.generate([it["prompt"] for _, it in prompts], [sample_seed(0, i, 0) for i, _ in prompts])
     rows.append([(None, img, it["prompt"], t2i.check_t2i(it, detect(img)))
                  for (_, it), img in zip(prompts, res.images)])
-    edits = first_per_tag(suites.load_suite("gedit-shapes"), "tag", per_row)
+    edits = suites.spread(suites.load_suite("gedit-shapes"), "tag", per_row)
     sources = [render(scene_from_json(it["source"])) for _, it in edits]
     res = pipe.edit(sources, [it["instruction"] for _, it in edits], [sample_seed(0, i, 0) for i, _ in edits])
     rows.append([(src, img, it["instruction"], check_edit(it, img).sc == 1.0)
                  for src, (_, it), img in zip(sources, edits, res.images)])
-    questions = first_per_tag(suites.load_suite("vqa-shapes"), "template", per_row)
+    questions = suites.spread(suites.load_suite("vqa-shapes"), "template", per_row)
     images = [render(scene_from_json(it["scene"])) for _, it in questions]
     res = pipe.understand(images, [it["question"] for _, it in questions], 80)
     rows.append([(None, img, f"{it['question']} -> {ans}", vqa.is_correct(it, ans))

@@ -36,6 +36,12 @@ def _f(x, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
 
 
+def _delta(row: dict) -> str:
+    """A bench row's difference from the teacher with its 95 % interval, or a dash for the teacher itself."""
+    vs = row.get("vs_teacher")
+    return f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]" if vs else "—"
+
+
 def _missing_note(data: dict, prefix: str) -> str:
     gone = [s for s in data.get("stages", []) if s["name"].startswith(prefix) and s["status"] == "not available"]
     return "; ".join(f"{s['name']}: not available ({s['reason']})" for s in gone)
@@ -67,10 +73,8 @@ def table2(data: dict) -> Table | None:
     tags = list(g["rows"][0]["tags"])
     rows = []
     for r in g["rows"]:
-        vs = r.get("vs_teacher")
-        ci = f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]" if vs else "—"
         rows.append([r["row"], f"{r['forwards_per_image']:.0f}", *(_f(r["tags"][t]) for t in tags), _f(r["overall"]),
-                     ci])
+                     _delta(r)])
     note = f"{g['items']} prompts × {g['samples']} samples, the same seeds and noise in every row"
     missing = _missing_note(data, "distill-")
     return Table("Table 2: GenEval-Shapes per tag", ["row", "fwd/img", *(GEN_TAGS_SHORT.get(t, t) for t in tags),
@@ -86,10 +90,8 @@ def table3(data: dict) -> Table | None:
     rows = []
     for r in e["rows"]:
         s = r["scores"]
-        vs = r.get("vs_teacher")
-        ci = f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]" if vs else "—"
         rows.append([r["row"], f"{r['forwards_per_image']:.0f}", _f(s["SC"]["overall"]), _f(s["PQ"]["overall"]),
-                     _f(r["overall"]), *(_f(r["tags"][t]) for t in tags), ci])
+                     _f(r["overall"]), *(_f(r["tags"][t]) for t in tags), _delta(r)])
     return Table("Table 3: GEdit-Shapes", ["row", "fwd/img", "SC", "PQ", "overall", *tags, "Δ vs teacher [95% CI]"],
                  rows, f"{e['items']} edits × {e['samples']} samples; SC = the edit is right, PQ = pixel quality, "
                        "overall per tag.")

@@ -23,18 +23,6 @@ from hyperbagel.world.tasks import t2i, vqa
 SPEC = SpecConfig("tree", top_k=4, depth=6, total_tokens=24)  # `hyperbagel understand --draft`'s default
 
 
-def _spread(items: list[dict], n: int, key: str) -> list[dict]:
-    """``n`` items, taking each value of ``key`` in turn (first occurrences first)."""
-    groups: dict[str, list[dict]] = {}
-    for it in items:
-        groups.setdefault(it[key], []).append(it)
-    out, depth = [], 0
-    while len(out) < n and any(len(g) > depth for g in groups.values()):
-        out += [g[depth] for g in groups.values() if len(g) > depth][: n - len(out)]
-        depth += 1
-    return out
-
-
 def _text(res) -> dict:
     return {"text": res.texts[0], "forwards": res.forwards, "seconds": res.seconds}
 
@@ -47,7 +35,8 @@ def run_showcase(teacher: Path, draft: Path, student: Path | None, out: Path, qu
     (out / "answers").mkdir(parents=True, exist_ok=True)
     (out / "plans").mkdir(parents=True, exist_ok=True)
     items = suites.load_suite("vqa-shapes")
-    short = _spread([it for it in items if it["template"] != "describe"], questions - questions // 3, "template")
+    short = [it for _, it in suites.spread([it for it in items if it["template"] != "describe"], "template",
+                                           questions - questions // 3)]
     chosen = short + [it for it in items if it["template"] == "describe"][: questions // 3]
     answers = []
     for it in chosen:
@@ -60,10 +49,9 @@ def run_showcase(teacher: Path, draft: Path, student: Path | None, out: Path, qu
                         "speculative": _text(fast), "identical": plain.texts[0] == fast.texts[0],
                         "correct": bool(vqa.is_correct(it, plain.texts[0]))})
     prompts = suites.load_suite("geneval-shapes")
-    index = {id(p): i for i, p in enumerate(prompts)}
     generations = []
-    for k, it in enumerate(_spread(prompts, plans, "tag")):
-        seed = sample_seed(0, index[id(it)], 0)
+    for k, (i, it) in enumerate(suites.spread(prompts, "tag", plans)):
+        seed = sample_seed(0, i, 0)
         runs = {}
         for mode, accelerated in (("baseline", False), ("accelerated", None)):
             res = pipe.generate(it["prompt"], seed, think=True, max_think_tokens=max_new_tokens,

@@ -111,6 +111,19 @@ def _load(name: str) -> tuple[str, ...]:
     return tuple(text.splitlines())
 
 
+def spread(items: list[dict], key: str, n: int) -> list[tuple[int, dict]]:
+    """``n`` items with their indices, taking each value of ``key`` in turn: the first item of every value in suite
+    order, then the second of every value, and so on — a fair, never cherry-picked sample of a suite."""
+    groups: dict[str, list[tuple[int, dict]]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(it[key], []).append((i, it))
+    out, depth = [], 0
+    while len(out) < n and any(len(g) > depth for g in groups.values()):
+        out += [g[depth] for g in groups.values() if len(g) > depth][: n - len(out)]
+        depth += 1
+    return out
+
+
 def load_suite(name: str, limit: int | None = None) -> list[dict]:
     """The stored suite's items (the first ``limit`` of them when given); fresh dicts on every call."""
     lines = _load(name)
