@@ -73,7 +73,7 @@ class QuickstartConfig:
     # bench understand
     understand_limit: int | None = None  # items per vqa-shapes split (None: all)
     think: int = 100  # think plans in the long split
-    gammas: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
+    gammas: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12)
     trees: tuple[tuple[int, int, int], ...] = ((4, 4, 16), (4, 6, 24), (6, 6, 32), (8, 8, 48))
     calibrate: int = 20
     max_new_tokens: int = 80
@@ -166,7 +166,7 @@ TINY = QuickstartConfig(
     reward_steps=600, reward_judge_images=64, adp_steps=100, refl_steps=60, encoder_steps=800, encoder_batch=64,
     overrides={"draft": {"data": {"samples": 4096}}},
     bench_limit=96, bench_samples=2, bench_batch=32, bench_bf16=True, bootstrap=2000,
-    understand_limit=100, think=40, gammas=(2, 3, 4, 5, 6, 8), trees=((4, 4, 16), (4, 6, 24), (6, 6, 32)),
+    understand_limit=100, think=40, gammas=(2, 3, 4, 5, 6, 8, 10), trees=((4, 4, 16), (4, 6, 24), (6, 6, 32)),
     calibrate=10, max_new_tokens=80, showcase_questions=6, showcase_plans=4,
     estimates={"vae": 420, "teacher": 2220, "draft-hyper-bagel": 240, "draft-eagle3": 60, "draft-no-zero-init": 100,
                "draft-no-ce": 100, "draft-no-zero-init-no-ce": 100, "distill-cfg": 400, "distill-tscd": 150,

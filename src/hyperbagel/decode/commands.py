@@ -44,10 +44,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("out/bench-understand"))
     p.add_argument("--limit", type=int, default=None, help="items per split (default: all 900 vqa-shapes items)")
     p.add_argument("--think", type=int, default=100, help="think plans (geneval-shapes prompts) in the long split")
-    p.add_argument("--gammas", default="2,3,4,5,6,8", help="chain lengths tried for the fastest chain")
+    p.add_argument("--gammas", default="2,3,4,5,6,8,10,12", help="chain lengths tried for the fastest chain")
     p.add_argument("--trees", default="4,4,16;4,6,24;6,6,32;8,8,48",
                    help="tree settings tried, 'top_k,depth,total_tokens' separated by ';'")
-    p.add_argument("--calibrate", type=int, default=20, help="long items used to pick the fastest settings")
+    p.add_argument("--calibrate", type=int, default=20,
+                   help="long items, spread over the split, used to pick the fastest settings")
     p.add_argument("--max-new-tokens", type=int, default=80)
     p.set_defaults(func=cmd_bench_understand)
 

@@ -7,7 +7,7 @@ Timing covers decoding only (the draft's read of the context included), not the 
 
 Rows: plain decoding; vanilla EAGLE-3 (chain γ = 10 and its fastest γ); Hyper-Bagel chain γ = 10 (the paper's
 metric) and the fastest γ; the fastest Hyper-Bagel tree; and the paper's Table 1 ablations at γ = 10. The fastest
-settings are picked on the first ``calibrate`` long items (every tried setting's τ and speedup are kept in
+settings are picked on ``calibrate`` long items spread over the split (every tried setting's τ and speedup are kept in
 ``bench.json``'s ``calibration.sweep``: speedup against γ). Metrics: τ = committed tokens (<|im_end|> included) per
 target forward, bonus included; per-position acceptance α_n and the paper's 10-α = accepted / attempted draft
 positions over a 10-token chain (τ ≈ (1 − α¹¹)/(1 − α) if acceptance were position-independent); tokens/s and the
@@ -49,7 +49,7 @@ class UnderstandBench:
     out: Path
     limit: int | None = None  # items per vqa split
     think: int = 100
-    gammas: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
+    gammas: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12)
     trees: tuple[SpecConfig, ...] = field(default_factory=lambda: (SpecConfig("tree", top_k=4, depth=6,
                                                                               total_tokens=24),))
     calibrate: int = 20
@@ -75,6 +75,13 @@ def _items(settings: UnderstandBench) -> list[_Item]:
     return ([_Item(it["id"], "short", "vqa", it["question"], it["scene"]) for it in short]
             + [_Item(it["id"], "long", "describe", it["question"], it["scene"]) for it in describe]
             + [_Item(it.get("id", f"think-{i}"), "long", "think", it["prompt"], None) for i, it in enumerate(prompts)])
+
+
+def calibration_items(long_items: list, n: int) -> list:
+    """``n`` long items spread evenly over the split (descriptions and think plans alike), not its first ``n``."""
+    if n >= len(long_items):
+        return list(long_items)
+    return [long_items[i * len(long_items) // n] for i in range(n)]
 
 
 def _context(pipe: Pipeline, item: _Item) -> Context:
@@ -190,7 +197,7 @@ def run_understand_bench(settings: UnderstandBench) -> dict:
         raise HyperBagelError(f"no {MAIN!r} draft among {sorted(drafts)}")
     items = _items(settings)
     long_items = [it for it in items if it.split == "long"]
-    calib = long_items[: settings.calibrate]
+    calib = calibration_items(long_items, settings.calibrate)
     # warm up the allocator and the kernels
     _time_rows(pipe, drafts, calib[:2], [_Row("plain", None, None), _Row("w", MAIN, SpecConfig(gamma=4))],
                settings.max_new_tokens, False, "warm-up")
