@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 T="${1:-runs/teacher}"
 D="${2:-runs/drafts}"
 OUT="${3:-out/bench-understand}"
-VARIANTS=(hyper-bagel eagle3 no-zero-init no-ce no-zero-init-no-ce)
+# the variant names as the package defines them, Hyper-Bagel first (it builds the shared data)
+names="$(python -c 'from hyperbagel.decode.draft import VARIANTS; print(*VARIANTS)')"
+read -r -a VARIANTS <<< "$names"
 for v in "${VARIANTS[@]}"; do
   hyperbagel train draft --target "$T" --out "$D/$v" --variant "$v" --data "$D/draft-data"
 done

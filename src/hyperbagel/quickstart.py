@@ -28,13 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hyperbagel.decode.draft import VARIANTS as DRAFT_VARIANTS
 from hyperbagel.errors import HyperBagelError
 
 log = logging.getLogger(__name__)
 
 MARKER = "DONE.json"
 RUN_FILE = "quickstart.json"
-VARIANTS = ("hyper-bagel", "eagle3", "no-zero-init", "no-ce", "no-zero-init-no-ce")
+VARIANTS = tuple(DRAFT_VARIANTS)  # Hyper-Bagel and the Table 1 ablations, Hyper-Bagel first
 SIX_STEP = ("cfg", "tscd", "dmdo")  # stages 1–3: the 6-step model
 ONE_STEP = ("adp", "refl")  # stages 4–5: the 1-step model (issue 6)
 OVERRIDE_KEYS = ("teacher", "draft", *SIX_STEP, *ONE_STEP, "reward")
@@ -73,7 +74,7 @@ class QuickstartConfig:
     # bench understand
     understand_limit: int | None = None  # items per vqa-shapes split (None: all)
     think: int = 100  # think plans in the long split
-    gammas: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12)
+    gammas: tuple[int, ...] = (2, 3, 4, 5, 6, 8, 10, 12)  # as bench understand's default
     trees: tuple[tuple[int, int, int], ...] = ((4, 4, 16), (4, 6, 24), (6, 6, 32), (8, 8, 48))
     calibrate: int = 20
     max_new_tokens: int = 80

@@ -111,9 +111,7 @@ def test_result_folder_errors(tmp_path):
 
 
 def test_spread_takes_each_tag_in_turn_with_suite_indices():
-    from hyperbagel.world.suites import spread
-
     items = [{"t": "a"}, {"t": "b"}, {"t": "a"}, {"t": "c"}, {"t": "b"}]
-    assert spread(items, "t", 3) == [(0, items[0]), (1, items[1]), (3, items[3])]
-    assert spread(items, "t", 2) == [(0, items[0]), (1, items[1])]
-    assert spread(items, "t", 9) == [(0, items[0]), (1, items[1]), (3, items[3]), (2, items[2]), (4, items[4])]
+    assert suites.spread(items, "t", 3) == [(0, items[0]), (1, items[1]), (3, items[3])]
+    assert suites.spread(items, "t", 2) == [(0, items[0]), (1, items[1])]
+    assert suites.spread(items, "t", 9) == [(0, items[0]), (1, items[1]), (3, items[3]), (2, items[2]), (4, items[4])]

@@ -44,11 +44,12 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("out/bench-understand"))
     p.add_argument("--limit", type=int, default=None, help="items per split (default: all 900 vqa-shapes items)")
     p.add_argument("--think", type=int, default=100, help="think plans (geneval-shapes prompts) in the long split")
-    p.add_argument("--gammas", default="2,3,4,5,6,8,10,12", help="chain lengths tried for the fastest chain")
+    p.add_argument("--gammas", default=None,
+                   help="chain lengths tried for the fastest chain, e.g. 4,6,8 (default: 2 to 12)")
     p.add_argument("--trees", default="4,4,16;4,6,24;6,6,32;8,8,48",
                    help="tree settings tried, 'top_k,depth,total_tokens' separated by ';'")
-    p.add_argument("--calibrate", type=int, default=20,
-                   help="long items, spread over the split, used to pick the fastest settings")
+    p.add_argument("--calibrate", type=int, default=None,
+                   help="long items, spread over the split, used to pick the fastest settings (default: 20)")
     p.add_argument("--max-new-tokens", type=int, default=80)
     p.set_defaults(func=cmd_bench_understand)
 
@@ -100,14 +101,18 @@ def cmd_bench_understand(args) -> int:
     from hyperbagel.decode.speculative import SpecConfig
     from hyperbagel.eval.bench_understand import UnderstandBench, run_understand_bench
 
+    given = {}  # options left out keep UnderstandBench's defaults
     try:
-        gammas = tuple(int(g) for g in args.gammas.split(",") if g)
+        if args.gammas is not None:
+            given["gammas"] = tuple(int(g) for g in args.gammas.split(",") if g)
         trees = tuple(SpecConfig("tree", top_k=k, depth=d, total_tokens=n)
                       for k, d, n in (map(int, t.split(",")) for t in args.trees.split(";") if t))
     except ValueError as err:
         raise HyperBagelError(f"bad --gammas or --trees: {err}") from None
-    settings = UnderstandBench(args.target, list(args.drafts), args.out, args.limit, args.think, gammas, trees,
-                               args.calibrate, args.max_new_tokens)
+    if args.calibrate is not None:
+        given["calibrate"] = args.calibrate
+    settings = UnderstandBench(args.target, list(args.drafts), args.out, args.limit, args.think, trees=trees,
+                               max_new_tokens=args.max_new_tokens, **given)
     report = run_understand_bench(settings)
     print(report["table"])
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hyperbagel.decode.draft import load_draft
+from hyperbagel.decode.draft import VARIANTS, load_draft
 from hyperbagel.decode.generate import generate_text
 from hyperbagel.decode.speculative import SpecConfig, speculative_generate
 from hyperbagel.errors import HyperBagelError
@@ -37,7 +37,7 @@ from hyperbagel.world.scene import scene_from_json
 
 log = logging.getLogger(__name__)
 MAIN, BASELINE = "hyper-bagel", "eagle3"
-ABLATIONS = ("hyper-bagel", "eagle3", "no-zero-init", "no-ce", "no-zero-init-no-ce")
+ABLATIONS = tuple(VARIANTS)  # the paper's Table 1 rows, Hyper-Bagel first
 PAPER_TABLE1 = {"eagle3": (3.6184, 0.7327), "hyper-bagel": (3.7709, 0.7452), "no-zero-init": (2.8273, 0.6494),
                 "no-ce": (3.6642, 0.7365), "no-zero-init-no-ce": (3.4832, 0.7207)}
 
