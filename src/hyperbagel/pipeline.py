@@ -155,14 +155,15 @@ class Pipeline:
             raise HyperBagelError(f"expected an RGB uint8 image, got an array of shape {arr.shape} ({arr.dtype})")
         if arr.shape[:2] != (R, R):
             raise HyperBagelError(f"this model works on {R}×{R} images, got {arr.shape[1]}×{arr.shape[0]}")
-        return to_model_pixels(arr)
+        return to_model_pixels(arr).to(self.fwd.device)
 
     # ----- context building -----
     def _prefill_vit(self, ctx: Context, pixels: torch.Tensor) -> None:
         p = self.cfg.vit.patch_size
         tokens = torch.stack([patchify_image(px, p) for px in pixels])
         h, w = pixels.shape[2] // p, pixels.shape[3] // p
-        self.fwd.prefill_vit(ctx, tokens, vit_position_ids(h, w, self.cfg.vit_max_num_patch_per_side))
+        ids = vit_position_ids(h, w, self.cfg.vit_max_num_patch_per_side).to(self.fwd.device)
+        self.fwd.prefill_vit(ctx, tokens.to(self.fwd.device), ids)
 
     def latent_ids(self) -> torch.Tensor:
         """Position ids of the latent tokens of one image."""
@@ -170,11 +171,11 @@ class Pipeline:
 
     def _latent_ids(self) -> tuple[torch.Tensor, int, int]:
         side = self.cfg.image_size // self.cfg.latent_downsample
-        return vit_position_ids(side, side, self.cfg.max_latent_size), side, side
+        return vit_position_ids(side, side, self.cfg.max_latent_size).to(self.fwd.device), side, side
 
     def _encode(self, pixels: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
         mean, logvar = self.vae.posterior(pixels)
-        eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators])
+        eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators]).to(mean.device)
         return patchify_latents(self.vae.scale(mean + torch.exp(0.5 * logvar) * eps), self.cfg.latent_patch_size)
 
     def _decode(self, x: torch.Tensor) -> list[np.ndarray]:
@@ -184,7 +185,8 @@ class Pipeline:
 
     def _noise(self, generators: list[torch.Generator]) -> torch.Tensor:
         ids, _, _ = self._latent_ids()
-        return torch.stack([torch.randn(len(ids), self.cfg.patch_latent_dim, generator=g) for g in generators])
+        return torch.stack([torch.randn(len(ids), self.cfg.patch_latent_dim, generator=g)
+                            for g in generators]).to(self.fwd.device)
 
     @staticmethod
     def _generators(seeds: list[int]) -> list[torch.Generator]:
