@@ -159,9 +159,8 @@ MICRO = QuickstartConfig(
                "bench-understand": 6, "bench-generate": 3, "bench-edit": 7, "showcase": 3},
 )
 
-# tiny: the README's main command. Not run end to end here (it would hold the shared machine for two hours): the
-# estimates are per-step costs measured on this machine (niced, one thread, loaded; docs/quickstart.md), halved for an
-# otherwise idle two-core machine as docs/distillation.md and docs/one_step.md do, about 1 h 47 min in all.
+# tiny: the README's main command. The estimates are the stage times of its measured run on a fresh clone, two
+# threads on a two-core machine: 1 h 53 min 52 s in all (docs/quickstart.md).
 TINY = QuickstartConfig(
     preset="tiny", vae_steps=2000, teacher_steps=680, draft_steps=400, cfg_steps=40, tscd_steps=150, dmdo_steps=80,
     reward_steps=600, reward_judge_images=64, adp_steps=100, refl_steps=60, encoder_steps=800, encoder_batch=64,
@@ -169,10 +168,10 @@ TINY = QuickstartConfig(
     bench_limit=96, bench_samples=2, bench_batch=32, bench_bf16=True, bootstrap=2000,
     understand_limit=100, think=40, gammas=(2, 3, 4, 5, 6, 8, 10), trees=((4, 4, 16), (4, 6, 24), (6, 6, 32)),
     calibrate=10, max_new_tokens=80, showcase_questions=6, showcase_plans=4,
-    estimates={"vae": 420, "teacher": 2220, "draft-hyper-bagel": 240, "draft-eagle3": 60, "draft-no-zero-init": 100,
-               "draft-no-ce": 100, "draft-no-zero-init-no-ce": 100, "distill-cfg": 400, "distill-tscd": 150,
-               "distill-dmdo": 280, "reward": 450, "distill-adp": 375, "distill-refl": 120, "shapes-encoder": 60,
-               "bench-understand": 360, "bench-generate": 560, "bench-edit": 360, "showcase": 60},
+    estimates={"vae": 355, "teacher": 2374, "draft-hyper-bagel": 234, "draft-eagle3": 46, "draft-no-zero-init": 110,
+               "draft-no-ce": 101, "draft-no-zero-init-no-ce": 103, "distill-cfg": 820, "distill-tscd": 414,
+               "distill-dmdo": 738, "reward": 286, "distill-adp": 330, "distill-refl": 59, "shapes-encoder": 26,
+               "bench-understand": 202, "bench-generate": 254, "bench-edit": 360, "showcase": 14},
 )
 
 QUICKSTART_PRESETS = {"micro": MICRO, "tiny": TINY}
@@ -633,7 +632,7 @@ def add_commands(subparsers) -> None:
                     "paper's tables and write RUN/report.html. Every stage is cached: run it again to continue an "
                     "interrupted run or to rebuild only what is missing.")
     p.add_argument("--preset", default="tiny", choices=sorted(QUICKSTART_PRESETS),
-                   help="tiny: the Shapes World models (estimated ~1 h 47 min on two idle cores); micro: a smoke run "
+                   help="tiny: the Shapes World models (1 h 54 min measured on two idle cores); micro: a smoke run "
                         "(under five minutes)")
     p.add_argument("--out", type=Path, default=None, help="the run folder (default: runs/<preset>)")
     p.add_argument("--config", type=Path, default=None, help="JSON file of QuickstartConfig overrides")
