@@ -211,6 +211,12 @@ class Timer:
         self.sync()
         return time.perf_counter() - t0, out
 
+    def repeat(self, fn, warmup: int, repeats: int) -> list[float]:
+        """Seconds of ``repeats`` timed calls of ``fn`` after ``warmup`` untimed ones."""
+        for _ in range(warmup):
+            self(fn)
+        return [self(fn)[0] for _ in range(repeats)]
+
 
 def summary(values: list[float]) -> dict:
     if not values:
@@ -326,11 +332,7 @@ def understanding(pipe: Pipeline, draft, timer: Timer, args, device) -> dict:
         out = fwd.text_forward(ctx, tok, ctx.rope[:, None], update_cache=False)
         return model.logits(out.hidden[:, -1]).argmax(-1).tolist()
 
-    times = []
-    for i in range(W + R):
-        dt, _ = timer(target_step)
-        if i >= W:
-            times.append(dt)
+    times = timer.repeat(target_step, W, R)
     res["target_decode_step_s"] = summary(times)
     log(f"  target decoding step (1 token, KV {ctx.length}): median {1e3 * statistics.median(times):.2f} ms")
 
@@ -344,11 +346,7 @@ def understanding(pipe: Pipeline, draft, timer: Timer, args, device) -> dict:
         out = fwd.text_forward(ctx, ids, pos, update_cache=False, layer_states=True)
         return model.logits(out.hidden[0]).argmax(-1).tolist()
 
-    times = []
-    for i in range(W + R):
-        dt, _ = timer(verify)
-        if i >= W:
-            times.append(dt)
+    times = timer.repeat(verify, W, R)
     res["target_verify_forward_s"] = summary(times)
     res["verify_tokens"] = G + 1
     log(f"  target verification forward ({G + 1} tokens + layer states): median "
@@ -373,11 +371,7 @@ def understanding(pipe: Pipeline, draft, timer: Timer, args, device) -> dict:
         rows.cache.crop(rows.length)
         return token
 
-    times = []
-    for i in range(W + R):
-        dt, _ = timer(draft_step)
-        if i >= W:
-            times.append(dt)
+    times = timer.repeat(draft_step, W, R)
     res["draft_step_s"] = summary(times)
     c = statistics.median(times) / res["target_decode_step_s"]["median"]
     res["cost_ratio_c (draft step / target decoding step, medians)"] = c
@@ -386,11 +380,7 @@ def understanding(pipe: Pipeline, draft, timer: Timer, args, device) -> dict:
     def chain():
         return _draft_chain(draft, head, rows, last, root_pos, G, fwd.eos, GREEDY, None)
 
-    times = []
-    for i in range(W + R):
-        dt, _ = timer(chain)
-        if i >= W:
-            times.append(dt)
+    times = timer.repeat(chain, W, R)
     res["draft_chain_s (gamma logits + gamma-1 draft steps)"] = summary(times)
     res["draft_chain_per_token_s"] = statistics.median(times) / G
     log(f"  draft chain of gamma={G}: median {1e3 * statistics.median(times):.2f} ms "
