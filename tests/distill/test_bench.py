@@ -106,3 +106,40 @@ def test_bench_command_end_to_end(micro_teacher, student_folder, tmp_path, capsy
     assert "| dmdo-6 |" in (out / "bench.md").read_text()
     assert (out / "sheet.png").stat().st_size > 0
     capsys.readouterr()
+
+
+def test_interrupted_bench_resumes_to_the_same_report(micro_teacher, tmp_path, monkeypatch, capsys):
+    import hyperbagel.eval.bench as bench
+
+    enc = tmp_path / "enc.safetensors"
+    train_encoder(EncoderConfig(steps=5, batch=8), enc)
+    args = ["bench", "generate", "--teacher", str(micro_teacher), "--rows", "euler-6f", "--limit", "3",
+            "--samples", "1", "--batch", "1", "--encoder", str(enc), "--bootstrap", "50"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "bench.json").read_text())
+
+    real_save, saved = bench.save_tally, []
+
+    def save_then_stop(path, tally, fingerprint):  # the process dies right after its first batch is saved
+        real_save(path, tally, fingerprint)
+        saved.append(tally.next_item)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "save_tally", save_then_stop)
+    out = tmp_path / "split"
+    assert main([*args, "--out", str(out)]) == 130  # the CLI reports the interrupt
+    monkeypatch.setattr(bench, "save_tally", real_save)
+    assert saved == [1] and (out / "resume.safetensors").is_file()
+    other = [*args[:-6], "--samples", "2", "--batch", "2", "--encoder", str(enc), "--bootstrap", "50"]
+    assert main([*other, "--out", str(out)]) == 2
+    assert "samples differ" in capsys.readouterr().err
+    assert main([*args, "--out", str(out)]) == 0
+    split = json.loads((out / "bench.json").read_text())
+    assert not (out / "resume.safetensors").exists()
+    assert [s["from_item"] for s in split["sessions"]] == [0, 1]
+    for a, b in zip(whole["rows"], split["rows"]):
+        for key in ("overall", "tags", "forwards_per_image", "pixel_l1_to_teacher", "kid"):
+            assert a[key] == b[key], (a["row"], key)
+        assert a.get("vs_teacher") == b.get("vs_teacher")
+    assert main(["eval", "geneval", str(out / "euler-6f")]) == 0
+    capsys.readouterr()

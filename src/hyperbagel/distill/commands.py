@@ -78,6 +78,8 @@ def add_commands(subparsers) -> None:
         p.add_argument("--batch", type=int, default=32, help="images per sampling call")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% CI")
+        p.add_argument("--fresh", action="store_true",
+                       help="start over even if OUT holds a partial run (by default the bench resumes it)")
         p.add_argument("--bf16", action="store_true", help="every row under bf16 autocast (faster on CPU)")
         p.add_argument("--encoder", type=Path, default=Path("runs/shapes-encoder/encoder.safetensors"),
                        help="the Shapes encoder for KID (trained on real renders if missing)")
@@ -151,7 +153,7 @@ def cmd_bench(args) -> int:
 
     settings = BenchSettings(task=args.task, out=args.out, limit=args.limit, samples=args.samples, batch=args.batch,
                              seed=args.seed, bootstrap=args.bootstrap, encoder=args.encoder,
-                             bf16=args.bf16)
+                             bf16=args.bf16, fresh=args.fresh)
     stages = parse_stages(args.stage)
     rows = bench_rows(args.task, stages)
     if args.list:

@@ -8,7 +8,8 @@ interleaved, batch by batch, so they share the machine's state; each call is tim
 sampling, VAE decode) and for its sampling loop alone. Per row: the suite's scores (the scorer on the row's result
 folder, contract layout), forwards per image, seconds per image, speed-up over the teacher, paired statistics
 against the teacher (``eval/paired.py``), mean pixel difference from the teacher's image of the same noise, and
-KID against real renders with the Shapes encoder (``eval/shapes_encoder.py``).
+KID against real renders with the Shapes encoder (``eval/shapes_encoder.py``). The tally is saved after every
+batch and an interrupted bench resumes where it stopped (``eval/bench_tally.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.eval.bench_tally import RESUME_FILE, Tally, load_tally, save_tally
 from hyperbagel.eval.model_eval import SEED_RULE, sample_seed
 from hyperbagel.eval.paired import PerImage, compare, overall
 from hyperbagel.eval.shapes_encoder import encode, kid, load_encoder
@@ -63,6 +65,7 @@ class BenchSettings:
     encoder: Path = Path("runs/shapes-encoder/encoder.safetensors")
     bf16: bool = False  # every row under bf16 autocast (about 2× the throughput on CPUs with AMX)
     progress: bool = True
+    fresh: bool = False  # ignore (and delete) a saved partial run in ``out``
 
     def __post_init__(self) -> None:
         if self.task not in SUITE:
@@ -174,18 +177,22 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
     out.mkdir(parents=True, exist_ok=True)
     per_call = max(1, settings.batch // S)
     n_items = len(items)
-    score = {r.name: np.zeros((n_items, S)) for r in rows}
-    verdict = {r.name: np.zeros((n_items, S), dtype=bool) for r in rows}
-    pixel = {r.name: [] for r in rows}
-    feats = {r.name: [] for r in rows}
-    stats = {r.name: {"forwards": 0, "calls": 0, "seconds": 0.0, "sample_seconds": 0.0, "images": 0} for r in rows}
+    names = [r.name for r in rows]
+    fingerprint = _fingerprint(teacher, stages, rows, settings, n_items)
+    resume = out / RESUME_FILE
+    if settings.fresh:
+        resume.unlink(missing_ok=True)
+    tally = load_tally(resume, fingerprint) or Tally(names, n_items, S)
+    if tally.next_item:
+        log.info("resuming the bench at item %d of %d (%s)", tally.next_item, n_items, resume)
+    tally.sessions.append({"from_item": tally.next_item, "threads": torch.get_num_threads(),
+                           "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     encoder = load_encoder(settings.encoder)
     for row in rows:
         prepare(row.sampler.solver, row.sampler.shift)
-    shown = {r.name: [] for r in rows}
-    shown_texts, shown_sources = [], []
-    bar = tqdm(total=n_items * len(rows), desc=f"bench {task}", unit="item", disable=not settings.progress)
-    for lo in range(0, n_items, per_call):
+    bar = tqdm(total=n_items * len(rows), initial=tally.next_item * len(rows), desc=f"bench {task}", unit="item",
+               disable=not settings.progress)
+    for lo in range(tally.next_item, n_items, per_call):
         chunk = items[lo: lo + per_call]
         idx = range(lo, lo + len(chunk))
         seeds = [sample_seed(settings.seed, i, j) for i in idx for j in range(S)]
@@ -195,13 +202,13 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
             src = [render(scene_from_json(it["source"])) for it in chunk]
             sources = [s for s in src for _ in range(S)]
         teacher_images = None
-        if len(shown_texts) < SHEET_COLUMNS:  # one image per item: different prompts, each with its own noise
-            shown_texts += [texts[k * S] for k in range(len(chunk))]
-            shown_sources += [sources[k * S] for k in range(len(chunk))] if sources else []
+        if len(tally.shown_texts) < SHEET_COLUMNS:  # one image per item: different prompts, each with its own noise
+            tally.shown_texts += [texts[k * S] for k in range(len(chunk))]
+            tally.shown_sources += [sources[k * S] for k in range(len(chunk))] if sources else []
         for row in rows:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
                 call = timed_call(pipes[row.model], task, texts, seeds, row, sources)
-            st = stats[row.name]
+            st = tally.stats[row.name]
             st["forwards"] += call.forwards
             st["calls"] += 1
             st["seconds"] += call.seconds
@@ -209,18 +216,21 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
             st["images"] += len(call.images)
             if teacher_images is None:
                 teacher_images = call.images
-            pixel[row.name] += [float(np.abs(a.astype(np.float32) - b).mean())
-                                for a, b in zip(call.images, teacher_images)]
-            feats[row.name].append(encode(encoder, call.images))
-            if len(shown[row.name]) < SHEET_COLUMNS:
-                shown[row.name] += [call.images[k * S] for k in range(len(chunk))]
+            tally.pixel[row.name] += [float(np.abs(a.astype(np.float32) - b).mean())
+                                      for a, b in zip(call.images, teacher_images)]
+            tally.feats[row.name].append(encode(encoder, call.images))
+            if len(tally.shown[row.name]) < SHEET_COLUMNS:
+                tally.shown[row.name] += [call.images[k * S] for k in range(len(chunk))]
             for k, (i, it) in enumerate(zip(idx, chunk)):
                 imgs = call.images[k * S:(k + 1) * S]
                 folders.write_record(out / row.name, i, it, imgs, src[k] if sources else None)
                 for j, im in enumerate(imgs):
-                    score[row.name][i, j], verdict[row.name][i, j] = _judge(task, it, im)
+                    tally.score[row.name][i, j], tally.verdict[row.name][i, j] = _judge(task, it, im)
             bar.update(len(chunk))
+        tally.next_item = lo + len(chunk)
+        save_tally(resume, tally, fingerprint)
     bar.close()
+    score, verdict, stats = tally.score, tally.verdict, tally.stats
 
     tags = np.array([it["tag"] for it in items])
     reference = encode(encoder, _reference_images(task, items, S, settings.seed))
@@ -240,7 +250,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
         mine = PerImage(tags, score[row.name], verdict[row.name])
         if abs(overall(tags, mine.score) - scores["overall"]) > 1e-9:
             raise HyperBagelError(f"bench row {row.name}: per-image scores disagree with the scorer")
-        k_mean, k_std = kid(torch.cat(feats[row.name]), reference)
+        k_mean, k_std = kid(torch.cat(tally.feats[row.name]), reference)
         res = {
             "row": row.name, "describe": row.describe, "overall": scores["overall"], "tags": scores["tags"],
             "forwards_per_image": st["forwards"] / st["calls"],
@@ -248,7 +258,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
             "sample_seconds_per_image": st["sample_seconds"] / st["images"],
             "speedup": t_img / (st["seconds"] / st["images"]),
             "sample_speedup": t_smp / (st["sample_seconds"] / st["images"]),
-            "pixel_l1_to_teacher": float(np.mean(pixel[row.name])),
+            "pixel_l1_to_teacher": float(np.mean(tally.pixel[row.name])),
             "kid": k_mean, "kid_std": k_std, "scores": scores,
         }
         if row.name != "teacher":
@@ -257,12 +267,22 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
     report = {"task": task, "suite": SUITE[task], "items": n_items, "samples": S, "batch": settings.batch,
               "bf16": settings.bf16,
               "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads",
-              "rows": results}
+              "sessions": tally.sessions, "rows": results}
     report["table"] = table(report)
     (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / "bench.md").write_text(report["table"] + "\n")
-    sheet(shown, shown_texts, out / "sheet.png", shown_sources or None)
+    sheet(tally.shown, tally.shown_texts, out / "sheet.png", tally.shown_sources or None)
+    resume.unlink()
     return report
+
+
+def _fingerprint(teacher: Path, stages: dict[str, Path], rows: list[Row], settings: BenchSettings, items: int) -> dict:
+    """What a resumed bench must share with the run it continues."""
+    return {"teacher": str(Path(teacher).resolve()),
+            "stages": {k: str(Path(v).resolve()) for k, v in stages.items() if k in {r.model for r in rows}},
+            "rows": [[r.name, r.describe, r.model, list(astuple(r.sampler)), r.accelerated] for r in rows],
+            "task": settings.task, "items": items, "samples": settings.samples, "batch": settings.batch,
+            "seed": settings.seed, "bf16": settings.bf16, "encoder": str(Path(settings.encoder).resolve())}
 
 
 SHEET_COLUMNS = 8
