@@ -17,7 +17,9 @@ from hyperbagel.distill.tscd import (
     renoise,
     segment_boundaries,
     segment_end,
+    segment_end_index,
     segment_start,
+    solve_to_segment_end,
     teacher_grid,
 )
 from hyperbagel.flow.guidance import GuidanceConfig
@@ -123,6 +125,31 @@ def test_tscd_targets_by_hand():
     v = torch.tensor([[1.3]])
     y = consistency_target(jump(x_t, v, t, t_next), v, t_next, end)
     torch.testing.assert_close(y, jump(x_t, v, t, end))
+
+
+def test_tscd_real_side_is_the_teachers_ode_to_the_segment_end():
+    grid = teacher_grid(3, 2, 3.0)  # [1, 15/16, 6/7, 3/4, 3/5, 3/8, 0]: boundaries at indices 0, 2, 4, 6
+    n = torch.tensor([0, 1, 2, 5])
+    end = segment_end_index(n, 2)
+    assert end.tolist() == [2, 2, 4, 6]
+    torch.testing.assert_close(grid[end], segment_end(grid[n], segment_boundaries(3, 3.0)))
+    calls = []
+
+    def velocity(x, t, rows):  # v = x·t: a different velocity at every grid point, so the step count shows
+        calls.append(rows.tolist())
+        return x * t.view(-1, 1)
+
+    x = torch.tensor([[1.0], [2.0], [3.0], [4.0]], dtype=torch.float64)
+    out = solve_to_segment_end(velocity, x, n, end, grid)
+    by_hand = []
+    for row in range(4):  # Euler, one grid step at a time: x ← x − (t_i − t_{i+1})·x·t_i
+        v = x[row].clone()
+        for i in range(int(n[row]), int(end[row])):
+            v = v - (grid[i] - grid[i + 1]) * v * grid[i]
+        by_hand.append(v)
+    torch.testing.assert_close(out, torch.stack(by_hand))
+    assert calls == [[0, 1, 2, 3], [0, 2]]  # a row takes one forward per step it needs (2, 1, 2, 1), then drops out
+    torch.testing.assert_close(x, torch.tensor([[1.0], [2.0], [3.0], [4.0]], dtype=torch.float64))  # not in place
 
 
 def test_renoise_keeps_the_path_marginals():

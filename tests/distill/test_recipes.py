@@ -118,3 +118,15 @@ def test_distill_commands_then_generate_and_edit_with_the_student(micro_teacher,
     assert main(["distill", "tscd", "--teacher", str(micro_teacher), "--init", str(tmp_path / "missing"),
                  "--out", str(tmp_path / "x")]) == 2
     assert "previous distillation stage" in capsys.readouterr().err
+
+
+def test_tscd_consistency_real_side_still_trains(micro_teacher, chain, tmp_path):
+    """PCM's real side (one teacher step + the student's own jump) stays available for the MSE ablation."""
+    with pytest.raises(ValueError, match="real"):
+        TSCDConfig(teacher=str(micro_teacher), real="data")
+    _, make = STAGES["tscd"]
+    cfg = make(micro_teacher, tmp_path / "tscd-pcm", chain["cfg"][0])
+    cfg.real, cfg.mse_weight, cfg.steps = "consistency", 1.0, 1
+    train_tscd(cfg, progress=False)
+    logged = _state(tmp_path / "tscd-pcm")["history"][0]
+    assert logged["gen/mse"] > 0 and logged["gen/d_hinge"] > 0

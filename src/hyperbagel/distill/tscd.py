@@ -9,8 +9,15 @@ sample takes a point ``x_t`` of a fine teacher grid that contains the boundaries
 - the teacher takes one grid step ``x_{t'} = x_t − (t − t')·v_teacher(x_t, t)``, and the stop-gradient student
   jumps from there to the same end: ``y = x_{t'} − (t' − e)·v_student⁻(x_{t'}, t')`` (``y = x_{t'}`` when ``t' = e``).
 
-Consistency makes ``ŷ`` and ``y`` agree; here a discriminator judges both after the same forward noising from ``e``
-to a time ``s`` in the segment above it (``renoise``), and the hinge loss trains both players.
+Consistency makes ``ŷ`` and ``y`` agree (Hyper-SD's MSE term; PCM's construction of the "real" side). Trained
+adversarially only, as Hyper-Bagel does, that ``y`` is no reference at all: it is one teacher step plus the student's
+own jump, so it moves with the student and a discriminator cannot tell it from ``ŷ`` — measured here, a hinge stuck at
+2 while the student drifted into high-frequency artefacts. The default "real" side is therefore the teacher's own ODE
+solution to the segment end (``solve_to_segment_end``: Euler over the fine grid from ``x_t`` to ``e``), a target the
+student cannot move — the "teacher ODE endpoints" that DMDX's adversarial stage discriminates against.
+
+A discriminator judges ``ŷ`` and the real side after the same forward noising from ``e`` to a time ``s`` in the
+segment above it (``renoise``), and the hinge loss trains both players.
 """
 
 from __future__ import annotations
@@ -56,6 +63,24 @@ def segment_start(t: Tensor, boundaries: Tensor) -> Tensor:
 def jump(x: Tensor, v: Tensor, t_from: Tensor | float, t_to: Tensor | float) -> Tensor:
     """A straight (Euler) move along velocity ``v`` from ``t_from`` to ``t_to``: ``x − (t_from − t_to)·v``."""
     return x - (_bcast(t_from, x) - _bcast(t_to, x)) * v
+
+
+def segment_end_index(n: Tensor, steps_per_segment: int) -> Tensor:
+    """The fine-grid index of the end of the segment holding grid point ``n`` (boundaries every ``m`` points)."""
+    return (n // steps_per_segment + 1) * steps_per_segment
+
+
+def solve_to_segment_end(velocity, x: Tensor, n: Tensor, end_index: Tensor, grid: Tensor) -> Tensor:
+    """Euler on the fine ``grid`` from each row's point ``n`` to its ``end_index``: the teacher's ODE solution at the
+    segment end. Rows step together, each at its own time; ``velocity(x_rows, t_rows, rows)`` sees only the rows still
+    moving (``rows`` indexes the batch), so a row costs one forward per grid step it takes."""
+    x, idx = x.clone(), n.clone()
+    while bool((idx < end_index).any()):
+        rows = (idx < end_index).nonzero().flatten()
+        t, t_next = grid[idx[rows]], grid[idx[rows] + 1]
+        x[rows] = jump(x[rows], velocity(x[rows], t, rows).to(x.dtype), t, t_next)
+        idx[rows] += 1
+    return x
 
 
 def consistency_target(x_next: Tensor, v_self_next: Tensor, t_next: Tensor, t_end: Tensor) -> Tensor:

@@ -7,10 +7,12 @@ the generator, initialised from stage 1; ``disc`` = heads on a trainable copy of
 Each step, per task group (``distill/tscd.py`` has the formulas):
 
 1. a point ``x_t`` of the fine teacher grid: the clean target latents of a Shapes World scene, noised to ``t``;
-2. the student jumps to its segment's end ``e``: ``ŷ``; the teacher steps one grid point, the stop-gradient
-   student jumps from there to ``e``: ``y``;
+2. the student jumps to its segment's end ``e``: ``ŷ``; the teacher solves its ODE over the fine grid from ``x_t``
+   to ``e``: ``y`` (``real = "ode"``, the default; ``"consistency"`` is PCM's one teacher step plus the stop-gradient
+   student's jump, a target that moves with the student and only makes sense beside the MSE term);
 3. both are noised forward from ``e`` to the same ``s`` in the segment above ``e`` with the same noise;
-4. generator: hinge ``−D(ŷ_s)`` (+ MSE); discriminator: ``relu(1 − D(y_s)) + relu(1 + D(ŷ_s))``.
+4. generator: hinge ``−D(ŷ_s)`` (+ MSE to ``y``); discriminator: ``relu(1 − D(y_s)) + relu(1 + D(ŷ_s))``. The
+   logged ``mse`` is ``|ŷ − y|²`` either way: with the default, the student's distance from the teacher's endpoint.
 
 Sampling the result: 2 Euler steps per segment = 6 steps on the shifted schedule.
 """
@@ -34,7 +36,9 @@ from hyperbagel.distill.tscd import (
     renoise,
     segment_boundaries,
     segment_end,
+    segment_end_index,
     segment_start,
+    solve_to_segment_end,
     teacher_grid,
 )
 from hyperbagel.flow.schedule import noisy
@@ -76,6 +80,8 @@ class TSCDConfig(DistillConfig):
     disc_hidden: int = 64
     adv_weight: float = 1.0
     mse_weight: float = 0.0  # > 0 adds the MSE consistency term (Hyper-SD); Hyper-Bagel trains adversarially only
+    real: str = "ode"  # the discriminator's real side: the teacher's ODE solution to the segment end ("ode") or
+    # PCM's consistency target, one teacher step + the student's own jump ("consistency": only with mse_weight > 0)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -86,6 +92,8 @@ class TSCDConfig(DistillConfig):
             raise ValueError("TSCDConfig.segments and steps_per_segment must be positive")
         if self.sample_steps % self.segments:
             raise ValueError("TSCDConfig.sample_steps must be a multiple of segments (whole steps per segment)")
+        if self.real not in ("ode", "consistency"):
+            raise ValueError(f"TSCDConfig.real must be 'ode' or 'consistency', got {self.real!r}")
 
 
 def step_losses(setup, roles, fwds, cfg: TSCDConfig, step: int, group: str) -> dict[str, float]:
@@ -105,11 +113,18 @@ def step_losses(setup, roles, fwds, cfg: TSCDConfig, step: int, group: str) -> d
     adv_noise = torch.stack([torch.randn(c.noise.shape[1:], generator=g) for g in c.generators])
     ctx, scales = c.branches.cond, dict(text_scale=c.text_scale, image_scale=c.image_scale)
     with torch.no_grad(), autocast(cfg):
-        v_teacher, _ = fwds["teacher"].velocity(ctx, x_t, t, ids, **scales)
-        x_next = jump(x_t, v_teacher, t, t_next)
-        v_self, _ = fwds["student"].velocity(ctx, x_next, t_next, ids, **scales)
-        y = consistency_target(x_next, v_self, t_next, end)
-        y = torch.where((t_next == end).view(-1, 1, 1), x_next, y).float()
+        if cfg.real == "ode":
+            def teacher(x, tt, rows):
+                return fwds["teacher"].velocity(ctx.select(rows), x, tt, ids, text_scale=c.text_scale[rows],
+                                                image_scale=c.image_scale[rows])[0]
+
+            y = solve_to_segment_end(teacher, x_t, n, segment_end_index(n, cfg.steps_per_segment), grid).float()
+        else:
+            v_teacher, _ = fwds["teacher"].velocity(ctx, x_t, t, ids, **scales)
+            x_next = jump(x_t, v_teacher, t, t_next)
+            v_self, _ = fwds["student"].velocity(ctx, x_next, t_next, ids, **scales)
+            y = consistency_target(x_next, v_self, t_next, end)
+            y = torch.where((t_next == end).view(-1, 1, 1), x_next, y).float()
         real = renoise(y, end, s, adv_noise)
     weight = B / sum(cfg.batch.values())
     # generator
