@@ -58,6 +58,9 @@ def test_cli_generate_edit_understand_and_score(teacher, tmp_path, capsys):
                      "--samples", "1", "--json", str(tmp_path / f"{suite}.json")]) == 0
         scores = json.loads((tmp_path / f"{suite}.json").read_text())
         assert 0.0 <= scores["overall"] <= 1.0
+        nfe = {"geneval-shapes": 99, "gedit-shapes": 135}  # 1 + 49 × 2 forwards; 3 prefills + 44 × 3 + 5 × 2
+        if suite in nfe:
+            assert (scores["sampler"], scores["nfe"]) == ("bagel-50", nfe[suite])
     capsys.readouterr()
 
 

@@ -40,11 +40,12 @@ class EvalSettings:
     precision: str = "fp32"
 
 
-def _run_info(pipe_name: str, settings: EvalSettings, sampler: str, forwards: int, images: int, seconds: float):
+def _run_info(pipe_name: str, settings: EvalSettings, sampler: str, forwards: int, calls: int, images: int,
+              seconds: float):
     return {
         "model": pipe_name,
         "sampler": sampler,
-        "nfe": forwards / max(images, 1),
+        "nfe": forwards / max(calls, 1),  # a forward runs a whole batch: forwards per image are forwards per call
         "forwards_total": forwards,
         "seconds": seconds,
         "seconds_per_output": seconds / max(images, 1),
@@ -57,9 +58,15 @@ def _run_info(pipe_name: str, settings: EvalSettings, sampler: str, forwards: in
     }
 
 
-def evaluate(pipe: Pipeline, model_name: str, settings: EvalSettings, sampler_name: str = "bagel-50",
+def default_sampler_name(pipe: Pipeline) -> str:
+    """What ``pipe`` samples with by default: its student's Euler steps, else BAGEL's 50-point schedule."""
+    return f"student-{pipe.student_info.steps}" if pipe.student is not None else "bagel-50"
+
+
+def evaluate(pipe: Pipeline, model_name: str, settings: EvalSettings, sampler_name: str | None = None,
              generate_kw: dict | None = None) -> dict:
     """Generate answers for ``settings.suite`` with ``pipe`` and score them; returns the score dict."""
+    sampler_name = sampler_name or default_sampler_name(pipe)
     if settings.suite not in suites.SUITES:
         raise HyperBagelError(f"unknown suite {settings.suite!r}; choose from {list(suites.SUITES)}")
     items = suites.load_suite(settings.suite, settings.limit)
@@ -67,7 +74,7 @@ def evaluate(pipe: Pipeline, model_name: str, settings: EvalSettings, sampler_na
     out.mkdir(parents=True, exist_ok=True)
     gk = generate_kw or {}
     bar = tqdm(total=len(items), desc=settings.suite, unit="item", disable=not settings.progress)
-    start, forwards, outputs = time.perf_counter(), 0, 0
+    start, forwards, calls, outputs = time.perf_counter(), 0, 0, 0
     predictions = []
     for lo in range(0, len(items), settings.batch):
         chunk = items[lo: lo + settings.batch]
@@ -76,7 +83,7 @@ def evaluate(pipe: Pipeline, model_name: str, settings: EvalSettings, sampler_na
             imgs = [render(scene_from_json(it["scene"])) for it in chunk]
             res = pipe.understand(imgs, [it["question"] for it in chunk], settings.max_new_tokens)
             predictions += [{"id": it["id"], "answer": a} for it, a in zip(chunk, res.texts)]
-            forwards, outputs = forwards + res.forwards, outputs + len(chunk)
+            forwards, calls, outputs = forwards + res.forwards, calls + 1, outputs + len(chunk)
         else:
             S = settings.samples
             seeds = [sample_seed(settings.seed, i, j) for i in idx for j in range(S)]
@@ -90,11 +97,11 @@ def evaluate(pipe: Pipeline, model_name: str, settings: EvalSettings, sampler_na
             for k, (i, it) in enumerate(zip(idx, chunk)):
                 plans = res.plans[k * S:(k + 1) * S] if res.plans else None
                 folders.write_record(out, i, it, res.images[k * S:(k + 1) * S], sources[k], plans)
-            forwards, outputs = forwards + res.forwards, outputs + len(res.images)
+            forwards, calls, outputs = forwards + res.forwards, calls + 1, outputs + len(res.images)
         bar.update(len(chunk))
     bar.close()
     seconds = time.perf_counter() - start
-    run = _run_info(model_name, settings, sampler_name, forwards, outputs, seconds)
+    run = _run_info(model_name, settings, sampler_name, forwards, calls, outputs, seconds)
     folders.write_run(out, run)
     if settings.suite == "vqa-shapes":
         path = folders.write_predictions(out, predictions)
