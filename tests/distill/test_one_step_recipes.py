@@ -4,21 +4,32 @@ context prefill) for text-to-image, editing and think mode, and the commands run
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
+from hyperbagel.errors import HyperBagelError
 from hyperbagel.model.checkpoint import load_pretrained
 from hyperbagel.model.student import STUDENT_FILE, StudentInfo, is_generation_param, save_student, student_from_teacher
 from hyperbagel.pipeline import Pipeline
 from hyperbagel.recipes.distill_adp import ADPConfig, train_adp
 from hyperbagel.recipes.distill_common import understanding_fingerprint
 from hyperbagel.recipes.distill_refl import ReFLConfig, train_refl
-from hyperbagel.recipes.reward import RewardTrainConfig, train_reward
+from hyperbagel.recipes.reward import (
+    POOL,
+    RewardTrainConfig,
+    build_pool,
+    generated_pairs,
+    pool_rows,
+    train_reward,
+)
 from hyperbagel.recipes.vae import save_autoencoder
+from hyperbagel.world.tasks.match import judge
 
 SMALL = dict(batch={"gen": 1, "edit": 1}, warmup=1, ckpt_every=100, log_every=100)
 REWARD_MODEL = {"dim": 32, "layers": 1, "heads": 2, "mlp": 64, "stem": [8, 16]}
@@ -64,8 +75,8 @@ def _twice(train, make, root: Path, name: str) -> tuple[Path, Path]:
 def chain(micro_teacher, dmdo_folder, vae_file, tmp_path_factory):
     root = tmp_path_factory.mktemp("one-step")
     out = {"reward": _twice(train_reward, lambda o: RewardTrainConfig(
-        out=str(o), vae=str(vae_file), model=REWARD_MODEL, steps=3, batch=8, warmup=1, report_pairs=16), root,
-        "reward")}
+        out=str(o), vae=str(vae_file), model=REWARD_MODEL, steps=3, batch=8, warmup=1, report_pairs=16,
+        generators=[str(dmdo_folder)], pool_images=6), root, "reward")}
     out["adp"] = _twice(train_adp, lambda o: ADPConfig(
         teacher=str(micro_teacher), init=str(dmdo_folder), out=str(o), steps=3, lr=1e-3, path_steps=2, **SMALL),
         root, "adp")
@@ -87,6 +98,21 @@ def test_recipe_resumes_exactly(chain, recipe):
             for k in fa.keys():
                 assert torch.equal(fa.get_tensor(k), fb.get_tensor(k)), (name, k)
     assert all(h["grad_norm"] > 0 for h in _state(a)["history"])  # and it trained
+
+
+def test_reward_pool_is_the_generators_samples_judged(chain, dmdo_folder):
+    a, _ = chain["reward"]
+    cfg = RewardTrainConfig(out=str(a), model=REWARD_MODEL, generators=[str(dmdo_folder)], pool_images=6)
+    pool = build_pool(cfg, a)  # read back from a/pool
+    assert len(pool.items) == 6 and pool.kinds == [f"generated:{dmdo_folder}"] * 6
+    assert list(pool.labels) == [judge(it, im) for it, im in zip(pool.items, pool.images)]
+    fresh = generated_pairs(dmdo_folder, cfg, 6, stream=POOL, index=0, first_seed=1_000_000, bf16=True)
+    assert all(np.array_equal(x, y) for x, y in zip(fresh.images, pool.images))  # the samples, not stand-ins
+    h = _state(a)["history"]
+    assert all(0 <= r["pool_positives"] <= 1 for r in h)
+    assert len(pool_rows(cfg, 0, pool)) == round(cfg.batch * cfg.pool_share)
+    with pytest.raises(HyperBagelError, match="delete"):  # a pool built for other settings is not reused
+        build_pool(dataclasses.replace(cfg, pool_images=5), a)
 
 
 def test_adp_trains_both_discriminators_and_the_generator(chain):
@@ -160,6 +186,11 @@ def test_one_step_commands_end_to_end(micro_teacher, dmdo_folder, vae_file, tmp_
     assert main(["edit", "--ckpt", str(tmp_path / "refl"), str(png), "remove the square", "--out",
                  str(tmp_path / "e.png")]) == 0
     assert "(4 model forwards" in capsys.readouterr().out
+    assert main(["eval-model", "--ckpt", str(tmp_path / "refl"), "--suite", "geneval-shapes", "--out",
+                 str(tmp_path / "ev"), "--limit", "6", "--samples", "2", "--batch", "3", "--json",
+                 str(tmp_path / "ev.json")]) == 0
+    scores = json.loads((tmp_path / "ev.json").read_text())
+    assert (scores["sampler"], scores["nfe"], scores["n_images"]) == ("student-1", 2, 12)  # per image, not batch
     assert main(["distill", "refl", "--teacher", str(micro_teacher), "--init", str(tmp_path / "adp"), "--reward",
                  str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "no reward model" in capsys.readouterr().err
