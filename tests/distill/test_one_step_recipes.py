@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,17 @@ def test_reward_pool_is_the_generators_samples_judged(chain, dmdo_folder):
     assert len(pool_rows(cfg, 0, pool)) == round(cfg.batch * cfg.pool_share)
     with pytest.raises(HyperBagelError, match="delete"):  # a pool built for other settings is not reused
         build_pool(dataclasses.replace(cfg, pool_images=5), a)
+
+
+def test_adding_a_generator_keeps_the_pool_built_for_the_others(chain, dmdo_folder, tmp_path):
+    shutil.copytree(chain["reward"][0] / "pool", tmp_path / "pool")
+    first = tmp_path / "pool" / "0.safetensors"
+    built = first.stat().st_mtime_ns
+    cfg = RewardTrainConfig(out=str(tmp_path), generators=[str(dmdo_folder)] * 2, pool_images=6)
+    pool = build_pool(cfg, tmp_path)
+    assert len(pool.items) == 12 and (tmp_path / "pool" / "1.safetensors").is_file()
+    assert first.stat().st_mtime_ns == built  # read back, not rebuilt
+    assert pool.items[:6] != pool.items[6:]  # each generator samples its own prompts
 
 
 def test_adp_trains_both_discriminators_and_the_generator(chain):
