@@ -143,3 +143,27 @@ def test_interrupted_bench_resumes_to_the_same_report(micro_teacher, tmp_path, m
         assert a.get("vs_teacher") == b.get("vs_teacher")
     assert main(["eval", "geneval", str(out / "euler-6f")]) == 0
     capsys.readouterr()
+
+
+def test_eval_against_a_base_folder_pairs_images_by_seed(tmp_path, capsys):
+    """Renders of each prompt's scene pass the judge, blank images fail: the paired counts are known by hand."""
+    from hyperbagel.world import suites
+    from hyperbagel.world.folders import write_record
+    from hyperbagel.world.tasks import t2i
+
+    items = suites.load_suite("geneval-shapes", 12)
+    rng = np.random.default_rng(0)
+    good = [render(t2i.scene_for_prompt(it, rng)) for it in items]
+    blank = np.zeros_like(good[0])
+    for i, it in enumerate(items):  # base: all renders; model: renders on the first 4 items only, two samples each
+        write_record(tmp_path / "base", i, it, [good[i], good[i]])
+        write_record(tmp_path / "model", i, it, [good[i], good[i]] if i < 4 else [good[i], blank])
+    assert main(["eval", "geneval", str(tmp_path / "model"), "--against", str(tmp_path / "base"), "--json",
+                 str(tmp_path / "s.json")]) == 0
+    vs = json.loads((tmp_path / "s.json").read_text())["vs"]
+    assert vs["base_overall"] == 1.0 and vs["discordant"] == [8, 0] and vs["agreement"] == 16 / 24
+    assert vs["mcnemar_p"] == pytest.approx(2 * 0.5 ** 8)
+    assert vs["ci95"][1] <= 0 and "McNemar p" in capsys.readouterr().out
+    write_record(tmp_path / "short", 0, items[0], [good[0]])
+    assert main(["eval", "geneval", str(tmp_path / "short"), "--against", str(tmp_path / "base")]) == 2
+    assert "same items and samples" in capsys.readouterr().err

@@ -28,16 +28,14 @@ from tqdm import tqdm
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.eval.bench_tally import RESUME_FILE, Tally, load_tally, save_tally
 from hyperbagel.eval.model_eval import SEED_RULE, sample_seed
-from hyperbagel.eval.paired import PerImage, compare, overall
+from hyperbagel.eval.paired import PerImage, compare, judge_image, overall
 from hyperbagel.eval.shapes_encoder import encode, kid, load_encoder
 from hyperbagel.flow.solvers import prepare
 from hyperbagel.model.student import has_student, load_student, read_student_info
 from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline, SamplerSettings
 from hyperbagel.world import folders, scoring, suites
-from hyperbagel.world.detect import detect
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import scene_from_json
-from hyperbagel.world.tasks import edit as edit_tasks
 from hyperbagel.world.tasks import t2i
 
 log = logging.getLogger(__name__)
@@ -134,14 +132,6 @@ def timed_call(pipe: Pipeline, task: str, texts: list[str], seeds: list[int], ro
     return Call(images, pipe.forwards - before, time.perf_counter() - start, t1 - t0)
 
 
-def _judge(task: str, item: dict, image: np.ndarray) -> tuple[float, bool]:
-    if task == "generate":
-        ok = t2i.check_t2i(item, detect(image))
-        return float(ok), bool(ok)
-    s = edit_tasks.check_edit(item, image)
-    return s.o, bool(s.sc)
-
-
 def _reference_images(task: str, items: list[dict], samples: int, seed: int) -> list[np.ndarray]:
     """Real renders for KID: a scene drawn for each (prompt, sample), or each edit's target."""
     if task == "edit":
@@ -225,7 +215,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
                 imgs = call.images[k * S:(k + 1) * S]
                 folders.write_record(out / row.name, i, it, imgs, src[k] if sources else None)
                 for j, im in enumerate(imgs):
-                    tally.score[row.name][i, j], tally.verdict[row.name][i, j] = _judge(task, it, im)
+                    tally.score[row.name][i, j], tally.verdict[row.name][i, j] = judge_image(task, it, im)
             bar.update(len(chunk))
         tally.next_item = lo + len(chunk)
         save_tally(resume, tally, fingerprint)

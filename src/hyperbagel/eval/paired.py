@@ -9,9 +9,16 @@ together: they share a prompt), and McNemar's exact test compares the 0/1 verdic
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import binomtest
+
+from hyperbagel.errors import HyperBagelError
+from hyperbagel.world import folders
+from hyperbagel.world.detect import detect
+from hyperbagel.world.tasks import edit as edit_tasks
+from hyperbagel.world.tasks import t2i
 
 
 @dataclass(frozen=True)
@@ -19,6 +26,34 @@ class PerImage:
     tags: np.ndarray  # [items] tag of each item
     score: np.ndarray  # [items, samples] the suite's score per image
     verdict: np.ndarray  # [items, samples] bool: the 0/1 verdict per image
+
+
+def judge_image(task: str, item: dict, image: np.ndarray) -> tuple[float, bool]:
+    """One image's score and 0/1 verdict: GenEval-Shapes (``generate``) or GEdit-Shapes (``edit``: O and SC)."""
+    if task == "generate":
+        ok = t2i.check_t2i(item, detect(image))
+        return float(ok), bool(ok)
+    s = edit_tasks.check_edit(item, image)
+    return s.o, bool(s.sc)
+
+
+def per_image(out: str | Path, task: str) -> PerImage:
+    """Every image of a result folder (contract layout) judged, with its item's tag."""
+    records = folders.read_records(Path(out))
+    counts = {len(r.samples) for r in records}
+    if len(counts) != 1:
+        raise HyperBagelError(f"{out}: items hold different numbers of samples ({sorted(counts)})")
+    judged = [[judge_image(task, r.item, im) for im in r.samples] for r in records]
+    return PerImage(np.array([r.item["tag"] for r in records]), np.array([[s for s, _ in j] for j in judged]),
+                    np.array([[v for _, v in j] for j in judged], dtype=bool))
+
+
+def compare_folders(base: str | Path, model: str | Path, task: str, resamples: int = 2000, seed: int = 0) -> dict:
+    """``compare`` of two result folders of the same suite items and samples (e.g. the same seeds)."""
+    a, b = per_image(base, task), per_image(model, task)
+    if a.score.shape != b.score.shape or not np.array_equal(a.tags, b.tags):
+        raise HyperBagelError(f"{base} and {model} do not hold the same items and samples")
+    return {"base": str(base), "base_overall": overall(a.tags, a.score), **compare(a, b, resamples, seed)}
 
 
 def overall(tags: np.ndarray, score: np.ndarray) -> float:

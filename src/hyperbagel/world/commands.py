@@ -53,6 +53,9 @@ def add_commands(subparsers) -> None:
         p = sub.add_parser(name, help=text)
         p.add_argument("out", type=Path, metavar="OUT")
         p.add_argument("--json", type=Path, default=None, help="also write the scores here")
+        p.add_argument("--against", type=Path, default=None, metavar="BASE",
+                       help="a result folder of the same items and samples (the same seeds): paired difference, "
+                            "its bootstrap 95%% CI and McNemar's p under the key `vs`")
         p.set_defaults(func=cmd_eval, benchmark=name)
     p = sub.add_parser("vqa", help="score a predictions file ({id, answer} per line) on vqa-shapes")
     p.add_argument("out", type=Path, metavar="PREDICTIONS.jsonl")
@@ -76,8 +79,16 @@ def _write_json(scores: dict, path: Path | None) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     scores = _score(args.benchmark, args.out)
+    if getattr(args, "against", None) is not None:
+        from hyperbagel.eval.paired import compare_folders
+
+        task = {"geneval": "generate", "gedit": "edit"}[args.benchmark]
+        scores["vs"] = vs = compare_folders(args.against, args.out, task)
     _write_json(scores, args.json)
     print(json.dumps(scores, indent=2))
+    if getattr(args, "against", None) is not None:
+        print(f"{args.out} − {args.against}: {vs['diff']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}], "
+              f"McNemar p = {vs['mcnemar_p']:.3g} ({vs['discordant'][0]} vs {vs['discordant'][1]} discordant)")
     return 0
 
 
