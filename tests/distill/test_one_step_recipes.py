@@ -206,6 +206,9 @@ def test_one_step_commands_end_to_end(micro_teacher, dmdo_folder, vae_file, tmp_
     assert main(["distill", "refl", "--teacher", str(micro_teacher), "--init", str(tmp_path / "adp"), "--reward",
                  str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "no reward model" in capsys.readouterr().err
+    assert main(["train", "reward", "--out", str(tmp_path / "r2"), "--vae", str(vae_file), "--generator",
+                 str(tmp_path / "missing")]) == 2
+    assert "generator model folder not found" in capsys.readouterr().err
 
 
 def test_bench_rows_sample_one_step_models_in_one_forward(chain):

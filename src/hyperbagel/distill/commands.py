@@ -59,6 +59,9 @@ def add_commands(subparsers) -> None:
                    help="a model folder whose generated images the report scores (repeatable; its student samples "
                         "if it has one); default: runs/teacher if present")
     p.add_argument("--judge-images", type=int, default=256, help="generated images per --judge-model")
+    p.add_argument("--generator", type=Path, action="append", default=None, metavar="FOLDER",
+                   help="a model folder whose own samples, judged, join the training data (repeatable; the "
+                        "config's `generators`)")
     p.add_argument("--report-only", action="store_true", help="skip training; report on the reward in OUT")
     p.set_defaults(func=cmd_train_reward)
 
@@ -123,6 +126,11 @@ def cmd_train_reward(args) -> int:
         raise HyperBagelError(f"train reward config: {err}") from None
     if args.steps:
         cfg.steps = args.steps
+    if args.generator:
+        cfg.generators = [str(g) for g in args.generator]
+    for folder in cfg.generators:
+        if not Path(folder, "config.json").is_file():
+            raise HyperBagelError(f"generator model folder not found: {folder}")
     if cfg.vae is not None and not Path(cfg.vae).is_file():
         raise HyperBagelError(f"autoencoder not found: {cfg.vae} (train one with `hyperbagel train vae`)")
     if not args.report_only:
