@@ -16,9 +16,8 @@ from scipy.stats import binomtest
 
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.world import folders
-from hyperbagel.world.detect import detect
 from hyperbagel.world.tasks import edit as edit_tasks
-from hyperbagel.world.tasks import t2i
+from hyperbagel.world.tasks.match import judge as t2i_judge
 
 
 @dataclass(frozen=True)
@@ -31,8 +30,8 @@ class PerImage:
 def judge_image(task: str, item: dict, image: np.ndarray) -> tuple[float, bool]:
     """One image's score and 0/1 verdict: GenEval-Shapes (``generate``) or GEdit-Shapes (``edit``: O and SC)."""
     if task == "generate":
-        ok = t2i.check_t2i(item, detect(image))
-        return float(ok), bool(ok)
+        ok = t2i_judge(item, image)
+        return float(ok), ok
     s = edit_tasks.check_edit(item, image)
     return s.o, bool(s.sc)
 
@@ -51,9 +50,11 @@ def per_image(out: str | Path, task: str) -> PerImage:
 def compare_folders(base: str | Path, model: str | Path, task: str, resamples: int = 2000, seed: int = 0) -> dict:
     """``compare`` of two result folders of the same suite items and samples (e.g. the same seeds)."""
     a, b = per_image(base, task), per_image(model, task)
-    if a.score.shape != b.score.shape or not np.array_equal(a.tags, b.tags):
-        raise HyperBagelError(f"{base} and {model} do not hold the same items and samples")
-    return {"base": str(base), "base_overall": overall(a.tags, a.score), **compare(a, b, resamples, seed)}
+    try:
+        paired = compare(a, b, resamples, seed)
+    except ValueError:
+        raise HyperBagelError(f"{base} and {model} do not hold the same items and samples") from None
+    return {"base": str(base), "base_overall": overall(a.tags, a.score), **paired}
 
 
 def overall(tags: np.ndarray, score: np.ndarray) -> float:

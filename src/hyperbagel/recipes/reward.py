@@ -175,6 +175,7 @@ def pool_part(cfg: RewardTrainConfig, out: Path, index: int, folder: str) -> Pai
     key = {"generator": folder, "index": index, "pool_images": cfg.pool_images, "seed": cfg.seed,
            "resolution": cfg.resolution, "caption_share": cfg.caption_share}
     images_file, items_file = out / "pool" / f"{index}.safetensors", out / "pool" / f"{index}.jsonl"
+    kind = f"generated:{folder}"
     if images_file.is_file():
         with safe_open(str(images_file), "pt") as f:
             built = json.loads(f.metadata()["pool"])
@@ -182,17 +183,17 @@ def pool_part(cfg: RewardTrainConfig, out: Path, index: int, folder: str) -> Pai
         if built != key:
             raise HyperBagelError(f"{images_file} was built with {built}, not {key}: delete it to rebuild it")
         rows = [json.loads(line) for line in items_file.read_text().splitlines()]
-        return Pairs(list(images), [r["item"] for r in rows], [r["kind"] for r in rows],
+        return Pairs(list(images), [r["item"] for r in rows], [kind] * len(rows),
                      np.array([r["label"] for r in rows], dtype=bool))
     t0 = time.perf_counter()
     made = generated_pairs(folder, cfg, cfg.pool_images, stream=POOL, index=index,
                            first_seed=1_000_000 * (index + 1), bf16=True)
-    made.kinds = [f"generated:{folder}"] * len(made.items)
+    made.kinds = [kind] * len(made.items)
     log.info("pool: %d images from %s in %.0f s, judge pass rate %.3f", len(made.items), folder,
              time.perf_counter() - t0, made.labels.mean())
     images_file.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text("".join(json.dumps({"item": it, "kind": k, "label": bool(lab)}) + "\n"
-                              for it, k, lab in zip(made.items, made.kinds, made.labels)), items_file)
+    atomic_write_text("".join(json.dumps({"item": it, "label": bool(lab)}) + "\n"
+                              for it, lab in zip(made.items, made.labels)), items_file)
     atomic_save_tensors({"images": torch.from_numpy(np.stack(made.images))}, images_file, {"pool": json.dumps(key)})
     return made
 

@@ -60,7 +60,7 @@ def add_commands(subparsers) -> None:
     p = sub.add_parser("vqa", help="score a predictions file ({id, answer} per line) on vqa-shapes")
     p.add_argument("out", type=Path, metavar="PREDICTIONS.jsonl")
     p.add_argument("--json", type=Path, default=None, help="also write the scores here")
-    p.set_defaults(func=cmd_eval, benchmark="vqa")
+    p.set_defaults(func=cmd_eval, benchmark="vqa", against=None)
 
 
 def _score(benchmark: str, path: Path) -> dict:
@@ -79,14 +79,15 @@ def _write_json(scores: dict, path: Path | None) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     scores = _score(args.benchmark, args.out)
-    if getattr(args, "against", None) is not None:
+    vs = None
+    if args.against is not None:
         from hyperbagel.eval.paired import compare_folders
 
         task = {"geneval": "generate", "gedit": "edit"}[args.benchmark]
         scores["vs"] = vs = compare_folders(args.against, args.out, task)
     _write_json(scores, args.json)
     print(json.dumps(scores, indent=2))
-    if getattr(args, "against", None) is not None:
+    if vs is not None:
         print(f"{args.out} − {args.against}: {vs['diff']:+.4f} [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}], "
               f"McNemar p = {vs['mcnemar_p']:.3g} ({vs['discordant'][0]} vs {vs['discordant'][1]} discordant)")
     return 0
