@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/teacher"))
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--config", type=Path, default=None, help="JSON file of TeacherConfig overrides")
+    p.add_argument("--device", default=None, help="cpu (default) or cuda: the model's device, bf16 autocast")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that build batches ahead of the model (default: 0 on the CPU, all cores but one "
+                        "with --device cuda)")
     p.set_defaults(func=cmd_train_teacher)
 
     p = subparsers.add_parser("generate", help="text-to-image")
@@ -170,6 +175,19 @@ def cmd_train_teacher(args) -> int:
     cfg = TeacherConfig(**{"preset": args.preset, "vae": str(args.vae), "out": str(args.out), **overrides})
     if args.steps:
         cfg.steps = args.steps
+    if args.device:
+        cfg.device = args.device
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise HyperBagelError("--device cuda: this torch build sees no CUDA device")
+        if args.workers is None:
+            cfg.workers = max(1, (os.cpu_count() or 2) - 1)
+    if args.workers is not None:
+        if args.workers < 0:
+            raise HyperBagelError("--workers must be 0 or more")
+        cfg.workers = args.workers
     init_distributed()
     out = train_teacher(cfg)
     print(f"teacher: {out}")

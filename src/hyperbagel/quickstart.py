@@ -164,7 +164,10 @@ MICRO = QuickstartConfig(
 TINY = QuickstartConfig(
     preset="tiny", vae_steps=2000, teacher_steps=680, draft_steps=400, cfg_steps=40, tscd_steps=150, dmdo_steps=80,
     reward_steps=600, reward_judge_images=64, adp_steps=100, refl_steps=60, encoder_steps=800, encoder_batch=64,
-    overrides={"draft": {"data": {"samples": 4096}}},
+    overrides={"draft": {"data": {"samples": 4096}},
+               # the 45-minute recipe of docs/teacher.md's third run (the default recipe is the 12-hour one)
+               "teacher": {"batch": {"gen": 16, "edit": 8, "und": 24}, "lr": 1e-3, "warmup": 100, "ckpt_every": 200,
+                           "log_every": 20}},
     bench_limit=96, bench_samples=2, bench_batch=32, bench_bf16=True, bootstrap=2000,
     understand_limit=100, think=40, gammas=(2, 3, 4, 5, 6, 8, 10), trees=((4, 4, 16), (4, 6, 24), (6, 6, 32)),
     calibrate=10, max_new_tokens=80, showcase_questions=6, showcase_plans=4,

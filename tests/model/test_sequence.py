@@ -24,7 +24,7 @@ def test_noised_block_velocity_matches_inference_contexts():
     img = torch.rand(3, 64, 64, generator=g) * 2 - 1
     src = torch.rand(3, 64, 64, generator=g) * 2 - 1
     sample = [VaeImage(src), VitImage(src), Text([5, 6, 7]), VaeImage(img, noised=True), Text([8, 9], loss=True)]
-    batch = pack([sample], model, vae, [torch.Generator().manual_seed(2)])
+    batch = pack([sample], model.cfg, vae, [torch.Generator().manual_seed(2)])
     with torch.no_grad():
         from hyperbagel.model.sequence import embed
 
@@ -53,7 +53,7 @@ def test_losses_are_finite_and_backpropagate():
     g = torch.Generator().manual_seed(3)
     img = torch.rand(3, 64, 64, generator=g) * 2 - 1
     samples = [[Text([5, 6]), VaeImage(img, noised=True)], [VitImage(img), Text([7]), Text([8, 9], loss=True)]]
-    out = losses(model, pack(samples, model, vae, [g, g]))
+    out = losses(model, pack(samples, model.cfg, vae, [g, g]))
     assert out.ce_count == 3 and out.mse_count == 16 * 16
     (out.ce + out.mse).backward()
     assert model.llm2vae.weight.grad.abs().sum() > 0

@@ -47,6 +47,12 @@ def test_interrupted_run_resumes_with_identical_losses(vae_file, tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_parallel_data_workers_train_the_same_run(vae_file, tmp_path):
+    train_teacher(_cfg(vae_file, tmp_path / "a", steps=3), progress=False)
+    train_teacher(_cfg(vae_file, tmp_path / "b", steps=3, workers=2), progress=False)
+    assert _history(tmp_path / "a") == _history(tmp_path / "b")
+
+
 def test_loss_decreases_and_understanding_path_learns(vae_file, tmp_path):
     cfg = _cfg(vae_file, tmp_path, steps=12, lr=3e-3)
     train_teacher(cfg, progress=False)

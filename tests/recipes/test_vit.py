@@ -33,3 +33,16 @@ def test_pretraining_lowers_the_patch_loss():
                         cfg.vit_max_num_patch_per_side)
     assert hist[-1]["loss"] < 0.8 * hist[0]["loss"]
     assert any(not torch.equal(a, b) for a, b in zip(before, vit.parameters()))
+
+
+def test_parallel_scene_workers_pretrain_the_same_vit():
+    cfg = preset("micro")
+    vits = []
+    for workers in (0, 2):
+        torch.manual_seed(0)
+        vit = build_model(cfg).vit_model.vision_model
+        pretrain_vit(vit, ViTPretrainConfig(steps=3, batch=4), 64, cfg.vit.patch_size, cfg.vit_max_num_patch_per_side,
+                     workers=workers)
+        vits.append(vit)
+    for a, b in zip(vits[0].parameters(), vits[1].parameters()):
+        assert torch.equal(a, b)

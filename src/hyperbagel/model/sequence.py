@@ -17,6 +17,7 @@ from torch import Tensor
 from hyperbagel.flow.schedule import noisy, sample_train_times, velocity_target
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.bagel import Bagel
+from hyperbagel.model.config import BagelConfig
 from hyperbagel.model.latents import patchify_latents
 from hyperbagel.model.masks import CAUSAL, FULL, NOISE, training_mask
 from hyperbagel.model.siglip import patchify_image, vit_position_ids
@@ -60,6 +61,10 @@ class Batch:
     vae_index: Tensor | None  # [N_vae·n]
     target_v: Tensor | None  # [N_noised, n, P]
     noised: Tensor | None  # [N_vae] bool: which VAE blocks carry the MSE loss
+    # what ``encode_latents`` turns into vae_x / target_v: the VAE images and each one's random draws
+    vae_pixels: Tensor | None = None  # [N_vae, 3, H, W]
+    vae_eps: Tensor | None = None  # [N_vae, C, h, w]: the posterior sample's noise
+    vae_noise: Tensor | None = None  # [N_vae, n, P]: the flow-matching noise
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch with every tensor on ``device`` (packing itself always runs on the CPU)."""
@@ -68,15 +73,25 @@ class Batch:
 
 def pack(
     samples: list[list[Block]],
-    model: Bagel,
+    cfg: BagelConfig,
     vae: AutoEncoder,
     generators: list[torch.Generator],
     timestep_shift: float = 1.0,
 ) -> Batch:
-    """Lay out ``samples`` as one padded batch. Each sample's random draws (VAE posterior sample, timestep, noise,
-    in that order per image) come from its own generator, so a sample's tensors do not depend on its batch-mates
-    or on how a global batch is split over processes."""
-    cfg = model.cfg
+    """Lay out ``samples`` as one padded batch with its latents (``layout``, then ``encode_latents``)."""
+    return encode_latents(layout(samples, cfg, generators, timestep_shift), vae, cfg.latent_patch_size)
+
+
+def layout(
+    samples: list[list[Block]],
+    cfg: BagelConfig,
+    generators: list[torch.Generator],
+    timestep_shift: float = 1.0,
+) -> Batch:
+    """Lay out ``samples`` as one padded batch, with VAE images still as pixels. Each sample's random draws (VAE
+    posterior sample, timestep, noise, in that order per image) come from its own generator, so a sample's tensors
+    do not depend on its batch-mates or on how a global batch is split over processes. Runs on the CPU (data-loading
+    workers call it); ``encode_latents`` does the VAE's part wherever the VAE lives."""
     tok = cfg.special_tokens
     p_vit, side_vit = cfg.vit.patch_size, cfg.vit_max_num_patch_per_side
     f_lat, side_lat = cfg.latent_downsample, cfg.max_latent_size
@@ -148,20 +163,32 @@ def pack(
         _, h, w = vae_imgs[0]
         if any((hh, ww) != (h, w) for _, hh, ww in vae_imgs):
             raise ValueError("all VAE images of a batch must have the same size")
-        with torch.no_grad():
-            mean, logvar = vae.posterior(torch.stack([px for px, _, _ in vae_imgs]))
-        eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in vae_gens])
-        x0 = patchify_latents(vae.scale(mean + torch.exp(0.5 * logvar) * eps), cfg.latent_patch_size)
+        f = cfg.vae.downsample_factor
+        H, W = vae_imgs[0][0].shape[1:]
+        latent_shape = (cfg.vae.z_channels, H // f, W // f)
+        batch.vae_pixels = torch.stack([px for px, _, _ in vae_imgs])
+        batch.vae_eps = torch.stack([torch.randn(latent_shape, generator=g) for g in vae_gens])
         t = torch.cat([sample_train_times(1, timestep_shift, g) for g in vae_gens])
-        noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in vae_gens])
+        batch.vae_noise = torch.stack([torch.randn((h * w, cfg.patch_latent_dim), generator=g) for g in vae_gens])
         noised = torch.tensor(vae_noised)
-        t = torch.where(noised, t, torch.zeros_like(t))
-        batch.vae_x = torch.where(noised[:, None, None], noisy(x0, noise, t), x0)
-        batch.vae_t = t
+        batch.vae_t = torch.where(noised, t, torch.zeros_like(t))
         batch.vae_ids = vit_position_ids(h, w, side_lat)
         batch.vae_index = torch.tensor(vae_index)
-        batch.target_v = velocity_target(x0, noise)[noised]
         batch.noised = noised
+    return batch
+
+
+def encode_latents(batch: Batch, vae: AutoEncoder, latent_patch_size: int) -> Batch:
+    """Fill in a laid-out batch's latents from its VAE pixels and random draws, on the VAE's device: clean latents,
+    or ``x_t`` for noised blocks, and the velocity targets ``ε − x_0``."""
+    if batch.vae_pixels is None:
+        return batch
+    with torch.no_grad():
+        mean, logvar = vae.posterior(batch.vae_pixels)
+        x0 = patchify_latents(vae.scale(mean + torch.exp(0.5 * logvar) * batch.vae_eps), latent_patch_size)
+    t, noised = batch.vae_t, batch.noised
+    batch.vae_x = torch.where(noised[:, None, None], noisy(x0, batch.vae_noise, t), x0)
+    batch.target_v = velocity_target(x0, batch.vae_noise)[noised]
     return batch
 
 

@@ -38,7 +38,8 @@ def load_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module, tensors: 
     params = dict(model.named_parameters())
     for key, value in tensors.items():
         name, field = key.split("::")
-        optimizer.state[params[name]][field] = value
+        # moments live beside their parameter (a CUDA run resumes on the GPU); AdamW keeps its step count on the CPU
+        optimizer.state[params[name]][field] = value if field == "step" else value.to(params[name].device)
     for group, saved in zip(optimizer.param_groups, meta["param_groups"]):
         group.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
 

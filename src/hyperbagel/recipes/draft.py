@@ -202,7 +202,7 @@ def _sequence_tensors(model: Bagel, vae, specs: list[dict], answers: list[list[i
     """One target forward over ``[context, answer]`` per sample: states ``[S, L, D]`` (fp16), ids (−1 at image
     tokens), positions and the answer positions (where the target predicts an answer token or <|im_end|>)."""
     samples = [blocks_for(s, tok, a) for s, a in zip(specs, answers)]
-    batch = pack(samples, model, vae, [torch.Generator().manual_seed(s["seed"]) for s in specs])
+    batch = pack(samples, model.cfg, vae, [torch.Generator().manual_seed(s["seed"]) for s in specs])
     out = model.lm(embed(model, batch), batch.positions, gen=batch.gen, mask=batch.mask, return_layer_states=True)
     states = torch.stack(out.layer_states, dim=2)
     ids = batch.text_ids.clone().flatten()

@@ -28,10 +28,11 @@ from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.checkpoint import build_model, save_pretrained
 from hyperbagel.model.presets import preset
-from hyperbagel.model.sequence import losses, pack
+from hyperbagel.model.sequence import Batch, encode_latents, layout, losses
 from hyperbagel.model.tokenizer import ShapesTokenizer
 from hyperbagel.recipes.checkpointing import atomic_write_text, load_training_state, save_training_state
 from hyperbagel.recipes.shapes_tasks import GROUPS, SAMPLERS, TaskMix
+from hyperbagel.recipes.step_data import step_loader
 from hyperbagel.recipes.vae import load_autoencoder
 from hyperbagel.recipes.vit import ViTPretrainConfig, pretrain_vit
 from hyperbagel.world.vocab import all_words
@@ -44,13 +45,15 @@ class TeacherConfig:
     preset: str = "tiny"
     vae: str = "runs/vae/ae.safetensors"
     out: str = "runs/teacher"
-    steps: int = 680  # the tiny teacher of the README: ≈ 3.2 s per step with two free cores, plus ViT pre-training
-    batch: dict[str, int] = field(default_factory=lambda: {"gen": 16, "edit": 8, "und": 24})
+    # the long recipe (docs/teacher.md): many small steps, since a step's count, not its batch, limited every run so
+    # far; ≈ 4–5 s per step with two free cores
+    steps: int = 8000
+    batch: dict[str, int] = field(default_factory=lambda: {"gen": 24, "edit": 16, "und": 24})
     weights: dict[str, float] = field(default_factory=lambda: {"gen": 1.0, "edit": 1.0, "und": 1.0})
     grad_accum: int = 1
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
-    warmup: int = 100
+    warmup: int = 200
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -61,9 +64,10 @@ class TeacherConfig:
     timestep_shift: float = 1.0
     bf16: bool = True
     seed: int = 0
-    ckpt_every: int = 200
-    log_every: int = 20
+    ckpt_every: int = 100
+    log_every: int = 50
     device: str = "cpu"  # the model's device; batches are packed on the CPU (the VAE stays there) and moved
+    workers: int = 0  # data-loading processes that pack steps ahead of the model (0: pack in the training process)
     mix: TaskMix = field(default_factory=TaskMix)
     # the ViT is pre-trained on its own before joint training (recipes/vit.py); steps=0 skips it
     vit_pretrain: ViTPretrainConfig = field(default_factory=ViTPretrainConfig)
@@ -141,9 +145,9 @@ def item_generators(cfg: TeacherConfig, step: int, group: str, indices: range):
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        if p.requires_grad:
-            e.lerp_(p.detach(), 1 - decay)
+    pairs = [(e, p.detach()) for e, p in zip(ema.parameters(), model.parameters()) if p.requires_grad]
+    if pairs:
+        torch._foreach_lerp_([e for e, _ in pairs], [p for _, p in pairs], 1 - decay)
 
 
 def _world() -> tuple[int, int]:
@@ -160,20 +164,41 @@ def _all_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def step_loss(model: Bagel, vae: AutoEncoder, tok: ShapesTokenizer, cfg: TeacherConfig, step: int, micro: int):
+class StepBatches(torch.utils.data.Dataset):
+    """The laid-out batches of one optimizer step (``sequence.layout``: the VAE's part is left to the model's
+    device): for every micro-batch, each group's share of this process, built on the CPU. A pure function of the
+    step, so data-loading workers may build steps in parallel, ahead of the model, without changing a sample."""
+
+    def __init__(self, cfg: TeacherConfig, mcfg, tok: ShapesTokenizer):
+        self.cfg, self.mcfg, self.tok = cfg, mcfg, tok
+        self.rank, self.world = _world()
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int) -> list[dict[str, Batch]]:
+        cfg = self.cfg
+        micros = []
+        for micro in range(cfg.grad_accum):
+            batches = {}
+            for group in GROUPS:
+                n = cfg.batch.get(group, 0)
+                if n == 0:
+                    continue
+                first = micro * n
+                mine = range(first + self.rank * n // self.world, first + (self.rank + 1) * n // self.world)
+                rngs, gens = item_generators(cfg, step, group, mine)
+                samples = [SAMPLERS[group](r, self.tok, cfg.image_size, cfg.mix) for r in rngs]
+                batches[group] = layout(samples, self.mcfg, gens, cfg.timestep_shift)
+            micros.append(batches)
+        return micros
+
+
+def step_loss(model: Bagel, vae: AutoEncoder, batches: dict[str, Batch], cfg: TeacherConfig):
     """Backward of one micro-batch of every group; returns the logged (global) losses."""
-    rank, world = _world()
-    res = cfg.image_size
     logged = {}
-    for group in GROUPS:
-        n = cfg.batch.get(group, 0)
-        if n == 0:
-            continue
-        first = micro * n
-        mine = range(first + rank * n // world, first + (rank + 1) * n // world)
-        rngs, gens = item_generators(cfg, step, group, mine)
-        samples = [SAMPLERS[group](r, tok, res, cfg.mix) for r in rngs]
-        batch = pack(samples, model, vae, gens, cfg.timestep_shift).to(cfg.device)
+    for group, batch in batches.items():
+        batch = encode_latents(batch.to(cfg.device), vae, model.cfg.latent_patch_size)
         with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
             out = losses(model, batch)
         ce_n, mse_n = _all_sum([out.ce_count, out.mse_count])
@@ -210,12 +235,14 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
     if cfg.vit_pretrain.steps > 0 and not resuming:
         t = time.perf_counter()
         vit_history = pretrain_vit(model.vit_model.vision_model, cfg.vit_pretrain, mcfg.image_size,
-                                   mcfg.vit.patch_size, mcfg.vit_max_num_patch_per_side, progress and rank == 0)
+                                   mcfg.vit.patch_size, mcfg.vit_max_num_patch_per_side, progress and rank == 0,
+                                   cfg.device, cfg.workers)
         log.info("ViT pre-trained in %.0f s: %s", time.perf_counter() - t, vit_history[-1])
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(json.dumps(vit_history) + "\n", out / "vit_pretrain.json")
     model.to(cfg.device)
+    vae.to(cfg.device)
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -238,13 +265,14 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
         bar = tqdm(total=cfg.steps, initial=start, desc="teacher", unit="step", dynamic_ncols=True)
     t0 = time.perf_counter()
     model.train()
-    for step in range(start, cfg.steps):
+    data = step_loader(StepBatches(cfg, mcfg, tok), start, cfg.steps, cfg.workers, cfg.device)
+    for step, micros in zip(range(start, cfg.steps), data):
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         opt.zero_grad(set_to_none=True)
         logged: dict[str, float] = {}
-        for micro in range(cfg.grad_accum):
-            for k, v in step_loss(model, vae, tok, cfg, step, micro).items():
+        for batches in micros:
+            for k, v in step_loss(model, vae, batches, cfg).items():
                 logged[k] = logged.get(k, 0.0) + v / cfg.grad_accum
         if world > 1:
             for p in params:

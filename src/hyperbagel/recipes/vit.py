@@ -16,9 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from hyperbagel.model.pixels import to_model_pixels
 from hyperbagel.model.siglip import SiglipVisionTransformer, patchify_image, vit_position_ids
+from hyperbagel.recipes.step_data import step_loader
 from hyperbagel.world import palette as P
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import Scene, sample_scene
@@ -91,23 +93,37 @@ def make_batch(rng: np.random.Generator, n: int, resolution: int, patch: int):
 
 
 def vit_features(vit: SiglipVisionTransformer, pixels: Tensor, n_images: int, side: int, grid: int) -> Tensor:
-    ids = vit_position_ids(grid, grid, side).repeat(n_images)
+    ids = vit_position_ids(grid, grid, side).repeat(n_images).to(pixels.device)
     return vit(pixels, ids, [grid * grid] * n_images)
 
 
+class SceneBatches(Dataset):
+    """The batch of each pre-training step: a pure function of (seed, step), so workers can draw steps ahead."""
+
+    def __init__(self, cfg: ViTPretrainConfig, resolution: int, patch: int):
+        self.cfg, self.resolution, self.patch = cfg, resolution, patch
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int):
+        return make_batch(np.random.default_rng([self.cfg.seed, 7, step]), self.cfg.batch, self.resolution, self.patch)
+
+
 def pretrain_vit(vit: SiglipVisionTransformer, cfg: ViTPretrainConfig, resolution: int, patch: int, side: int,
-                 progress: bool = False) -> list[dict]:
-    """Train ``vit`` in place with fresh linear heads; returns the loss/accuracy history (step 1, then every 20
-    steps)."""
+                 progress: bool = False, device: str = "cpu", workers: int = 0) -> list[dict]:
+    """Train ``vit`` in place with fresh linear heads (on ``device``; scenes are drawn on the CPU, by ``workers``
+    processes if any); returns the loss/accuracy history (step 1, then every 20 steps)."""
     grid = resolution // patch
     gen = torch.Generator().manual_seed(cfg.seed)
     heads = PatchHeads(vit.post_layernorm.normalized_shape[0])
     with torch.no_grad():
         for p in heads.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    vit.to(device)
+    heads.to(device)
     params = [*vit.parameters(), *heads.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    rng = np.random.default_rng([cfg.seed, 7])
     history = []
     bar = None
     if progress:
@@ -115,12 +131,13 @@ def pretrain_vit(vit: SiglipVisionTransformer, cfg: ViTPretrainConfig, resolutio
 
         bar = tqdm(total=cfg.steps, desc="vit pre-training", unit="step", dynamic_ncols=True)
     vit.train()
-    for step in range(cfg.steps):
+    data = step_loader(SceneBatches(cfg, resolution, patch), 0, cfg.steps, workers, device)
+    for step, (pixels, targets) in enumerate(data):
         warm = (step + 1) / cfg.warmup
         cos = 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for g in opt.param_groups:
             g["lr"] = cfg.lr * min(warm, cos)
-        pixels, targets = make_batch(rng, cfg.batch, resolution, patch)
+        pixels, targets = pixels.to(device), {k: v.to(device) for k, v in targets.items()}
         logits = heads(vit_features(vit, pixels, cfg.batch, side, grid))
         loss = patch_loss(logits, targets)
         opt.zero_grad(set_to_none=True)
