@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The default teacher's long run on this machine, in the background; run it again to resume (exact) after a stop.
+#   bash scripts/teacher_long.sh [OUT]      # OUT defaults to runs/teacher-long; log: OUT.log
+# Builds the VAE first if runs/vae has none. Pause it while the test suite runs: kill -STOP <pid>, then -CONT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-runs/teacher-long}
+mkdir -p "$(dirname "$out")"
+[ -f runs/vae/ae.safetensors ] || hyperbagel train vae --preset tiny --out runs/vae >>runs/vae.log 2>&1
+TQDM_MININTERVAL=60 nohup hyperbagel train teacher --vae runs/vae/ae.safetensors --out "$out" >>"$out.log" 2>&1 &
+echo "$!" >"$out.pid"
+echo "teacher run: pid $(cat "$out.pid"), log $out.log"
