@@ -76,6 +76,16 @@ def add_commands(subparsers) -> None:
     p.add_argument("--bf16", action="store_true", help="run the language model under bf16 CPU autocast")
     p.set_defaults(func=cmd_eval_model)
 
+    p = subparsers.add_parser("ship", help="make a trained model folder a shipped one: bf16 weights, model card, "
+                                           "SHA256SUMS")
+    p.add_argument("run", type=Path, help="the trained model folder (as train teacher leaves it)")
+    p.add_argument("--out", type=Path, required=True, help="e.g. src/hyperbagel/pretrained/shapes-teacher")
+    p.add_argument("--scores", type=Path, nargs="+", required=True,
+                   help="score JSON files of the full suites (eval-model --json) to put in the card")
+    p.add_argument("--command", required=True, help="the command that trained it, for the card")
+    p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: round to bf16)")
+    p.set_defaults(func=cmd_ship)
+
     p = subparsers.add_parser("sheet", help="one PNG of a model's images, edits and answers on the first item of each "
                                             "suite tag, each judged")
     p.add_argument("--ckpt", type=Path, default=Path("runs/teacher"), help="model folder")
@@ -191,6 +201,15 @@ def cmd_train_teacher(args) -> int:
     init_distributed()
     out = train_teacher(cfg)
     print(f"teacher: {out}")
+    return 0
+
+
+def cmd_ship(args) -> int:
+    from hyperbagel.pretrained.ship import ship
+
+    sums = ship(args.run, args.out, args.scores, args.command, bf16=not args.fp32)
+    size = sum((args.out / name).stat().st_size for name in sums)
+    print(f"shipped {args.run} → {args.out}: {len(sums)} files, {size / 2**20:.1f} MiB")
     return 0
 
 

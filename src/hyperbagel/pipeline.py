@@ -38,6 +38,7 @@ from hyperbagel.model.pixels import to_model_pixels, to_uint8
 from hyperbagel.model.siglip import patchify_image, vit_position_ids
 from hyperbagel.model.student import StudentInfo, has_student, load_student
 from hyperbagel.model.tokenizer import ShapesTokenizer
+from hyperbagel.pretrained import resolve
 
 T2I_GUIDANCE = GuidanceConfig(text_scale=4.0, image_scale=1.0, interval=(0.0, 1.0), renorm_type="global")
 EDIT_GUIDANCE = GuidanceConfig(text_scale=4.0, image_scale=1.5, interval=(0.4, 1.0), renorm_type="text_channel")
@@ -83,9 +84,7 @@ class Pipeline:
                         ) -> Pipeline:
         """``student``: None loads the folder's student if it has one, False never, a path that folder's student
         (on this folder's teacher)."""
-        path = Path(path)
-        if not path.is_dir():
-            raise HyperBagelError(f"model folder not found: {path}")
+        path = resolve(path)  # a folder, or a shipped model's short name
         model, vae = load_pretrained(path, device)
         student_model, info = None, None
         source = path if student is None or student is True else (None if student is False else Path(student))

@@ -19,6 +19,7 @@ from hyperbagel.errors import HyperBagelError
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.config import BagelConfig
+from hyperbagel.pretrained import resolve
 
 CONFIG_FILE, MODEL_FILE, AE_FILE = "config.json", "ema.safetensors", "ae.safetensors"
 
@@ -95,7 +96,7 @@ def save_pretrained(
 
 
 def load_config(folder: str | Path) -> BagelConfig:
-    path = Path(folder) / CONFIG_FILE
+    path = resolve(folder) / CONFIG_FILE
     if not path.is_file():
         raise HyperBagelError(f"not a model folder: {folder} has no {CONFIG_FILE}")
     try:
@@ -105,8 +106,9 @@ def load_config(folder: str | Path) -> BagelConfig:
 
 
 def load_pretrained(folder: str | Path, device: str | torch.device = "cpu") -> tuple[Bagel, AutoEncoder]:
-    """Build on the meta device, then load both weight files strictly (fp32)."""
-    folder = Path(folder)
+    """Build on the meta device, then load both weight files strictly (fp32). ``folder`` may also be a shipped
+    model's short name (``hyperbagel.pretrained``)."""
+    folder = resolve(folder)
     cfg = load_config(folder)
     model = build_model(cfg, "meta")
     model.to_empty(device=device)
