@@ -46,7 +46,7 @@ class TeacherConfig:
     vae: str = "runs/vae/ae.safetensors"
     out: str = "runs/teacher"
     # the long recipe (docs/teacher.md): many small steps, since a step's count, not its batch, limited every run so
-    # far; 5.7 s per step with two free cores (measured), so ≈ 11 h here
+    # far; 5.5 s per step with two free cores (measured: scripts/teacher_step_cost.py), so ≈ 10.7 h here
     steps: int = 7000
     batch: dict[str, int] = field(default_factory=lambda: {"gen": 24, "edit": 16, "und": 24})
     weights: dict[str, float] = field(default_factory=lambda: {"gen": 1.0, "edit": 1.0, "und": 1.0})
@@ -66,7 +66,7 @@ class TeacherConfig:
     seed: int = 0
     ckpt_every: int = 100
     log_every: int = 50
-    device: str = "cpu"  # the model's device; batches are packed on the CPU (the VAE stays there) and moved
+    device: str = "cpu"  # the model's and the VAE's device; batches are laid out on the CPU and moved
     workers: int = 0  # data-loading processes that pack steps ahead of the model (0: pack in the training process)
     mix: TaskMix = field(default_factory=TaskMix)
     # the ViT is pre-trained on its own before joint training (recipes/vit.py); steps=0 skips it
