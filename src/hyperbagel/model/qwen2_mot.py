@@ -1,8 +1,9 @@
 """The Qwen2-style language model as a mixture of transformers (BAGEL's ``Qwen2MoTDecoderLayer``).
 
 Every per-token module exists twice: the understanding copy (original Qwen2 name) and the generation copy
-(``*_moe_gen``). Tokens are routed by a boolean ``gen`` mask (VAE latent tokens use the generation copy), and all
-tokens meet in one joint attention. Parameter names are BAGEL's, so ``ema.safetensors`` loads by name.
+(``*_moe_gen``). Tokens are routed by a boolean ``gen`` mask (VAE latent tokens use the generation copy), turned once
+per forward into row indices (``Routing``), and all tokens meet in one joint attention. Parameter names are BAGEL's,
+so ``ema.safetensors`` loads by name.
 
 Layout: ``[B, S, D]`` with explicit RoPE positions ``[B, S]`` and an explicit boolean attention mask
 ``[B, 1, S, T]`` (True = may attend) over ``[cached keys ‖ new keys]``; see ``masks.py`` for the rules.
@@ -76,32 +77,40 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-def route(x: Tensor, gen: Tensor | None, und_fn: Module, gen_fn: Module) -> Tensor:
-    """Apply ``und_fn`` to understanding tokens and ``gen_fn`` to generation tokens (``gen`` is ``[B, S]`` bool).
+@dataclass(frozen=True)
+class Routing:
+    """Which tokens of a ``[B, S]`` batch each expert takes, as flat row indices. Built once per forward (its one
+    ``nonzero`` is the forward's only host synchronisation for routing), so no decoder layer waits on the host."""
 
-    On a GPU both experts run on every token and a select keeps each token's own (``route_select``): twice the
-    arithmetic of the routed layers, which a GPU has to spare at these sizes, and no host synchronisation, which
-    boolean indexing costs in every sub-layer and which made CUDA training steps host-bound."""
-    if gen is None:
+    und: Tensor  # flat indices of understanding tokens
+    gen: Tensor  # flat indices of generation tokens
+
+    @classmethod
+    def of(cls, gen: Tensor | None) -> Routing | None:
+        """None when every token is an understanding token (or ``gen`` is None)."""
+        if gen is None:
+            return None
+        flat = gen.reshape(-1)
+        gen_rows = flat.nonzero().squeeze(1)
+        if gen_rows.numel() == 0:
+            return None
+        return cls((~flat).nonzero().squeeze(1), gen_rows)
+
+
+def route(x: Tensor, routing: Routing | None, und_fn: Module, gen_fn: Module) -> Tensor:
+    """Apply ``und_fn`` to understanding tokens and ``gen_fn`` to generation tokens of ``x [..., D]``: each expert
+    runs once on its own rows (gathered by index, so shapes are known without asking the device)."""
+    if routing is None:
         return und_fn(x)
-    if x.is_cuda:
-        return route_select(x, gen, und_fn, gen_fn)
-    n_gen = int(gen.sum())
-    if n_gen == 0:
-        return und_fn(x)
-    if n_gen == gen.numel():
+    if routing.und.numel() == 0:
         return gen_fn(x)
-    und_out = und_fn(x[~gen])
-    gen_out = gen_fn(x[gen])
-    out = und_out.new_empty(*gen.shape, und_out.shape[-1])
-    out[~gen] = und_out
-    out[gen] = gen_out
-    return out
-
-
-def route_select(x: Tensor, gen: Tensor, und_fn: Module, gen_fn: Module) -> Tensor:
-    """``route`` without data-dependent shapes: both experts on every token, then a per-token select."""
-    return torch.where(gen.unsqueeze(-1), gen_fn(x), und_fn(x))
+    flat = x.reshape(-1, x.shape[-1])
+    und_out = und_fn(flat.index_select(0, routing.und))
+    gen_out = gen_fn(flat.index_select(0, routing.gen))
+    out = und_out.new_empty(flat.shape[0], und_out.shape[-1])
+    out.index_copy_(0, routing.und, und_out)
+    out.index_copy_(0, routing.gen, gen_out.to(und_out.dtype))
+    return out.view(*x.shape[:-1], und_out.shape[-1])
 
 
 def rope_cos_sin(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -148,7 +157,7 @@ class MoTAttention(nn.Module):
     def forward(
         self,
         x: Tensor,
-        gen: Tensor | None,
+        routing: Routing | None,
         cos: Tensor,
         sin: Tensor,
         mask: Tensor | None,
@@ -158,7 +167,7 @@ class MoTAttention(nn.Module):
     ) -> Tensor:
         B, S, _ = x.shape
         H, Hkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
-        qkv = route(x, gen, lambda t: self._qkv(t, ""), lambda t: self._qkv(t, "_moe_gen"))
+        qkv = route(x, routing, lambda t: self._qkv(t, ""), lambda t: self._qkv(t, "_moe_gen"))
         qkv = qkv.view(B, S, H + 2 * Hkv, hd)
         q, k, v = qkv.split([H, Hkv, Hkv], dim=2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -167,7 +176,7 @@ class MoTAttention(nn.Module):
             k, v = cache.extend(layer, k, v, store=update_cache)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=H != Hkv)
         out = out.transpose(1, 2).reshape(B, S, H * hd)
-        return route(out, gen, self.o_proj, self.o_proj_moe_gen)
+        return route(out, routing, self.o_proj, self.o_proj_moe_gen)
 
 
 class MoTDecoderLayer(nn.Module):
@@ -181,11 +190,11 @@ class MoTDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm_moe_gen = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, gen, cos, sin, mask, cache, layer, update_cache) -> Tensor:
-        h = route(x, gen, self.input_layernorm, self.input_layernorm_moe_gen)
-        x = x + self.self_attn(h, gen, cos, sin, mask, cache, layer, update_cache)
-        h = route(x, gen, self.post_attention_layernorm, self.post_attention_layernorm_moe_gen)
-        h = route(h, gen, self.mlp, self.mlp_moe_gen)
+    def forward(self, x, routing, cos, sin, mask, cache, layer, update_cache) -> Tensor:
+        h = route(x, routing, self.input_layernorm, self.input_layernorm_moe_gen)
+        x = x + self.self_attn(h, routing, cos, sin, mask, cache, layer, update_cache)
+        h = route(x, routing, self.post_attention_layernorm, self.post_attention_layernorm_moe_gen)
+        h = route(h, routing, self.mlp, self.mlp_moe_gen)
         return x + h
 
 
@@ -221,14 +230,13 @@ class Qwen2Model(nn.Module):
         visible); ``update_cache=False`` attends to the cache without storing the new keys (denoising steps).
         """
         cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
-        if gen is not None and not bool(gen.any()):
-            gen = None
+        routing = Routing.of(gen)
         states = [] if return_layer_states else None
         for i, layer in enumerate(self.layers):
-            x = layer(x, gen, cos, sin, mask, cache, i, update_cache)
+            x = layer(x, routing, cos, sin, mask, cache, i, update_cache)
             if states is not None:
                 states.append(x)
-        return LMOutput(route(x, gen, self.norm, self.norm_moe_gen), states)
+        return LMOutput(route(x, routing, self.norm, self.norm_moe_gen), states)
 
 
 class Qwen2ForCausalLM(nn.Module):
