@@ -67,7 +67,7 @@ class Batch:
     vae_noise: Tensor | None = None  # [N_vae, n, P]: the flow-matching noise
 
     def to(self, device: torch.device | str) -> Batch:
-        """The same batch with every tensor on ``device`` (packing itself always runs on the CPU)."""
+        """The same batch with every tensor on ``device`` (``layout`` always runs on the CPU)."""
         return Batch(*(None if v is None else v.to(device) for v in (getattr(self, f.name) for f in fields(self))))
 
 
