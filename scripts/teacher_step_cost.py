@@ -24,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from hyperbagel.model.checkpoint import build_model
 from hyperbagel.model.presets import preset
 from hyperbagel.model.tokenizer import ShapesTokenizer
-from hyperbagel.recipes.teacher import StepBatches, TeacherConfig, ema_update, init_weights, step_loss
+from hyperbagel.recipes.teacher import StepBatches, TeacherConfig, build_aligner, ema_update, init_weights, step_loss
 from hyperbagel.recipes.vae import load_autoencoder
 from hyperbagel.world.vocab import all_words
 
@@ -50,32 +50,38 @@ def main() -> int:
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     ap.add_argument("--flush-denormal", action="store_true")
     ap.add_argument("--count-ops", action="store_true", help="count dispatched ops of one step instead of timing")
+    ap.add_argument("--config", default=None, help="TeacherConfig overrides (a JSON file), as train teacher's")
+    ap.add_argument("--at", type=int, default=0, help="time the steps from this one on (a curriculum's phase)")
     args = ap.parse_args()
     torch.set_flush_denormal(args.flush_denormal)
     batch = dict(zip(("gen", "edit", "und"), (int(n) for n in args.batch.split(","))))
-    cfg = TeacherConfig(batch=batch, bf16=not args.fp32, vae=args.vae)
+    overrides = json.loads(open(args.config).read()) if args.config else {}
+    cfg = TeacherConfig(**{"batch": batch, **overrides, "bf16": not args.fp32, "vae": args.vae})
     vae = load_autoencoder(cfg.vae).eval()
     tok = ShapesTokenizer.build(list(all_words()))
-    mcfg = dataclasses.replace(preset(cfg.preset), vae=vae.config)
+    base = preset(cfg.preset)
+    mcfg = dataclasses.replace(base, vae=vae.config, llm=dataclasses.replace(base.llm, **cfg.llm))
     cfg.image_size = mcfg.image_size
     model = build_model(mcfg)
     init_weights(model, cfg.init_std, torch.Generator().manual_seed(0), tuple(cfg.fan_in_init), cfg.qk_norm_init)
     ema = build_model(mcfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+    aligner = build_aligner(cfg, model) if cfg.align.active else None
+    trained = [*model.parameters(), *(aligner.heads.parameters() if aligner else [])]
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=cfg.betas)
     data = StepBatches(cfg, mcfg, tok)
 
     def step(i: int) -> list:
         opt.zero_grad(set_to_none=True)
-        micros = data[i]
+        micros = data[args.at + i]
         for micro in micros:
-            step_loss(model, vae, micro, cfg)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            step_loss(model, vae, micro, cfg, aligner)
+        torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
         opt.step()
         ema_update(ema, model, cfg.ema_decay)
         return micros
 
-    report = {"batch": batch, "bf16": cfg.bf16, "flush_denormal": args.flush_denormal,
-              "threads": torch.get_num_threads()}
+    report = {"batch": batch, "config": overrides, "at": args.at, "bf16": cfg.bf16,
+              "flush_denormal": args.flush_denormal, "threads": torch.get_num_threads()}
     if args.count_ops:
         step(0)
         with OpCounter() as c:
@@ -84,16 +90,17 @@ def main() -> int:
                       top=c.counts.most_common(8))
     else:
         active = sum(p.numel() for n, p in model.language_model.model.layers.named_parameters() if "_moe_gen" not in n)
-        times, tokens = [], 0
+        times, tokens, samples = [], 0, 0
         for i in range(args.steps):
             t = time.perf_counter()
             micros = step(i)
             times.append(time.perf_counter() - t)
             if i >= args.skip:
                 tokens += sum(b.text_ids.numel() for micro in micros for b in micro.values())
+                samples += sum(b.text_ids.shape[0] for micro in micros for b in micro.values())
         timed = sum(times[args.skip:])
         per_step = timed / (args.steps - args.skip)
-        report.update(s_per_step=per_step, ms_per_sample=1000 * per_step / sum(batch.values()),
+        report.update(s_per_step=per_step, ms_per_sample=1000 * timed / samples,
                       padded_tokens_per_s=tokens / timed, model_gflops=6 * active * tokens / timed / 1e9,
                       first_steps_s=times[:args.skip])
     print(json.dumps(report))

@@ -98,3 +98,45 @@ def test_init_sets_qk_norm_gain_fan_in_scale_and_moe_twins():
     assert abs(w.std().item() * w.shape[1] ** 0.5 - 1.0) < 0.1
     gen = [k for k in state if "_moe_gen" in k]
     assert gen and all(torch.equal(state[k], state[k.replace("_moe_gen", "")]) for k in gen)
+
+
+ALIGN = {"repa": 0.5, "labels": 1.0, "layer": 2}
+CURRICULUM = [{"until": 0.5, "batch": {"gen": 3, "edit": 1}, "mix": {"caption_objects": 1}}]
+
+
+def test_aligned_curriculum_run_resumes_exactly_and_logs_its_losses(vae_file, tmp_path):
+    kw = {"align": ALIGN, "curriculum": CURRICULUM}
+    train_teacher(_cfg(vae_file, tmp_path / "a", **kw), progress=False)
+    train_teacher(_cfg(vae_file, tmp_path / "b", **kw), progress=False, stop_after=2)
+    train_teacher(_cfg(vae_file, tmp_path / "b", **kw), progress=False)
+    a, b = _history(tmp_path / "a"), _history(tmp_path / "b")
+    assert a == b
+    assert {"gen/repa", "gen/colours", "edit/repa", "edit/colours"} <= set(a[0])
+    assert (tmp_path / "b" / "train" / "train_aux.safetensors").is_file()
+
+
+def test_aligned_run_changes_training_and_plain_run_is_unchanged_by_the_options(vae_file, tmp_path):
+    train_teacher(_cfg(vae_file, tmp_path / "plain"), progress=False)
+    train_teacher(_cfg(vae_file, tmp_path / "off", align={"repa": 0.0, "layer": 3}, curriculum=[]), progress=False)
+    train_teacher(_cfg(vae_file, tmp_path / "on", align=ALIGN), progress=False)
+    plain, off, on = (_history(tmp_path / n) for n in ("plain", "off", "on"))
+    assert plain == off
+    assert plain[0]["gen/mse"] == on[0]["gen/mse"]  # the first forward is the same model
+    assert plain[-1]["gen/mse"] != on[-1]["gen/mse"]  # the auxiliary gradient moved it
+
+
+def test_snapshots_keep_the_ema_model_of_every_nth_step(vae_file, tmp_path):
+    train_teacher(_cfg(vae_file, tmp_path, snapshot_every=2), progress=False)
+    snaps = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
+    assert snaps == ["000002", "000004"]
+    load_pretrained(tmp_path / "snapshots" / "000002")
+
+
+def test_curriculum_and_shape_overrides_are_checked(vae_file, tmp_path):
+    with pytest.raises(ValueError, match="curriculum"):
+        _cfg(vae_file, tmp_path, curriculum=[{"until": 0.8}, {"until": 0.4}])
+    with pytest.raises(ValueError, match="unknown groups"):
+        _cfg(vae_file, tmp_path, curriculum=[{"until": 0.5, "batch": {"images": 2}}])
+    train_teacher(_cfg(vae_file, tmp_path, steps=1, llm={"hidden_size": 32, "intermediate_size": 64}), progress=False)
+    model, _ = load_pretrained(tmp_path)
+    assert model.cfg.llm.hidden_size == 32

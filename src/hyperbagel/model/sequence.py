@@ -213,6 +213,7 @@ class Losses:
     ce_count: int
     mse_sum: Tensor
     mse_count: int  # number of latent values
+    image_states: Tensor | None = None  # [N_noised, n, D]: the noised image tokens after ``probe_layer``
 
     @property
     def ce(self) -> Tensor:
@@ -223,9 +224,12 @@ class Losses:
         return self.mse_sum / max(self.mse_count, 1)
 
 
-def losses(model: Bagel, batch: Batch) -> Losses:
-    """Summed next-token cross-entropy and flow-matching squared error (callers normalise, possibly globally)."""
-    out = model.lm(embed(model, batch), batch.positions, gen=batch.gen, mask=batch.mask)
+def losses(model: Bagel, batch: Batch, probe_layer: int | None = None) -> Losses:
+    """Summed next-token cross-entropy and flow-matching squared error (callers normalise, possibly globally).
+    ``probe_layer`` (1-based) also returns the noised image tokens' hidden states after that decoder layer, for
+    auxiliary losses on them (``recipes/alignment.py``)."""
+    out = model.lm(embed(model, batch), batch.positions, gen=batch.gen, mask=batch.mask,
+                   return_layer_states=probe_layer is not None)
     hidden = out.hidden
     zero = hidden.sum() * 0.0
     sel = batch.labels != IGNORE
@@ -233,12 +237,18 @@ def losses(model: Bagel, batch: Batch) -> Losses:
     if ce_count:
         logits = model.logits(hidden[sel]).float()
         ce_sum = torch.nn.functional.cross_entropy(logits, batch.labels[sel], reduction="sum")
-    mse_sum, mse_count = zero, 0
+    mse_sum, mse_count, probed = zero, 0, None
     if batch.target_v is not None and batch.target_v.numel():
-        B, S, D = hidden.shape
-        N, n, P = batch.vae_x.shape
-        h = hidden.reshape(B * S, D)[batch.vae_index].view(N, n, D)[batch.noised]
-        v = model.velocity(h).float()
+        v = model.velocity(_noised_tokens(hidden, batch)).float()
         mse_sum = (v - batch.target_v).pow(2).sum()
         mse_count = batch.target_v.numel()
-    return Losses(ce_sum, ce_count, mse_sum, mse_count)
+        if probe_layer is not None:
+            probed = _noised_tokens(out.layer_states[probe_layer - 1], batch)
+    return Losses(ce_sum, ce_count, mse_sum, mse_count, probed)
+
+
+def _noised_tokens(hidden: Tensor, batch: Batch) -> Tensor:
+    """The noised VAE blocks' tokens of ``hidden [B, S, D]``, as ``[N_noised, n, D]``."""
+    B, S, D = hidden.shape
+    N, n, _ = batch.vae_x.shape
+    return hidden.reshape(B * S, D)[batch.vae_index].view(N, n, D)[batch.noised]

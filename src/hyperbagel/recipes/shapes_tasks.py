@@ -35,6 +35,7 @@ class TaskMix:
     interleaved: float = 0.2  # of understanding samples, the share with clean latents in context
     drop_text: float = 0.1
     drop_images: float = 0.1
+    caption_objects: int = 0  # at most this many objects in caption-prompt scenes (0: the world's range)
 
 
 def _pixels(scene):
@@ -43,7 +44,8 @@ def _pixels(scene):
 
 def gen_sample(rng: np.random.Generator, tok: ShapesTokenizer, resolution: int, mix: TaskMix) -> list[Block]:
     if rng.random() < mix.caption_prompts:
-        scene = sample_scene(rng, resolution)
+        n = int(rng.integers(1, mix.caption_objects + 1)) if mix.caption_objects else None
+        scene = sample_scene(rng, resolution, n_objects=n)
         prompt = caption(scene)
         item = {"tag": t2i.CAPTION_TAG, "prompt": prompt}
     else:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file
 from torch import nn
 
 from hyperbagel.model.autoencoder import AutoEncoder
@@ -29,8 +30,15 @@ from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.checkpoint import build_model, save_pretrained
 from hyperbagel.model.presets import preset
 from hyperbagel.model.sequence import Batch, encode_latents, layout, losses
+from hyperbagel.model.siglip import SiglipVisionTransformer
 from hyperbagel.model.tokenizer import ShapesTokenizer
-from hyperbagel.recipes.checkpointing import atomic_write_text, load_training_state, save_training_state
+from hyperbagel.recipes.alignment import AlignConfig, AlignHeads, align_loss
+from hyperbagel.recipes.checkpointing import (
+    atomic_save_tensors,
+    atomic_write_text,
+    load_training_state,
+    save_training_state,
+)
 from hyperbagel.recipes.shapes_tasks import GROUPS, SAMPLERS, TaskMix
 from hyperbagel.recipes.step_data import step_loader
 from hyperbagel.recipes.vae import load_autoencoder
@@ -71,6 +79,13 @@ class TeacherConfig:
     mix: TaskMix = field(default_factory=TaskMix)
     # the ViT is pre-trained on its own before joint training (recipes/vit.py); steps=0 skips it
     vit_pretrain: ViTPretrainConfig = field(default_factory=ViTPretrainConfig)
+    # auxiliary losses on the noised image tokens (recipes/alignment.py); off by default
+    align: AlignConfig = field(default_factory=AlignConfig)
+    # phases of the run, in order: {"until": fraction of steps, "batch": {...}, "mix": {TaskMix overrides}}; a phase
+    # leaves out what it does not change, and steps past the last phase use ``batch`` and ``mix``
+    curriculum: list[dict] = field(default_factory=list)
+    llm: dict = field(default_factory=dict)  # overrides of the preset's LLMConfig (width, depth, heads)
+    snapshot_every: int = 0  # also keep the EMA model folder of every N-th step under OUT/snapshots/STEP
     image_size: int = 0  # set from the preset
 
     def __post_init__(self) -> None:
@@ -78,15 +93,29 @@ class TeacherConfig:
             self.mix = TaskMix(**self.mix)
         if isinstance(self.vit_pretrain, dict):
             self.vit_pretrain = ViTPretrainConfig(**self.vit_pretrain)
+        if isinstance(self.align, dict):
+            self.align = AlignConfig(**self.align)
         self.betas = tuple(self.betas)
         if self.steps <= 0 or self.grad_accum <= 0:
             raise ValueError("TeacherConfig.steps and grad_accum must be positive")
-        unknown = set(self.batch) - set(GROUPS)
-        if unknown:
-            raise ValueError(f"TeacherConfig.batch has unknown groups {sorted(unknown)}; groups are {GROUPS}")
+        for batch in [self.batch, *(phase.get("batch", {}) for phase in self.curriculum)]:
+            unknown = set(batch) - set(GROUPS)
+            if unknown:
+                raise ValueError(f"TeacherConfig.batch has unknown groups {sorted(unknown)}; groups are {GROUPS}")
+        ends = [phase["until"] for phase in self.curriculum]
+        if ends != sorted(ends) or any(not 0 < e <= 1 for e in ends):
+            raise ValueError("TeacherConfig.curriculum: each phase needs 'until' in (0, 1], increasing")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def phase_at(cfg: TeacherConfig, step: int) -> tuple[dict[str, int], TaskMix]:
+    """The per-group batch sizes and task mix of ``step``: the first curriculum phase that has not ended."""
+    for phase in cfg.curriculum:
+        if step < phase["until"] * cfg.steps:
+            return {**cfg.batch, **phase.get("batch", {})}, dataclasses.replace(cfg.mix, **phase.get("mix", {}))
+    return cfg.batch, cfg.mix
 
 
 def lr_at(cfg: TeacherConfig, step: int) -> float:
@@ -178,32 +207,57 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, step: int) -> list[dict[str, Batch]]:
         cfg = self.cfg
+        sizes, mix = phase_at(cfg, step)
         micros = []
         for micro in range(cfg.grad_accum):
             batches = {}
             for group in GROUPS:
-                n = cfg.batch.get(group, 0)
+                n = sizes.get(group, 0)
                 if n == 0:
                     continue
                 first = micro * n
                 mine = range(first + self.rank * n // self.world, first + (self.rank + 1) * n // self.world)
                 rngs, gens = item_generators(cfg, step, group, mine)
-                samples = [SAMPLERS[group](r, self.tok, cfg.image_size, cfg.mix) for r in rngs]
+                samples = [SAMPLERS[group](r, self.tok, cfg.image_size, mix) for r in rngs]
                 batches[group] = layout(samples, self.mcfg, gens, cfg.timestep_shift)
             micros.append(batches)
         return micros
 
 
-def step_loss(model: Bagel, vae: AutoEncoder, batches: dict[str, Batch], cfg: TeacherConfig):
+@dataclass
+class Aligner:
+    """What the auxiliary losses need: their heads and the frozen pre-trained ViT that REPA aligns to."""
+
+    heads: AlignHeads
+    vit: SiglipVisionTransformer | None
+
+    def to(self, device: str) -> None:
+        self.heads.to(device)
+        if self.vit is not None:
+            self.vit.to(device)
+
+
+def step_loss(model: Bagel, vae: AutoEncoder, batches: dict[str, Batch], cfg: TeacherConfig,
+              aligner: Aligner | None = None):
     """Backward of one micro-batch of every group; returns the logged (global) losses."""
     logged = {}
+    mcfg = model.cfg
     for group, batch in batches.items():
-        batch = encode_latents(batch.to(cfg.device), vae, model.cfg.latent_patch_size)
+        batch = encode_latents(batch.to(cfg.device), vae, mcfg.latent_patch_size)
+        aligned = aligner is not None and batch.noised is not None and bool(batch.noised.any())
         with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            out = losses(model, batch)
+            out = losses(model, batch, cfg.align.layer if aligned else None)
+            if aligned:
+                aux, parts = align_loss(cfg.align, aligner.heads, out.image_states, batch.vae_pixels[batch.noised],
+                                        aligner.vit, mcfg.vit.patch_size, mcfg.vit_max_num_patch_per_side,
+                                        mcfg.latent_downsample)
         ce_n, mse_n = _all_sum([out.ce_count, out.mse_count])
         scale = cfg.weights.get(group, 1.0) / cfg.grad_accum
         loss = out.ce_sum / max(ce_n, 1) + out.mse_sum / max(mse_n, 1)
+        if aligned:
+            loss = loss + aux
+            for k, v in parts.items():
+                logged[f"{group}/{k}"] = v
         (loss * scale).backward()
         ce, mse = _all_sum([out.ce_sum.item() / max(ce_n, 1), out.mse_sum.item() / max(mse_n, 1)])
         if ce_n:
@@ -226,7 +280,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
     base = preset(cfg.preset)
     if tok.vocab_size > base.llm.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} words, preset vocab is {base.llm.vocab_size}")
-    mcfg = dataclasses.replace(base, vae=vae.config)
+    mcfg = dataclasses.replace(base, vae=vae.config, llm=dataclasses.replace(base.llm, **cfg.llm))
     cfg.image_size = mcfg.image_size
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
@@ -243,15 +297,22 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(json.dumps(vit_history) + "\n", out / "vit_pretrain.json")
+    aligner = None
+    if cfg.align.active:
+        aligner = build_aligner(cfg, model)
+        _resume_aligner(aligner, out, resuming, rank)
+        aligner.to(cfg.device)
     model.to(cfg.device)
     vae.to(cfg.device)
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    aux = aligner.heads if aligner is not None else None
+    trained = params + ([*aux.parameters()] if aux is not None else [])
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
-    state = load_training_state(out / "train", model, ema, opt)
+    state = load_training_state(out / "train", model, ema, opt, aux)
     start = state["step"] if state else 0
     history = state["history"] if state else []
     seconds = state.get("seconds", 0.0) if state else vit_seconds  # wall clock over every piece of the run
@@ -275,13 +336,13 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
         opt.zero_grad(set_to_none=True)
         logged: dict[str, float] = {}
         for batches in micros:
-            for k, v in step_loss(model, vae, batches, cfg).items():
+            for k, v in step_loss(model, vae, batches, cfg, aligner).items():
                 logged[k] = logged.get(k, 0.0) + v / cfg.grad_accum
         if world > 1:
             for p in params:
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
-        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        gnorm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
         opt.step()
         ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(gnorm), **logged}
@@ -295,13 +356,49 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
         stopping = stop_after is not None and step + 1 >= stop_after
         if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping):
             save_training_state(out / "train", model, ema, opt, {"step": step + 1, "history": history,
-                                                                 "seconds": seconds + time.perf_counter() - t0})
+                                                                 "seconds": seconds + time.perf_counter() - t0}, aux)
             save_pretrained(out, ema, vae, {"tokenizer.json": tok.to_json()})
+        if rank == 0 and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
+            save_pretrained(out / "snapshots" / f"{step + 1:06d}", ema, vae, {"tokenizer.json": tok.to_json()})
         if stopping:
             break
     if bar is not None:
         bar.close()
     return out
+
+
+def build_aligner(cfg: TeacherConfig, model: Bagel) -> Aligner:
+    """The auxiliary heads (seeded), and for REPA a frozen copy of the model's ViT as it is now (pre-trained)."""
+    mcfg = model.cfg
+    if not 1 <= cfg.align.layer <= mcfg.llm.num_layers:
+        raise ValueError(f"TeacherConfig.align.layer must be in 1..{mcfg.llm.num_layers}, got {cfg.align.layer}")
+    heads = AlignHeads(cfg.align, mcfg.llm.hidden_size, mcfg.vit.hidden_size)
+    init = torch.Generator().manual_seed(cfg.seed + 1)
+    with torch.no_grad():
+        for name, p in heads.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            else:
+                p.copy_(torch.randn(p.shape, generator=init) / p.shape[-1] ** 0.5)
+    vit = None
+    if cfg.align.repa > 0:
+        vit = copy.deepcopy(model.vit_model.vision_model).eval()
+        for p in vit.parameters():
+            p.requires_grad_(False)
+    return Aligner(heads, vit)
+
+
+def _resume_aligner(aligner: Aligner, out: Path, resuming: bool, rank: int) -> None:
+    """REPA's target stays the ViT as pre-training left it: kept in ``OUT/train/vit_target.safetensors`` so that a
+    resumed run (whose model ViT has trained on) aligns to the same features."""
+    if aligner.vit is None:
+        return
+    path = out / "train" / "vit_target.safetensors"
+    if resuming:
+        aligner.vit.load_state_dict(load_file(path), strict=True)
+    elif rank == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save_tensors(aligner.vit.state_dict(), path)
 
 
 def init_distributed() -> None:
