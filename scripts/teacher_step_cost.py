@@ -24,8 +24,16 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from hyperbagel.model.checkpoint import build_model
 from hyperbagel.model.presets import preset
 from hyperbagel.model.tokenizer import ShapesTokenizer
-from hyperbagel.recipes.teacher import StepBatches, TeacherConfig, build_aligner, ema_update, init_weights, step_loss
+from hyperbagel.recipes.teacher import (
+    StepBatches,
+    TeacherConfig,
+    TeacherLosses,
+    build_aligner,
+    init_weights,
+    step_loss,
+)
 from hyperbagel.recipes.vae import load_autoencoder
+from hyperbagel.training.ema import ema_update
 from hyperbagel.world.vocab import all_words
 
 SYNC_OPS = ("aten.nonzero", "aten._local_scalar_dense", "aten.item", "aten.masked_select")
@@ -69,12 +77,13 @@ def main() -> int:
     trained = [*model.parameters(), *(aligner.heads.parameters() if aligner else [])]
     opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=cfg.betas)
     data = StepBatches(cfg, mcfg, tok)
+    forward = TeacherLosses(model, aligner.heads if aligner else None)
 
     def step(i: int) -> list:
         opt.zero_grad(set_to_none=True)
         micros = data[args.at + i]
         for micro in micros:
-            step_loss(model, vae, micro, cfg, aligner)
+            step_loss(forward, vae, micro, cfg, aligner)
         torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
         opt.step()
         ema_update(ema, model, cfg.ema_decay)

@@ -26,8 +26,9 @@ from hyperbagel.model.presets import preset
 from hyperbagel.model.sequence import encode_latents, losses
 from hyperbagel.model.tokenizer import ShapesTokenizer
 from hyperbagel.recipes.step_data import step_loader
-from hyperbagel.recipes.teacher import StepBatches, TeacherConfig, ema_update, init_weights
+from hyperbagel.recipes.teacher import StepBatches, TeacherConfig, init_weights
 from hyperbagel.recipes.vae import load_autoencoder
+from hyperbagel.training.ema import ema_update
 from hyperbagel.world.vocab import all_words
 
 

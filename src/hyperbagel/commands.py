@@ -198,7 +198,7 @@ def cmd_train_teacher(args) -> int:
         if args.workers < 0:
             raise HyperBagelError("--workers must be 0 or more")
         cfg.workers = args.workers
-    init_distributed()
+    init_distributed(cfg.device)
     out = train_teacher(cfg)
     print(f"teacher: {out}")
     return 0

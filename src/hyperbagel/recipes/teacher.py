@@ -13,18 +13,16 @@ import copy
 import dataclasses
 import json
 import logging
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from safetensors.torch import load_file
 from torch import nn
 
+from hyperbagel.errors import HyperBagelError
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.checkpoint import build_model, save_pretrained
@@ -37,12 +35,19 @@ from hyperbagel.recipes.checkpointing import (
     atomic_save_tensors,
     atomic_write_text,
     load_training_state,
-    save_training_state,
 )
 from hyperbagel.recipes.shapes_tasks import GROUPS, SAMPLERS, TaskMix
 from hyperbagel.recipes.step_data import step_loader
 from hyperbagel.recipes.vae import load_autoencoder
 from hyperbagel.recipes.vit import ViTPretrainConfig, pretrain_vit
+from hyperbagel.training import checkpoint as ckpt
+from hyperbagel.training.checkpoint import STATE_FILE, full_state_dict
+from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, init, shard_range
+from hyperbagel.training.distributed import world as dist_world
+from hyperbagel.training.ema import ema_decay, ema_update
+from hyperbagel.training.progress import Progress
+from hyperbagel.training.schedule import warmup_cosine
+from hyperbagel.training.sharding import loss_scale, shard
 from hyperbagel.world.vocab import all_words
 
 log = logging.getLogger(__name__)
@@ -119,10 +124,7 @@ def phase_at(cfg: TeacherConfig, step: int) -> tuple[dict[str, int], TaskMix]:
 
 
 def lr_at(cfg: TeacherConfig, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    return warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
 
 
 def init_weights(
@@ -172,27 +174,6 @@ def item_generators(cfg: TeacherConfig, step: int, group: str, indices: range):
     )
 
 
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    pairs = [(e, p.detach()) for e, p in zip(ema.parameters(), model.parameters()) if p.requires_grad]
-    if pairs:
-        torch._foreach_lerp_([e for e, _ in pairs], [p for _, p in pairs], 1 - decay)
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_sum(values: list[float]) -> list[float]:
-    if _world()[1] == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 class StepBatches(torch.utils.data.Dataset):
     """The laid-out batches of one optimizer step (``sequence.layout``: the VAE's part is left to the model's
     device): for every micro-batch, each group's share of this process, built on the CPU. A pure function of the
@@ -200,7 +181,6 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __init__(self, cfg: TeacherConfig, mcfg, tok: ShapesTokenizer):
         self.cfg, self.mcfg, self.tok = cfg, mcfg, tok
-        self.rank, self.world = _world()
 
     def __len__(self) -> int:
         return self.cfg.steps
@@ -215,9 +195,7 @@ class StepBatches(torch.utils.data.Dataset):
                 n = sizes.get(group, 0)
                 if n == 0:
                     continue
-                first = micro * n
-                mine = range(first + self.rank * n // self.world, first + (self.rank + 1) * n // self.world)
-                rngs, gens = item_generators(cfg, step, group, mine)
+                rngs, gens = item_generators(cfg, step, group, shard_range(n, micro * n))
                 samples = [SAMPLERS[group](r, self.tok, cfg.image_size, mix) for r in rngs]
                 batches[group] = layout(samples, self.mcfg, gens, cfg.timestep_shift)
             micros.append(batches)
@@ -237,29 +215,54 @@ class Aligner:
             self.vit.to(device)
 
 
-def step_loss(model: Bagel, vae: AutoEncoder, batches: dict[str, Batch], cfg: TeacherConfig,
+ALIGN_PARTS = ("repa", "colours")
+
+
+def active_part(cfg: TeacherConfig, part: str) -> bool:
+    return cfg.align.repa > 0 if part == "repa" else cfg.align.labels > 0
+
+
+class TeacherLosses(nn.Module):
+    """One group's training forward as a single module call: the model's summed losses and, with auxiliary heads,
+    their loss. The step's entry point, so that FSDP2 gathers everything outside the decoder layers here, on every
+    process alike, whatever its share of the batch holds (``training/sharding.py``)."""
+
+    def __init__(self, model: Bagel, heads: AlignHeads | None = None):
+        super().__init__()
+        self.model, self.heads = model, heads
+
+    def forward(self, batch: Batch, align: AlignConfig, target_vit: SiglipVisionTransformer | None):
+        aligned = self.heads is not None and batch.noised is not None and bool(batch.noised.any())
+        out = losses(self.model, batch, align.layer if aligned else None)
+        if not aligned:
+            return out, None, {}
+        mcfg = self.model.cfg
+        aux, parts = align_loss(align, self.heads, out.image_states, batch.vae_pixels[batch.noised], target_vit,
+                                mcfg.vit.patch_size, mcfg.vit_max_num_patch_per_side, mcfg.latent_downsample)
+        return out, aux, parts
+
+
+def step_loss(forward: TeacherLosses, vae: AutoEncoder, batches: dict[str, Batch], cfg: TeacherConfig,
               aligner: Aligner | None = None):
     """Backward of one micro-batch of every group; returns the logged (global) losses."""
     logged = {}
-    mcfg = model.cfg
     for group, batch in batches.items():
-        batch = encode_latents(batch.to(cfg.device), vae, mcfg.latent_patch_size)
-        aligned = aligner is not None and batch.noised is not None and bool(batch.noised.any())
+        batch = encode_latents(batch.to(cfg.device), vae, forward.model.cfg.latent_patch_size)
         with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            out = losses(model, batch, cfg.align.layer if aligned else None)
-            if aligned:
-                aux, parts = align_loss(cfg.align, aligner.heads, out.image_states, batch.vae_pixels[batch.noised],
-                                        aligner.vit, mcfg.vit.patch_size, mcfg.vit_max_num_patch_per_side,
-                                        mcfg.latent_downsample)
-        ce_n, mse_n = _all_sum([out.ce_count, out.mse_count])
-        scale = cfg.weights.get(group, 1.0) / cfg.grad_accum
+            out, aux, parts = forward(batch, cfg.align, aligner.vit if aligner else None)
+        ce_n, mse_n = all_sum([out.ce_count, out.mse_count])
+        scale = cfg.weights.get(group, 1.0) / cfg.grad_accum * loss_scale()
         loss = out.ce_sum / max(ce_n, 1) + out.mse_sum / max(mse_n, 1)
-        if aligned:
-            loss = loss + aux
-            for k, v in parts.items():
-                logged[f"{group}/{k}"] = v
+        if aligner is not None:
+            # the auxiliary loss is a mean over this process's noised images: weigh it by their share of them all
+            mine = int(batch.noised.sum()) if aux is not None else 0
+            total, *values = all_sum([mine, *(parts.get(k, 0.0) * mine for k in ALIGN_PARTS)])
+            if aux is not None:
+                loss = loss + aux * (mine / total)
+            if total:
+                logged.update({f"{group}/{k}": v / total for k, v in zip(ALIGN_PARTS, values) if active_part(cfg, k)})
         (loss * scale).backward()
-        ce, mse = _all_sum([out.ce_sum.item() / max(ce_n, 1), out.mse_sum.item() / max(mse_n, 1)])
+        ce, mse = all_sum([out.ce_sum.item() / max(ce_n, 1), out.mse_sum.item() / max(mse_n, 1)])
         if ce_n:
             logged[f"{group}/ce"] = ce
         if mse_n:
@@ -270,8 +273,10 @@ def step_loss(model: Bagel, vae: AutoEncoder, batches: dict[str, Batch], cfg: Te
 def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | None = None) -> Path:
     """Train (or resume) the teacher; returns the model folder (``config.json``, ``ema.safetensors``,
     ``ae.safetensors``, ``tokenizer.json``). ``stop_after`` ends the call after that many total steps with a
-    checkpoint, as an interruption would; calling again resumes."""
-    rank, world = _world()
+    checkpoint, as an interruption would; calling again resumes. Under ``torchrun`` the model, its EMA and the
+    auxiliary heads are sharded with FSDP2 (``training/sharding.py``) and each process builds its share of every
+    batch."""
+    rank, world = dist_world()
     out = Path(cfg.out)
     vae = load_autoencoder(cfg.vae).eval()
     for p in vae.parameters():
@@ -285,7 +290,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     init_weights(model, cfg.init_std, torch.Generator().manual_seed(cfg.seed), tuple(cfg.fan_in_init), cfg.qk_norm_init)
-    resuming = (out / "train" / "train_state.json").is_file()
+    resuming = (out / "train" / STATE_FILE).is_file()
     vit_seconds = 0.0
     if cfg.vit_pretrain.steps > 0 and not resuming:
         t = time.perf_counter()
@@ -307,12 +312,14 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    aux = aligner.heads if aligner is not None else None
-    trained = params + ([*aux.parameters()] if aux is not None else [])
+    forward = TeacherLosses(model, aligner.heads if aligner else None)
+    if world > 1:
+        shard(forward)
+        shard(ema)
+    trained = [p for p in forward.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
-    state = load_training_state(out / "train", model, ema, opt, aux)
+    state = _resume(out / "train", forward, ema, opt, world)
     start = state["step"] if state else 0
     history = state["history"] if state else []
     seconds = state.get("seconds", 0.0) if state else vit_seconds  # wall clock over every piece of the run
@@ -322,12 +329,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(cfg.to_dict(), indent=1, default=list) + "\n", out / "train_config.json")
 
-    bar = None
-    if progress and rank == 0:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start, desc="teacher", unit="step", dynamic_ncols=True)
-    t0 = time.perf_counter()
+    bar = Progress("teacher", cfg.steps, start, cfg.log_every, progress, log)
     model.train()
     data = step_loader(StepBatches(cfg, mcfg, tok), start, cfg.steps, cfg.workers, cfg.device)
     for step, micros in zip(range(start, cfg.steps), data):
@@ -336,35 +338,50 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
         opt.zero_grad(set_to_none=True)
         logged: dict[str, float] = {}
         for batches in micros:
-            for k, v in step_loss(model, vae, batches, cfg, aligner).items():
+            for k, v in step_loss(forward, vae, batches, cfg, aligner).items():
                 logged[k] = logged.get(k, 0.0) + v / cfg.grad_accum
-        if world > 1:
-            for p in params:
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
         gnorm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
         opt.step()
-        ema_update(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(gnorm), **logged}
+        ema_update(ema, model, ema_decay(step, cfg.ema_decay))
+        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), **logged}
         history.append(logged)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in logged.items() if "/" in k})
-        if (step + 1) % cfg.log_every == 0 and rank == 0:
-            log.info("step %d %s (%.1f s)", step + 1,
-                     " ".join(f"{k}={v:.4f}" for k, v in logged.items() if "/" in k), time.perf_counter() - t0)
+        bar.step(step, logged)
         stopping = stop_after is not None and step + 1 >= stop_after
-        if rank == 0 and ((step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping):
-            save_training_state(out / "train", model, ema, opt, {"step": step + 1, "history": history,
-                                                                 "seconds": seconds + time.perf_counter() - t0}, aux)
-            save_pretrained(out, ema, vae, {"tokenizer.json": tok.to_json()})
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
+            ckpt.save(out / "train", step + 1, {"model": forward, "ema": ema}, {"model": opt},
+                      {"history": history, "seconds": seconds + bar.elapsed()})
+            _export(out, ema, vae, tok)
         if rank == 0 and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
             save_pretrained(out / "snapshots" / f"{step + 1:06d}", ema, vae, {"tokenizer.json": tok.to_json()})
         if stopping:
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     return out
+
+
+def _resume(folder: Path, forward: TeacherLosses, ema: nn.Module, opt, world: int) -> dict | None:
+    """The last checkpoint's state, restored into the modules; a run checkpointed before the distributed
+    checkpoints (safetensors files) resumes from those, in one process."""
+    state = ckpt.load(folder, {"model": forward, "ema": ema}, {"model": opt})
+    if state is None and (folder / "train_model.safetensors").is_file():
+        if world > 1:
+            raise HyperBagelError(f"{folder} holds a one-process checkpoint of an older format: resume it in one "
+                                  "process first (it is rewritten in the sharded format at the next checkpoint)")
+        state = load_training_state(folder, forward.model, ema, opt, forward.heads)
+    return state
+
+
+def _export(out: Path, ema: Bagel, vae: AutoEncoder, tok: ShapesTokenizer) -> None:
+    """The model folder from the EMA weights (gathered from every process when sharded)."""
+    if not distributed():
+        save_pretrained(out, ema, vae, {"tokenizer.json": tok.to_json()})
+        return
+    tensors = full_state_dict(ema)
+    if dist_world()[0] == 0:
+        plain = build_model(ema.cfg)
+        plain.load_state_dict(tensors, strict=True)
+        save_pretrained(out, plain, vae, {"tokenizer.json": tok.to_json()})
+    barrier()
 
 
 def build_aligner(cfg: TeacherConfig, model: Bagel) -> Aligner:
@@ -401,7 +418,6 @@ def _resume_aligner(aligner: Aligner, out: Path, resuming: bool, rank: int) -> N
         atomic_save_tensors(aligner.vit.state_dict(), path)
 
 
-def init_distributed() -> None:
-    """Join the process group when launched by torchrun (gloo: CPU)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
+def init_distributed(device: str = "cpu") -> None:
+    """Join the process group when launched by torchrun (gloo on the CPU, nccl on CUDA)."""
+    init(device)

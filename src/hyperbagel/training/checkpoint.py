@@ -1,0 +1,86 @@
+"""Training checkpoints with ``torch.distributed.checkpoint``: every process writes its shards, loading reshards to
+any process count (2 → 1 and 1 → 2 alike), and a run stopped at any moment resumes from the last complete one.
+
+Layout of ``folder``: ``dcp-STEP/`` (the tensors of the trained modules, their optimizers and any frozen modules,
+such as an EMA) and ``train_state.json`` (the step, the loss history, whatever the recipe keeps), written last and
+atomically, naming the checkpoint it describes. A checkpoint is written under a temporary name and renamed when
+every process has finished, and the previous one is removed only after that: an interrupted write leaves the last
+complete checkpoint as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from hyperbagel.training.atomic import atomic_write_text
+from hyperbagel.training.distributed import barrier, is_main
+
+STATE_FILE = "train_state.json"
+
+
+def _tensors(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> dict:
+    out = {name: get_model_state_dict(m) for name, m in modules.items()}
+    for name, opt in optimizers.items():
+        out[f"{name}.optim"] = get_optimizer_state_dict(modules[name], opt)
+    return out
+
+
+def save(folder: str | Path, step: int, modules: dict[str, nn.Module],
+         optimizers: dict[str, torch.optim.Optimizer], state: dict) -> None:
+    """Write the checkpoint of ``step`` (a collective: every process calls it). ``optimizers[name]`` holds the
+    parameters of ``modules[name]``; modules without an optimizer are saved as they are (frozen or EMA)."""
+    folder = Path(folder)
+    name = f"dcp-{step:07d}"
+    tmp = folder / f"{name}.tmp"
+    if is_main():
+        shutil.rmtree(tmp, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+    barrier()
+    dcp.save(_tensors(modules, optimizers), checkpoint_id=str(tmp))
+    barrier()
+    if is_main():
+        shutil.rmtree(folder / name, ignore_errors=True)
+        tmp.rename(folder / name)
+        atomic_write_text(json.dumps({**state, "step": step, "checkpoint": name}, indent=1) + "\n", folder / STATE_FILE)
+        for old in folder.glob("dcp-*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+    barrier()
+
+
+def load(folder: str | Path, modules: dict[str, nn.Module],
+         optimizers: dict[str, torch.optim.Optimizer]) -> dict | None:
+    """Restore the last checkpoint into ``modules`` and ``optimizers`` (a collective); returns its state, or None
+    when ``folder`` holds none."""
+    folder = Path(folder)
+    path = folder / STATE_FILE
+    if not path.is_file():
+        return None
+    state = json.loads(path.read_text())
+    if "checkpoint" not in state:
+        return None  # another format (a recipe may know how to read it)
+    tensors = _tensors(modules, optimizers)
+    dcp.load(tensors, checkpoint_id=str(folder / state["checkpoint"]))
+    for name, m in modules.items():
+        set_model_state_dict(m, tensors[name])
+    for name, opt in optimizers.items():
+        set_optimizer_state_dict(modules[name], opt, tensors[f"{name}.optim"])
+    return state
+
+
+def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor of ``module``, whole and on the CPU (a collective when sharded: the main process gets them)."""
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

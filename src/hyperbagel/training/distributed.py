@@ -1,0 +1,59 @@
+"""The process group: joined when launched by ``torchrun`` (gloo on the CPU, nccl on CUDA), absent otherwise."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init(device: str = "cpu") -> None:
+    """Join the process group when ``torchrun`` started more than one process; a no-op otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        cuda = torch.device(device).type == "cuda"
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world size)``; ``(0, 1)`` without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def distributed() -> bool:
+    return world()[1] > 1
+
+
+def all_sum(values: list[float]) -> list[float]:
+    """Element-wise sum over processes (float64); the values themselves in one process."""
+    if not distributed():
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier() -> None:
+    if distributed():
+        dist.barrier()
+
+
+def shard_range(n: int, offset: int = 0) -> range:
+    """This process's share of ``n`` items numbered from ``offset``: contiguous, sizes differing by at most one."""
+    rank, size = world()
+    return range(offset + rank * n // size, offset + (rank + 1) * n // size)
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """``t`` whole: a sharded ``DTensor`` gathered (a collective), a plain tensor as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
