@@ -35,6 +35,19 @@ def add_commands(subparsers) -> None:
                         "with --device cuda)")
     p.set_defaults(func=cmd_train_teacher)
 
+    p = subparsers.add_parser("plan", help="memory per GPU of each training stage under FSDP2, from the real modules")
+    p.add_argument("--preset", default="bagel-7b", choices=("bagel-7b", "tiny", "micro"))
+    p.add_argument("--stage", default="all", help="a stage (vae, vit, teacher, draft, reward, cfg, tscd, dmdo, adp, "
+                   "refl) or all")
+    p.add_argument("--gpus", type=int, default=8)
+    p.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU")
+    p.add_argument("--batch", type=int, default=1, help="samples per GPU per forward")
+    p.add_argument("--image-size", type=int, default=1024, help="generated image side (px)")
+    p.add_argument("--context-tokens", type=int, default=256)
+    p.add_argument("--vit-tokens", type=int, default=1024)
+    p.add_argument("--no-activation-checkpointing", action="store_true")
+    p.set_defaults(func=cmd_plan)
+
     p = subparsers.add_parser("generate", help="text-to-image")
     _model_args(p)
     p.add_argument("prompt")
@@ -178,6 +191,21 @@ def cmd_sheet(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from hyperbagel.recipes.memory_plan import STAGES, PlanSettings, plan_table, settings_line
+
+    stages = list(STAGES) if args.stage == "all" else [args.stage]
+    if any(stage not in STAGES for stage in stages):
+        raise HyperBagelError(f"unknown stage {args.stage!r}; stages are {', '.join(STAGES)} or all")
+    if args.gpus < 1 or args.gpu_memory <= 0 or args.batch < 1:
+        raise HyperBagelError("--gpus and --batch must be at least 1 and --gpu-memory positive")
+    s = PlanSettings(args.preset, args.gpus, args.gpu_memory, args.batch, args.image_size, args.context_tokens,
+                     args.vit_tokens, not args.no_activation_checkpointing)
+    print(f"memory plan (GiB per GPU at {s.gpus} GPUs): {settings_line(s)}")
+    print(plan_table(stages, s))
+    return 0
+
+
 def cmd_train_teacher(args) -> int:
     from hyperbagel.recipes.teacher import TeacherConfig, init_distributed, train_teacher
 
@@ -200,7 +228,10 @@ def cmd_train_teacher(args) -> int:
         cfg.workers = args.workers
     init_distributed(cfg.device)
     out = train_teacher(cfg)
-    print(f"teacher: {out}")
+    from hyperbagel.training.distributed import is_main
+
+    if is_main():
+        print(f"teacher: {out}")
     return 0
 
 
