@@ -60,6 +60,7 @@ def main() -> int:
     ap.add_argument("--count-ops", action="store_true", help="count dispatched ops of one step instead of timing")
     ap.add_argument("--config", default=None, help="TeacherConfig overrides (a JSON file), as train teacher's")
     ap.add_argument("--at", type=int, default=0, help="time the steps from this one on (a curriculum's phase)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the loss forward (dynamic shapes)")
     args = ap.parse_args()
     torch.set_flush_denormal(args.flush_denormal)
     batch = dict(zip(("gen", "edit", "und"), (int(n) for n in args.batch.split(","))))
@@ -78,6 +79,8 @@ def main() -> int:
     opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=cfg.betas)
     data = StepBatches(cfg, mcfg, tok)
     forward = TeacherLosses(model, aligner.heads if aligner else None)
+    if args.compile:
+        forward = torch.compile(forward, dynamic=True)
 
     def step(i: int) -> list:
         opt.zero_grad(set_to_none=True)
@@ -89,7 +92,7 @@ def main() -> int:
         ema_update(ema, model, cfg.ema_decay)
         return micros
 
-    report = {"batch": batch, "config": overrides, "at": args.at, "bf16": cfg.bf16,
+    report = {"batch": batch, "config": overrides, "at": args.at, "bf16": cfg.bf16, "compile": args.compile,
               "flush_denormal": args.flush_denormal, "threads": torch.get_num_threads()}
     if args.count_ops:
         step(0)
