@@ -99,6 +99,10 @@ def main() -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--extra", default="{}", help="overrides for every arm (JSON), e.g. small batches for a smoke test")
     ap.add_argument("--subset-scale", type=float, default=1.0, help="scale the scoring subsets (smoke tests)")
+    ap.add_argument("--packed", action="store_true",
+                    help="one forward per step for all task groups (TeacherConfig.packed) in the arms that allow it")
+    ap.add_argument("--own-vit", action="store_true",
+                    help="each arm pre-trains its own ViT (default: one pre-training, shared by every arm)")
     ap.add_argument("--score", default=None, help=argparse.SUPPRESS)  # internal: score one arm
     args = ap.parse_args()
     if args.score:
@@ -114,10 +118,21 @@ def main() -> int:
                "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor()}
     log(f"machine: {machine}; arms: {arms}")
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    shared = {}
+    if not args.own_vit:  # the arms' ViT pre-training is the same for all (the base model's): run it once
+        from hyperbagel.recipes.teacher import TeacherConfig, save_pretrained_vit
+
+        t = time.perf_counter()
+        base = TeacherConfig(**{**json.loads(args.extra), "vae": args.vae, "device": args.device,
+                                "workers": args.workers})
+        history = save_pretrained_vit(base, args.work / "vit.safetensors")
+        shared = {"vit_init": str(args.work / "vit.safetensors"), "vit_pretrain": {"steps": 0}}
+        log(f"shared ViT pre-trained in {time.perf_counter() - t:.0f} s: {history[-1]}")
     procs = {}
     for arm in arms:
-        overrides = {**json.loads(args.extra), **ARMS[arm], "snapshot_every": args.every, "ckpt_every": 10**9,
-                     "log_every": 25}
+        packed = {"packed": True} if args.packed and "align" not in ARMS[arm] else {}
+        overrides = {**json.loads(args.extra), **shared, **packed, **ARMS[arm], "snapshot_every": args.every,
+                     "ckpt_every": 10**9, "log_every": 25}
         (args.work / f"{arm}.config.json").write_text(json.dumps(overrides))
         cmd = [sys.executable, "-m", "hyperbagel.cli", "train", "teacher", "--device", args.device, "--vae", args.vae,
                "--out", str(args.work / arm), "--config", str(args.work / f"{arm}.config.json"),
@@ -155,7 +170,7 @@ def main() -> int:
     (args.export / "probes.json").write_text(json.dumps({
         "machine": machine, "train_seconds": args.train_seconds, "every": args.every, "arms": arms,
         "subsets": SUBSETS, "subset_scale": args.subset_scale, "workers_per_arm": args.workers,
-        "extra": json.loads(args.extra)}, indent=1) + "\n")
+        "extra": json.loads(args.extra), "packed": args.packed, "shared_vit": not args.own_vit}, indent=1) + "\n")
     log("done")
     return 0
 

@@ -30,6 +30,7 @@ from hyperbagel.recipes.teacher import (
     TeacherLosses,
     build_aligner,
     init_weights,
+    packed_step_loss,
     step_loss,
 )
 from hyperbagel.recipes.vae import load_autoencoder
@@ -86,7 +87,10 @@ def main() -> int:
         opt.zero_grad(set_to_none=True)
         micros = data[args.at + i]
         for micro in micros:
-            step_loss(forward, vae, micro, cfg, aligner)
+            if cfg.packed:
+                packed_step_loss(forward, vae, micro, cfg)
+            else:
+                step_loss(forward, vae, micro, cfg, aligner)
         torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
         opt.step()
         ema_update(ema, model, cfg.ema_decay)
@@ -108,8 +112,9 @@ def main() -> int:
             micros = step(i)
             times.append(time.perf_counter() - t)
             if i >= args.skip:
-                tokens += sum(b.text_ids.numel() for micro in micros for b in micro.values())
-                samples += sum(b.text_ids.shape[0] for micro in micros for b in micro.values())
+                batches = [b for micro in micros for b in ([micro.batch] if cfg.packed else micro.values())]
+                tokens += sum(b.text_ids.numel() for b in batches)
+                samples += sum(b.text_ids.shape[0] for b in batches)
         timed = sum(times[args.skip:])
         per_step = timed / (args.steps - args.skip)
         report.update(s_per_step=per_step, ms_per_sample=1000 * timed / samples,

@@ -203,3 +203,20 @@ def test_curriculum_and_shape_overrides_are_checked(vae_file, tmp_path):
     train_teacher(_cfg(vae_file, tmp_path, steps=1, llm={"hidden_size": 32, "intermediate_size": 64}), progress=False)
     model, _ = load_pretrained(tmp_path)
     assert model.cfg.llm.hidden_size == 32
+
+
+def test_packed_steps_train_the_same_samples_to_the_same_losses(vae_file, tmp_path):
+    train_teacher(_cfg(vae_file, tmp_path / "groups", steps=3), progress=False)
+    train_teacher(_cfg(vae_file, tmp_path / "packed", steps=3, packed=True), progress=False)
+    _assert_close(_history(tmp_path / "groups"), _history(tmp_path / "packed"), rel=1e-4)
+    with pytest.raises(ValueError, match="packed"):
+        _cfg(vae_file, tmp_path, packed=True, align=ALIGN)
+
+
+def test_a_shared_pretrained_vit_starts_the_same_run(vae_file, tmp_path):
+    from hyperbagel.recipes.teacher import save_pretrained_vit
+
+    train_teacher(_cfg(vae_file, tmp_path / "own"), progress=False)
+    save_pretrained_vit(_cfg(vae_file, tmp_path / "unused"), tmp_path / "vit.safetensors")
+    train_teacher(_cfg(vae_file, tmp_path / "shared", vit_init=str(tmp_path / "vit.safetensors")), progress=False)
+    assert _history(tmp_path / "own") == _history(tmp_path / "shared")

@@ -247,6 +247,36 @@ def losses(model: Bagel, batch: Batch, probe_layer: int | None = None) -> Losses
     return Losses(ce_sum, ce_count, mse_sum, mse_count, probed)
 
 
+@dataclass
+class RowLosses:
+    """The same two losses summed per row (sample) of the batch, with their counts: ``[B]`` each."""
+
+    ce_sum: Tensor
+    ce_count: Tensor
+    mse_sum: Tensor
+    mse_count: Tensor  # latent values
+
+
+def row_losses(model: Bagel, batch: Batch) -> RowLosses:
+    """``losses`` per row, for a batch whose rows belong to different task groups (each group normalised on its
+    own by the caller): one forward where there would be one per group."""
+    hidden = model.lm(embed(model, batch), batch.positions, gen=batch.gen, mask=batch.mask).hidden
+    B, S, _ = hidden.shape
+    zeros = hidden.new_zeros(B, dtype=torch.float32)
+    sel = batch.labels != IGNORE
+    rows = torch.arange(B, device=hidden.device)[:, None].expand(B, S)[sel]
+    tokens = torch.nn.functional.cross_entropy(model.logits(hidden[sel]).float(), batch.labels[sel], reduction="none")
+    ce_sum, ce_count = zeros.index_add(0, rows, tokens), sel.sum(1)
+    mse_sum, mse_count = zeros, torch.zeros_like(ce_count)
+    if batch.target_v is not None and batch.target_v.numel():
+        v = model.velocity(_noised_tokens(hidden, batch)).float()
+        N, n, P = batch.vae_x.shape
+        image_rows = (batch.vae_index.view(N, n)[:, 0] // S)[batch.noised]
+        mse_sum = zeros.index_add(0, image_rows, (v - batch.target_v).pow(2).sum((1, 2)))
+        mse_count = mse_count.index_add(0, image_rows, torch.full_like(image_rows, n * P))
+    return RowLosses(ce_sum, ce_count, mse_sum, mse_count)
+
+
 def _noised_tokens(hidden: Tensor, batch: Batch) -> Tensor:
     """The noised VAE blocks' tokens of ``hidden [B, S, D]``, as ``[N_noised, n, D]``."""
     B, S, D = hidden.shape

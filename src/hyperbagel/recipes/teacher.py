@@ -26,8 +26,9 @@ from hyperbagel.errors import HyperBagelError
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.checkpoint import build_model, save_pretrained
+from hyperbagel.model.config import BagelConfig
 from hyperbagel.model.presets import preset
-from hyperbagel.model.sequence import Batch, encode_latents, layout, losses
+from hyperbagel.model.sequence import Batch, encode_latents, layout, losses, row_losses
 from hyperbagel.model.siglip import SiglipVisionTransformer
 from hyperbagel.model.tokenizer import ShapesTokenizer
 from hyperbagel.recipes.alignment import AlignConfig, AlignHeads, align_loss
@@ -84,6 +85,7 @@ class TeacherConfig:
     mix: TaskMix = field(default_factory=TaskMix)
     # the ViT is pre-trained on its own before joint training (recipes/vit.py); steps=0 skips it
     vit_pretrain: ViTPretrainConfig = field(default_factory=ViTPretrainConfig)
+    vit_init: str = ""  # a pre-trained ViT (safetensors, ``save_pretrained_vit``) to start from instead
     # auxiliary losses on the noised image tokens (recipes/alignment.py); off by default
     align: AlignConfig = field(default_factory=AlignConfig)
     # phases of the run, in order: {"until": fraction of steps, "batch": {...}, "mix": {TaskMix overrides}}; a phase
@@ -91,6 +93,10 @@ class TeacherConfig:
     curriculum: list[dict] = field(default_factory=list)
     llm: dict = field(default_factory=dict)  # overrides of the preset's LLMConfig (width, depth, heads)
     snapshot_every: int = 0  # also keep the EMA model folder of every N-th step under OUT/snapshots/STEP
+    # one padded batch and one forward for all task groups, where the default runs one per group: the same samples
+    # and losses (each group normalised on its own), a third of the dispatched ops (for a host-bound GPU step), more
+    # padding (for a CPU step)
+    packed: bool = False
     image_size: int = 0  # set from the preset
 
     def __post_init__(self) -> None:
@@ -107,6 +113,8 @@ class TeacherConfig:
             unknown = set(batch) - set(GROUPS)
             if unknown:
                 raise ValueError(f"TeacherConfig.batch has unknown groups {sorted(unknown)}; groups are {GROUPS}")
+        if self.packed and self.align.active:
+            raise ValueError("TeacherConfig.packed does not support the auxiliary (align) losses yet")
         ends = [phase["until"] for phase in self.curriculum]
         if ends != sorted(ends) or any(not 0 < e <= 1 for e in ends):
             raise ValueError("TeacherConfig.curriculum: each phase needs 'until' in (0, 1], increasing")
@@ -174,6 +182,23 @@ def item_generators(cfg: TeacherConfig, step: int, group: str, indices: range):
     )
 
 
+@dataclass
+class Packed:
+    """Every group's samples of a micro-batch laid out as one batch; ``rows[group]`` are the group's rows."""
+
+    batch: Batch
+    rows: dict[str, tuple[int, int]]
+
+    @classmethod
+    def of(cls, drawn: dict[str, tuple[list, list]], mcfg, shift: float) -> Packed:
+        samples, gens, rows = [], [], {}
+        for group, (s, g) in drawn.items():
+            rows[group] = (len(samples), len(samples) + len(s))
+            samples += s
+            gens += g
+        return cls(layout(samples, mcfg, gens, shift), rows)
+
+
 class StepBatches(torch.utils.data.Dataset):
     """The laid-out batches of one optimizer step (``sequence.layout``: the VAE's part is left to the model's
     device): for every micro-batch, each group's share of this process, built on the CPU. A pure function of the
@@ -185,20 +210,23 @@ class StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.cfg.steps
 
-    def __getitem__(self, step: int) -> list[dict[str, Batch]]:
+    def __getitem__(self, step: int) -> list[dict[str, Batch]] | list[Packed]:
         cfg = self.cfg
         sizes, mix = phase_at(cfg, step)
         micros = []
         for micro in range(cfg.grad_accum):
-            batches = {}
+            drawn = {}
             for group in GROUPS:
                 n = sizes.get(group, 0)
                 if n == 0:
                     continue
                 rngs, gens = item_generators(cfg, step, group, shard_range(n, micro * n))
-                samples = [SAMPLERS[group](r, self.tok, cfg.image_size, mix) for r in rngs]
-                batches[group] = layout(samples, self.mcfg, gens, cfg.timestep_shift)
-            micros.append(batches)
+                drawn[group] = ([SAMPLERS[group](r, self.tok, cfg.image_size, mix) for r in rngs], gens)
+            if cfg.packed:
+                micros.append(Packed.of(drawn, self.mcfg, cfg.timestep_shift))
+            else:
+                micros.append({g: layout(samples, self.mcfg, gens, cfg.timestep_shift)
+                               for g, (samples, gens) in drawn.items()})
         return micros
 
 
@@ -231,7 +259,10 @@ class TeacherLosses(nn.Module):
         super().__init__()
         self.model, self.heads = model, heads
 
-    def forward(self, batch: Batch, align: AlignConfig, target_vit: SiglipVisionTransformer | None):
+    def forward(self, batch: Batch, align: AlignConfig, target_vit: SiglipVisionTransformer | None,
+                per_row: bool = False):
+        if per_row:
+            return row_losses(self.model, batch)
         aligned = self.heads is not None and batch.noised is not None and bool(batch.noised.any())
         out = losses(self.model, batch, align.layer if aligned else None)
         if not aligned:
@@ -270,6 +301,50 @@ def step_loss(forward: TeacherLosses, vae: AutoEncoder, batches: dict[str, Batch
     return logged
 
 
+def build_teacher(cfg: TeacherConfig, vae_config) -> tuple[BagelConfig, Bagel]:
+    """The model as training starts it: the preset (with ``cfg.llm``'s overrides), seeded and initialised."""
+    base = preset(cfg.preset)
+    mcfg = dataclasses.replace(base, vae=vae_config, llm=dataclasses.replace(base.llm, **cfg.llm))
+    cfg.image_size = mcfg.image_size
+    torch.manual_seed(cfg.seed)
+    model = build_model(mcfg)
+    init_weights(model, cfg.init_std, torch.Generator().manual_seed(cfg.seed), tuple(cfg.fan_in_init), cfg.qk_norm_init)
+    return mcfg, model
+
+
+def save_pretrained_vit(cfg: TeacherConfig, path: Path, progress: bool = False) -> list[dict]:
+    """Pre-train the ViT exactly as ``train_teacher`` would for ``cfg`` and save it, for runs that share one
+    (``TeacherConfig.vit_init``); returns the pre-training history."""
+    vae = load_autoencoder(cfg.vae)
+    mcfg, model = build_teacher(cfg, vae.config)
+    vit = model.vit_model.vision_model
+    history = pretrain_vit(vit, cfg.vit_pretrain, mcfg.image_size, mcfg.vit.patch_size,
+                           mcfg.vit_max_num_patch_per_side, progress, cfg.device, cfg.workers)
+    atomic_save_tensors(vit.state_dict(), Path(path))
+    return history
+
+
+def packed_step_loss(forward: TeacherLosses, vae: AutoEncoder, packed: Packed, cfg: TeacherConfig):
+    """``step_loss`` for a packed micro-batch: one forward and one backward for all groups."""
+    batch = encode_latents(packed.batch.to(cfg.device), vae, forward.model.cfg.latent_patch_size)
+    with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        r = forward(batch, cfg.align, None, per_row=True)
+    spans = [(group, slice(a, b)) for group, (a, b) in packed.rows.items()]
+    counts = all_sum([float(c[rows].sum()) for _, rows in spans for c in (r.ce_count, r.mse_count)])
+    loss, logged = r.ce_sum.sum() * 0.0, {}
+    for i, (group, rows) in enumerate(spans):
+        ce_n, mse_n = counts[2 * i], counts[2 * i + 1]
+        ce, mse = r.ce_sum[rows].sum() / max(ce_n, 1), r.mse_sum[rows].sum() / max(mse_n, 1)
+        loss = loss + cfg.weights.get(group, 1.0) * (ce + mse)
+        ce_v, mse_v = all_sum([float(ce.detach()), float(mse.detach())])
+        if ce_n:
+            logged[f"{group}/ce"] = ce_v
+        if mse_n:
+            logged[f"{group}/mse"] = mse_v
+    (loss * loss_scale() / cfg.grad_accum).backward()
+    return logged
+
+
 def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | None = None) -> Path:
     """Train (or resume) the teacher; returns the model folder (``config.json``, ``ema.safetensors``,
     ``ae.safetensors``, ``tokenizer.json``). ``stop_after`` ends the call after that many total steps with a
@@ -285,14 +360,12 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
     base = preset(cfg.preset)
     if tok.vocab_size > base.llm.vocab_size:
         raise ValueError(f"tokenizer has {tok.vocab_size} words, preset vocab is {base.llm.vocab_size}")
-    mcfg = dataclasses.replace(base, vae=vae.config, llm=dataclasses.replace(base.llm, **cfg.llm))
-    cfg.image_size = mcfg.image_size
-    torch.manual_seed(cfg.seed)
-    model = build_model(mcfg)
-    init_weights(model, cfg.init_std, torch.Generator().manual_seed(cfg.seed), tuple(cfg.fan_in_init), cfg.qk_norm_init)
+    mcfg, model = build_teacher(cfg, vae.config)
     resuming = (out / "train" / STATE_FILE).is_file()
     vit_seconds = 0.0
-    if cfg.vit_pretrain.steps > 0 and not resuming:
+    if cfg.vit_init and not resuming:
+        model.vit_model.vision_model.load_state_dict(load_file(cfg.vit_init), strict=True)
+    elif cfg.vit_pretrain.steps > 0 and not resuming:
         t = time.perf_counter()
         vit_history = pretrain_vit(model.vit_model.vision_model, cfg.vit_pretrain, mcfg.image_size,
                                    mcfg.vit.patch_size, mcfg.vit_max_num_patch_per_side, progress and rank == 0,
@@ -338,7 +411,9 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
         opt.zero_grad(set_to_none=True)
         logged: dict[str, float] = {}
         for batches in micros:
-            for k, v in step_loss(forward, vae, batches, cfg, aligner).items():
+            parts = (packed_step_loss(forward, vae, batches, cfg) if cfg.packed
+                     else step_loss(forward, vae, batches, cfg, aligner))
+            for k, v in parts.items():
                 logged[k] = logged.get(k, 0.0) + v / cfg.grad_accum
         gnorm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
         opt.step()
