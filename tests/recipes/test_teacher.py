@@ -27,8 +27,9 @@ def vae_file(tmp_path_factory) -> Path:
 
 
 def _cfg(vae_file, out, steps=4, **kw):
-    return TeacherConfig(preset="micro", vae=str(vae_file), out=str(out), steps=steps, batch=dict(BATCH),
-                         warmup=2, ckpt_every=100, log_every=100, vit_pretrain={"steps": 3, "batch": 4}, **kw)
+    base = dict(preset="micro", vae=str(vae_file), out=str(out), steps=steps, batch=dict(BATCH), warmup=2,
+                ckpt_every=100, log_every=100, vit_pretrain={"steps": 3, "batch": 4})
+    return TeacherConfig(**{**base, **kw})
 
 
 def _history(out):
@@ -126,7 +127,7 @@ def _rewrite_in_older_format(folder: Path) -> None:
 
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-    from hyperbagel.recipes.checkpointing import atomic_save_tensors
+    from hyperbagel.files import atomic_save_tensors
 
     state = json.loads((folder / "train_state.json").read_text())
     dcp_to_torch_save(folder / state["checkpoint"], folder / "full.pt")
@@ -220,3 +221,28 @@ def test_a_shared_pretrained_vit_starts_the_same_run(vae_file, tmp_path):
     save_pretrained_vit(_cfg(vae_file, tmp_path / "unused"), tmp_path / "vit.safetensors")
     train_teacher(_cfg(vae_file, tmp_path / "shared", vit_init=str(tmp_path / "vit.safetensors")), progress=False)
     assert _history(tmp_path / "own") == _history(tmp_path / "shared")
+
+
+def test_a_full_disk_at_a_checkpoint_stops_cleanly_and_the_last_one_resumes(vae_file, tmp_path, monkeypatch):
+    import errno
+
+    import hyperbagel.training.checkpoint as ckpt
+    from hyperbagel.errors import HyperBagelError
+
+    train_teacher(_cfg(vae_file, tmp_path / "a"), progress=False)
+    cfg = _cfg(vae_file, tmp_path / "b", ckpt_every=2)
+    train_teacher(cfg, progress=False, stop_after=2)
+    real_save = ckpt.dcp.save
+
+    def fills_the_disk(state, checkpoint_id):
+        real_save(state, checkpoint_id=checkpoint_id)  # most of it lands, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.dcp, "save", fills_the_disk)
+    with pytest.raises(HyperBagelError, match="no space left"):
+        train_teacher(_cfg(vae_file, tmp_path / "b", ckpt_every=2), progress=False)
+    monkeypatch.undo()
+    folder = tmp_path / "b" / "train"
+    assert sorted(p.name for p in folder.iterdir()) == ["dcp-0000002", "train_state.json"]
+    train_teacher(_cfg(vae_file, tmp_path / "b", ckpt_every=2), progress=False)
+    assert _history(tmp_path / "a") == _history(tmp_path / "b")

@@ -281,7 +281,7 @@ def _config_json(draft: Draft, head: TargetHead) -> str:
 
 def save_draft(folder: str | Path, draft: Draft, head: TargetHead) -> Path:
     """``draft.safetensors`` (trainable parameters only; config in the metadata) and ``draft.json``."""
-    from hyperbagel.recipes.checkpointing import atomic_save_tensors, atomic_write_text
+    from hyperbagel.files import atomic_save_tensors, atomic_write_text
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -24,9 +24,9 @@ from safetensors import safe_open
 from torch import Tensor, nn
 
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.model.checkpoint import load_state, read_tensors
 from hyperbagel.model.tokenizer import ShapesTokenizer
-from hyperbagel.recipes.checkpointing import atomic_save_tensors, atomic_write_text
 
 
 @dataclass(frozen=True)

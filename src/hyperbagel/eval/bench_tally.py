@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 
 from hyperbagel.errors import HyperBagelError
-from hyperbagel.recipes.checkpointing import atomic_save_tensors
+from hyperbagel.files import atomic_save_tensors
 
 RESUME_FILE = "resume.safetensors"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.config import BagelConfig
@@ -77,8 +77,7 @@ def load_state(
 
 
 def save_module(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    save_file(tensors, str(path), metadata=metadata or {})
+    atomic_save_tensors(module.state_dict(), Path(path), metadata)
 
 
 def save_pretrained(
@@ -88,11 +87,11 @@ def save_pretrained(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg_json = model.cfg.to_json()
-    (folder / CONFIG_FILE).write_text(cfg_json + "\n")
+    atomic_write_text(cfg_json + "\n", folder / CONFIG_FILE)
     save_module(model, folder / MODEL_FILE, {"config": cfg_json, "format": "pt"})
     save_module(vae, folder / AE_FILE, {"format": "pt"})
     for name, text in (extra_files or {}).items():
-        (folder / name).write_text(text)
+        atomic_write_text(text, folder / name)
 
 
 def load_config(folder: str | Path) -> BagelConfig:

@@ -24,9 +24,9 @@ from safetensors import safe_open
 from torch import nn
 
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.model.bagel import Bagel, guidance_embedder
 from hyperbagel.model.checkpoint import AE_FILE, CONFIG_FILE, MODEL_FILE, read_tensors
-from hyperbagel.recipes.checkpointing import atomic_save_tensors, atomic_write_text
 
 STUDENT_FILE, STUDENT_INFO = "student.safetensors", "student.json"
 GEN_PREFIXES = ("time_embedder.", "vae2llm.", "llm2vae.", "latent_pos_embed.", "text_scale_embedder.",

@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.model.autoencoder import AutoEncoder, VAEConfig
 from hyperbagel.model.pixels import to_model_pixels
-from hyperbagel.recipes.checkpointing import atomic_save_tensors, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def reconstruct(ae: AutoEncoder, x: Tensor, generator: torch.Generator | None = 
 def save_autoencoder(ae: AutoEncoder, path: str | Path) -> None:
     """Weights as safetensors, the :class:`VAEConfig` in the metadata (key ``config``)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in ae.state_dict().items()}
-    save_file(tensors, str(path), metadata={"format": "pt", "config": json.dumps(ae.config.to_dict())})
+    atomic_save_tensors(tensors, Path(path), {"format": "pt", "config": json.dumps(ae.config.to_dict())})
 
 
 def load_autoencoder(path: str | Path, config: VAEConfig | None = None) -> AutoEncoder:

@@ -25,7 +25,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from hyperbagel.training.atomic import atomic_write_text
+from hyperbagel.files import atomic_write_text, writing
 from hyperbagel.training.distributed import barrier, is_main
 
 STATE_FILE = "train_state.json"
@@ -49,7 +49,12 @@ def save(folder: str | Path, step: int, modules: dict[str, nn.Module],
         shutil.rmtree(tmp, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
     barrier()
-    dcp.save(_tensors(modules, optimizers), checkpoint_id=str(tmp))
+    try:
+        with writing(folder / name):
+            dcp.save(_tensors(modules, optimizers), checkpoint_id=str(tmp))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     barrier()
     if is_main():
         shutil.rmtree(folder / name, ignore_errors=True)
