@@ -168,15 +168,13 @@ def cmd_train_vae(args) -> int:
     import dataclasses
 
     from hyperbagel.model.presets import preset
-    from hyperbagel.recipes.vae import VAETrainConfig, train_vae
-    from hyperbagel.world.render import render
-    from hyperbagel.world.scene import sample_scene
+    from hyperbagel.recipes.vae import VAETrainConfig, shapes_world_image, train_vae
 
     vae = preset(args.preset).vae
     cfg = VAETrainConfig(vae=vae)
     if args.steps:
         cfg = dataclasses.replace(cfg, steps=args.steps)
-    train_vae(cfg, lambda rng: render(sample_scene(rng, vae.resolution)), args.out)
+    train_vae(cfg, lambda rng: shapes_world_image(rng, vae.resolution), args.out)
     print(f"autoencoder: {args.out / 'ae.safetensors'}")
     return 0
 

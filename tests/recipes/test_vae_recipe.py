@@ -81,3 +81,13 @@ def test_train_checkpoint_and_exact_resume(tmp_path):
         assert torch.equal(ae_full.encode(x, generator=g1), loaded.encode(x, generator=g2))
     saved = VAETrainConfig.from_dict(json.loads((tmp_path / "full" / CONFIG_FILE).read_text()))
     assert saved == config
+
+
+def test_shapes_world_training_images_cover_both_backgrounds():
+    import numpy as np
+
+    from hyperbagel.recipes.vae import shapes_world_image
+    from hyperbagel.world import palette as P
+
+    corners = {tuple(shapes_world_image(np.random.default_rng([0, i]), 64)[0, 0]) for i in range(40)}
+    assert {tuple(P.BACKGROUNDS[b]) for b in P.BACKGROUND_NAMES} <= corners

@@ -5,7 +5,8 @@ Algorithm (one step): draw a batch of rendered images; encode to the posterior (
 over elements); AdamW step with linear warm-up then cosine decay and gradient clipping.
 
 Images come from a caller-supplied ``sample_image(rng) -> uint8 [R, R, 3]`` (for Shapes World:
-``lambda rng: render(sample_scene(rng))``); image ``i`` of the stream gets its own ``numpy`` generator seeded
+``shapes_world_image``, a random scene on either background); image ``i`` of the stream gets its own ``numpy``
+generator seeded
 ``(data_seed, i)``, so the data never depends on how a run was split. The posterior noise comes from one
 ``torch.Generator`` whose state is checkpointed; together with the optimizer state this makes a resumed run
 bit-identical to an uninterrupted one.
@@ -37,6 +38,9 @@ from hyperbagel.errors import HyperBagelError
 from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.model.autoencoder import AutoEncoder, VAEConfig
 from hyperbagel.model.pixels import to_model_pixels
+from hyperbagel.world import palette as P
+from hyperbagel.world.render import render
+from hyperbagel.world.scene import sample_scene
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +246,14 @@ def load_checkpoint(
 
 
 # ---------------------------------------------------------------------------------------------------- the loop
+
+
+def shapes_world_image(rng: np.random.Generator, resolution: int) -> np.ndarray:
+    """A render of a uniformly random scene on a uniformly random background: the edit suite turns backgrounds
+    from black to gray, so the autoencoder must reconstruct both (one trained on black alone failed every
+    background edit of a perfect editor; docs/teacher.md)."""
+    background = P.BACKGROUND_NAMES[int(rng.integers(len(P.BACKGROUND_NAMES)))]
+    return render(sample_scene(rng, resolution, background=background))
 
 
 def train_vae(
