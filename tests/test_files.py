@@ -55,3 +55,16 @@ def test_other_write_errors_pass_through(tmp_path, monkeypatch):
     monkeypatch.setattr(files, "save_file", denied)
     with pytest.raises(PermissionError):
         atomic_save_tensors({"w": torch.ones(1)}, tmp_path / "w.safetensors")
+
+
+def test_a_command_that_fills_the_disk_stops_with_one_line(tmp_path, monkeypatch, capsys):
+    from hyperbagel.cli import main
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    code = main(["world", "oracle", "--suite", "vqa-shapes", "--out", str(tmp_path / "out"), "--limit", "3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: no space left") and "\n" not in err

@@ -13,6 +13,7 @@ import sys
 
 from hyperbagel import __version__
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.files import DISK_FULL
 
 # Modules exposing ``add_commands(subparsers)``. Order is the order of ``hyperbagel --help``.
 COMMAND_MODULES = [
@@ -53,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        print(f"error: no space left on the device{where}; free some space and run the same command again "
+              "(checkpoints written before are intact)", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

@@ -12,11 +12,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import torch
-from safetensors.torch import save_file
+from typing import TYPE_CHECKING
 
 from hyperbagel.errors import HyperBagelError
+
+if TYPE_CHECKING:
+    import torch
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -31,6 +32,12 @@ def writing(path: str | Path) -> Iterator[None]:
             raise HyperBagelError(f"no space left on the device writing {path}: what was written before is intact; "
                                   "free some space and run the same command again to resume") from None
         raise
+
+
+def save_file(tensors: dict[str, torch.Tensor], filename: str, metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file as write  # not at import: the world package reads this module too
+
+    write(tensors, filename, metadata=metadata)
 
 
 def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:

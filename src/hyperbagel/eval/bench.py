@@ -30,6 +30,7 @@ from hyperbagel.eval.bench_tally import RESUME_FILE, Tally, load_tally, save_tal
 from hyperbagel.eval.model_eval import SEED_RULE, sample_seed
 from hyperbagel.eval.paired import PerImage, compare, judge_image, overall
 from hyperbagel.eval.shapes_encoder import encode, kid, load_encoder
+from hyperbagel.files import atomic_write_text
 from hyperbagel.flow.solvers import prepare
 from hyperbagel.model.student import has_student, load_student, read_student_info
 from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline, SamplerSettings
@@ -259,7 +260,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
               "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads",
               "sessions": tally.sessions, "rows": results}
     report["table"] = table(report)
-    (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(json.dumps(report, indent=1) + "\n", out / "bench.json")
     (out / "bench.md").write_text(report["table"] + "\n")
     sheet(tally.shown, tally.shown_texts, out / "sheet.png", tally.shown_sources or None)
     resume.unlink()

@@ -29,6 +29,7 @@ from hyperbagel.decode.draft import VARIANTS, load_draft
 from hyperbagel.decode.generate import generate_text
 from hyperbagel.decode.speculative import SpecConfig, speculative_generate
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.files import atomic_write_text
 from hyperbagel.model.context import Context
 from hyperbagel.pipeline import Pipeline
 from hyperbagel.world import suites
@@ -258,7 +259,7 @@ def run_understand_bench(settings: UnderstandBench) -> dict:
     }
     report["table"] = format_table(report)
     settings.out.mkdir(parents=True, exist_ok=True)
-    (settings.out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(json.dumps(report, indent=1) + "\n", settings.out / "bench.json")
     (settings.out / "bench.md").write_text(report["table"] + "\n")
     return report
 

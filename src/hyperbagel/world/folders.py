@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.files import atomic_write_text
 
 RUN_FILE = "run.json"
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -53,7 +54,7 @@ def load_png(path: Path, resolution: int | None = None) -> np.ndarray:
 
 def write_run(out: Path, run: dict) -> None:
     Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
+    atomic_write_text(json.dumps(run, indent=2) + "\n", Path(out) / RUN_FILE)
 
 
 def read_run(out: Path) -> dict:
@@ -132,7 +133,7 @@ def read_records(out: Path) -> list[Record]:
 def write_predictions(out: Path, predictions: list[dict]) -> Path:
     Path(out).mkdir(parents=True, exist_ok=True)
     path = Path(out) / PREDICTIONS_FILE
-    path.write_text("".join(json.dumps(p) + "\n" for p in predictions))
+    atomic_write_text("".join(json.dumps(p) + "\n" for p in predictions), path)
     return path
 
 
