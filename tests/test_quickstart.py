@@ -40,7 +40,7 @@ def _history(folder: Path) -> list:
 
 def _numbers(run: Path) -> dict:
     """Every deterministic number of a run: losses, bench scores and forwards, τ and α, the showcase's texts."""
-    out = {"vae": json.loads((run / "vae" / "train_state.json").read_text())["losses"]}
+    out = {"vae": json.loads((run / "vae" / "train" / "train_state.json").read_text())["losses"]}
     out.update({f: _history(run / f) for f in TRAINED if (run / f / "train").is_dir()})
     for task in ("generate", "edit"):
         bench = json.loads((run / f"bench-{task}" / "bench.json").read_text())

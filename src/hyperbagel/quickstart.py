@@ -398,12 +398,11 @@ def stage_results(folder: Path) -> dict:
     """A summary of a finished stage's outputs: final training losses or the bench's headline numbers."""
     state = folder / "train" / "train_state.json"
     if state.is_file():
-        history = json.loads(state.read_text()).get("history", [])
+        s = json.loads(state.read_text())
+        if "losses" in s:  # the autoencoder's
+            return {"steps": s.get("step"), "final": (s.get("losses") or [None])[-1]}
+        history = s.get("history", [])
         return {"steps": len(history), "final": history[-1] if history else None}
-    vae_state = folder / "train_state.json"
-    if vae_state.is_file():
-        s = json.loads(vae_state.read_text())
-        return {"steps": s.get("step"), "final": (s.get("losses") or [None])[-1]}
     bench = folder / "bench.json"
     if bench.is_file():
         b = json.loads(bench.read_text())

@@ -16,6 +16,7 @@ from hyperbagel.recipes.vae import (
     image_batch,
     load_autoencoder,
     lr_at,
+    reconstruct,
     train_vae,
 )
 
@@ -91,3 +92,48 @@ def test_shapes_world_training_images_cover_both_backgrounds():
 
     corners = {tuple(shapes_world_image(np.random.default_rng([0, i]), 64)[0, 0]) for i in range(40)}
     assert {tuple(P.BACKGROUNDS[b]) for b in P.BACKGROUND_NAMES} <= corners
+
+
+VAE_SCRIPT = """
+import sys, numpy as np
+from hyperbagel.model.autoencoder import VAEConfig
+from hyperbagel.recipes.vae import VAETrainConfig, train_vae
+from hyperbagel.training.distributed import init
+init()
+def toy_image(rng):
+    image = np.zeros((16, 16, 3), dtype=np.uint8)
+    y, x = rng.integers(0, 10, size=2)
+    image[y : y + 6, x : x + 6] = rng.integers(64, 256, size=3)
+    return image
+micro = VAEConfig(resolution=16, ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, norm_groups=4)
+config = VAETrainConfig(vae=micro, steps=6, batch_size=4, lr=3e-3, warmup_steps=2, checkpoint_every=3, log_every=1,
+                        calibration_images=8)
+stop = int(sys.argv[2]) if len(sys.argv) > 2 else None
+train_vae(config, toy_image, sys.argv[1], stop_after=stop)
+"""
+
+
+def _vae_run(procs, out, stop=None):
+    import os
+    import subprocess
+    import sys
+
+    launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", "--master_port=29541",
+              "--no-python", sys.executable] if procs > 1 else [sys.executable]
+    done = subprocess.run([*launch, "-c", VAE_SCRIPT, str(out), *([str(stop)] if stop else [])],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [s["loss"] for s in json.loads((out / "train" / "train_state.json").read_text())["losses"]]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
+    one = _vae_run(1, tmp_path / "one")
+    assert _vae_run(2, tmp_path / "two") == pytest.approx(one, rel=1e-5)
+    _vae_run(2, tmp_path / "two-one", stop=3)
+    assert _vae_run(1, tmp_path / "two-one") == pytest.approx(one, rel=1e-5)
+    # the autoencoders agree as functions (weight by weight they need not: a key bias gets no gradient but
+    # rounding noise, which Adam turns into steps of the learning rate's size, and attention ignores it)
+    a, b = load_autoencoder(tmp_path / "one" / WEIGHTS_FILE), load_autoencoder(tmp_path / "two-one" / WEIGHTS_FILE)
+    x = image_batch(toy_image, 3, 0, 4)
+    torch.testing.assert_close(reconstruct(a, x, sample=False), reconstruct(b, x, sample=False), rtol=1e-3, atol=1e-3)

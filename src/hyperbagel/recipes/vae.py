@@ -7,14 +7,14 @@ over elements); AdamW step with linear warm-up then cosine decay and gradient cl
 Images come from a caller-supplied ``sample_image(rng) -> uint8 [R, R, 3]`` (for Shapes World:
 ``shapes_world_image``, a random scene on either background); image ``i`` of the stream gets its own ``numpy``
 generator seeded
-``(data_seed, i)``, so the data never depends on how a run was split. The posterior noise comes from one
-``torch.Generator`` whose state is checkpointed; together with the optimizer state this makes a resumed run
-bit-identical to an uninterrupted one.
+``(data_seed, i)``, and its posterior noise its own generator seeded ``(seed, step, i)``, so neither depends on how
+a run was split over processes or interrupted: a resumed run is bit-identical to an uninterrupted one, and
+``torchrun`` (FSDP2, each process a share of every batch) computes the one-process losses.
 
 A run folder holds ``config.json`` (this :class:`VAETrainConfig`), ``ae.safetensors`` (weights, with the
-:class:`VAEConfig` in its metadata), ``train_state.safetensors`` (optimizer moments, generator state) and
-``train_state.json`` (step, losses). Before each save, ``scale_factor``/``shift_factor`` are re-fitted so that
-scaled latents of a fixed calibration batch have zero mean and unit variance (FLUX's 0.3611/0.1159 are for
+:class:`VAEConfig` in its metadata) and ``train/`` (the distributed checkpoint: weights and optimizer moments, and
+``train_state.json`` with the step and losses). Before each save, ``scale_factor``/``shift_factor`` are re-fitted so
+that scaled latents of a fixed calibration batch have zero mean and unit variance (FLUX's 0.3611/0.1159 are for
 FLUX's latents, not ours); they do not affect training.
 """
 
@@ -23,8 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +30,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.model.autoencoder import AutoEncoder, VAEConfig
 from hyperbagel.model.pixels import to_model_pixels
+from hyperbagel.training import checkpoint as ckpt
+from hyperbagel.training.checkpoint import full_state_dict
+from hyperbagel.training.distributed import all_sum, barrier, distributed, is_main, shard_range
+from hyperbagel.training.progress import Progress
+from hyperbagel.training.schedule import warmup_cosine
+from hyperbagel.training.sharding import loss_scale, shard
 from hyperbagel.world import palette as P
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import sample_scene
@@ -48,8 +52,7 @@ ImageSampler = Callable[[np.random.Generator], np.ndarray]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "ae.safetensors"
-STATE_FILE = "train_state.safetensors"
-STATE_JSON = "train_state.json"
+OLD_STATE_FILE = "train_state.safetensors"  # how runs before the distributed checkpoints kept their state
 
 # The default Shapes World autoencoder: 64 px → 16×16×4 latent (downsample 4) → 8×8 = 64 tokens of 16 values
 # after 2×2 patchify. Measured (2000 steps, batch 16, ~7 min uncontended on 2 cores): L1 0.0065 on [-1, 1],
@@ -113,11 +116,7 @@ class VAETrainConfig:
 
 def lr_at(config: VAETrainConfig, step: int) -> float:
     """Learning rate of (0-based) ``step``: linear warm-up, then cosine decay to ``min_lr_ratio·lr``."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    span = max(1, config.steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / span)
-    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return warmup_cosine(step, config.lr, config.warmup_steps, config.steps, config.min_lr_ratio)
 
 
 def image_batch(sample_image: ImageSampler, data_seed: int, start: int, count: int) -> Tensor:
@@ -131,20 +130,44 @@ def kl_to_standard_normal(mean: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
 
 
-def vae_losses(
-    ae: AutoEncoder, x: Tensor, config: VAETrainConfig, generator: torch.Generator
-) -> tuple[Tensor, dict[str, float]]:
-    """The training loss of one batch and its parts (floats, for logging)."""
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16_autocast):
-        mean, logvar = ae.posterior(x)
-        mean, logvar = mean.float(), logvar.float().clamp(-30.0, 20.0)
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-        recon = ae.decoder(mean + torch.exp(0.5 * logvar) * noise).float()
-    l1 = (recon - x).abs().mean()
-    mse = (recon - x).square().mean()
-    kl = kl_to_standard_normal(mean, logvar)
+class VAELoss(nn.Module):
+    """One batch's training loss as a single module call (the step's entry point under FSDP2): the summed L1,
+    squared error and KL of ``x`` with posterior noise ``noise``, and their element counts, so that callers
+    normalise them globally over processes."""
+
+    def __init__(self, ae: AutoEncoder, config: VAETrainConfig):
+        super().__init__()
+        self.ae, self.config = ae, config
+
+    def forward(self, x: Tensor, noise: Tensor) -> dict[str, Tensor]:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.config.bf16_autocast):
+            mean, logvar = self.ae.posterior(x)
+            mean, logvar = mean.float(), logvar.float().clamp(-30.0, 20.0)
+            recon = self.ae.decoder(mean + torch.exp(0.5 * logvar) * noise).float()
+        kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar)
+        return {"l1": (recon - x).abs().sum(), "mse": (recon - x).square().sum(), "kl": kl.sum(),
+                "pixels": torch.tensor(float(x.numel())), "latents": torch.tensor(float(mean.numel()))}
+
+
+def posterior_noise(config: VAETrainConfig, step: int, indices: range) -> Tensor:
+    """The posterior sample's noise of each image of a step: a pure function of (seed, step, image)."""
+    f = 2 ** (len(config.vae.ch_mult) - 1)
+    shape = (config.vae.z_channels, config.vae.resolution // f, config.vae.resolution // f)
+    gens = [torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, step, i]).generate_state(1)[0]))
+            for i in indices]
+    return torch.stack([torch.randn(shape, generator=g) for g in gens])
+
+
+def vae_losses(loss_fn: VAELoss, x: Tensor, noise: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """The training loss of one batch (this process's share, normalised over all of them) and its parts."""
+    config = loss_fn.config
+    sums = loss_fn(x, noise)
+    pixels, latents = all_sum([float(sums["pixels"]), float(sums["latents"])])
+    l1, mse, kl = sums["l1"] / pixels, sums["mse"] / pixels, sums["kl"] / latents
     loss = config.l1_weight * l1 + config.mse_weight * mse + config.kl_weight * kl
-    return loss, {"loss": loss.item(), "l1": l1.item(), "mse": mse.item(), "kl": kl.item()}
+    parts = dict(zip(("l1", "mse", "kl"), all_sum([float(l1.detach()), float(mse.detach()), float(kl.detach())])))
+    return loss, {"loss": config.l1_weight * parts["l1"] + config.mse_weight * parts["mse"]
+                  + config.kl_weight * parts["kl"], **parts}
 
 
 @torch.no_grad()
@@ -207,42 +230,27 @@ def load_autoencoder(path: str | Path, config: VAEConfig | None = None) -> AutoE
     return ae.eval()
 
 
-def save_checkpoint(
-    run_dir: Path, config: VAETrainConfig, ae: AutoEncoder, optimizer: torch.optim.Optimizer,
-    generator: torch.Generator, step: int, losses: list[dict[str, float]],
-) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps(config.to_dict(), indent=2) + "\n", run_dir / CONFIG_FILE)
-    tmp = run_dir / (WEIGHTS_FILE + ".tmp")
-    save_autoencoder(ae, tmp)
-    tmp.replace(run_dir / WEIGHTS_FILE)
-    opt = optimizer.state_dict()
-    tensors = {"generator_state": generator.get_state()}
-    for index, state in opt["state"].items():
-        for name, value in state.items():
-            tensors[f"optimizer.{index}.{name}"] = value.detach().contiguous()
-    atomic_save_tensors(tensors, run_dir / STATE_FILE, metadata={"format": "pt"})
-    state_json = {"step": step, "param_groups": opt["param_groups"], "losses": losses}
-    atomic_write_text(json.dumps(state_json) + "\n", run_dir / STATE_JSON)
-    log.info("checkpoint: step %d → %s", step, run_dir)
-
-
-def load_checkpoint(
-    run_dir: Path, ae: AutoEncoder, optimizer: torch.optim.Optimizer, generator: torch.Generator
-) -> tuple[int, list[dict[str, float]]]:
-    """Restore weights, optimizer and generator in place; returns (next step, losses so far)."""
-    saved = load_autoencoder(run_dir / WEIGHTS_FILE)
-    ae.config = saved.config
-    ae.load_state_dict(saved.state_dict(), strict=True)
-    tensors = load_file(str(run_dir / STATE_FILE))
-    state_json = json.loads((run_dir / STATE_JSON).read_text())
-    generator.set_state(tensors.pop("generator_state"))
-    state: dict[int, dict[str, Tensor]] = {}
-    for key, value in tensors.items():
-        _, index, name = key.split(".", 2)
-        state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": state_json["param_groups"]})
-    return state_json["step"], state_json["losses"]
+def save_checkpoint(run_dir: Path, config: VAETrainConfig, loss_fn: VAELoss, optimizer: torch.optim.Optimizer,
+                    step: int, losses: list[dict[str, float]], calibration: Tensor) -> None:
+    """The training state (``train/``, a distributed checkpoint) and the run's ``ae.safetensors`` with its latent
+    scale fitted on ``calibration`` (a collective under ``torchrun``)."""
+    ckpt.save(run_dir / "train", step, {"ae": loss_fn}, {"ae": optimizer}, {"losses": losses})
+    ae = loss_fn.ae
+    if distributed():
+        tensors = full_state_dict(loss_fn)  # a collective; the main process gets the whole weights
+        if is_main():
+            ae = AutoEncoder(ae.config)
+            ae.load_state_dict({k.removeprefix("ae."): v for k, v in tensors.items()}, strict=True)
+    if is_main():
+        atomic_write_text(json.dumps(config.to_dict(), indent=2) + "\n", run_dir / CONFIG_FILE)
+        training = ae.training
+        ae.eval()
+        ae.config = fit_latent_scale(ae, calibration)
+        loss_fn.ae.config = ae.config
+        ae.train(training)
+        save_autoencoder(ae, run_dir / WEIGHTS_FILE)
+        log.info("checkpoint: step %d → %s", step, run_dir)
+    barrier()
 
 
 # ---------------------------------------------------------------------------------------------------- the loop
@@ -266,39 +274,45 @@ def train_vae(
     """Train (or resume) a run in ``run_dir``; returns the autoencoder and the per-step losses.
 
     ``stop_after`` ends the call after that many total steps (a checkpoint is written), as if interrupted;
-    calling again with ``resume=True`` continues to ``config.steps``.
+    calling again with ``resume=True`` continues to ``config.steps``. Under ``torchrun`` the autoencoder is sharded
+    with FSDP2 and each process takes its share of every batch; every image and its posterior noise are a pure
+    function of the data stream's index and the step, so the losses do not depend on the process count.
     """
     run_dir = Path(run_dir)
-    ae = build_autoencoder(config.vae, config.seed).train()
-    optimizer = torch.optim.AdamW(ae.parameters(), lr=config.lr, betas=config.betas,
+    if resume and (run_dir / OLD_STATE_FILE).is_file() and not (run_dir / "train").is_dir():
+        raise HyperBagelError(f"{run_dir} was checkpointed by an older version of this recipe (its posterior noise "
+                              "is drawn differently now): train into another folder")
+    loss_fn = VAELoss(build_autoencoder(config.vae, config.seed).train(), config)
+    if distributed():
+        shard(loss_fn, layer_types=())
+    optimizer = torch.optim.AdamW(loss_fn.parameters(), lr=config.lr, betas=config.betas,
                                   weight_decay=config.weight_decay)
-    generator = torch.Generator().manual_seed(config.seed + 1)
     step, losses = 0, []
-    if resume and (run_dir / STATE_JSON).is_file():
-        step, losses = load_checkpoint(run_dir, ae, optimizer, generator)
+    state = ckpt.load(run_dir / "train", {"ae": loss_fn}, {"ae": optimizer}) if resume else None
+    if state:
+        step, losses = state["step"], state["losses"]
+        loss_fn.ae.config = load_autoencoder(run_dir / WEIGHTS_FILE).config
         log.info("resumed %s at step %d", run_dir, step)
     # A fixed calibration batch, outside the training stream (negative indexes are never trained on).
     calibration = image_batch(sample_image, config.data_seed + 10_000, 0, config.calibration_images)
     end = config.steps if stop_after is None else min(config.steps, stop_after)
-    t0 = time.perf_counter()
+    bar = Progress("vae", config.steps, step, config.log_every, enabled=False, logger=log)
     while step < end:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(config, step)
-        x = image_batch(sample_image, config.data_seed, step * config.batch_size, config.batch_size)
-        loss, parts = vae_losses(ae, x, config, generator)
+        mine = shard_range(config.batch_size, step * config.batch_size)
+        x = image_batch(sample_image, config.data_seed, mine.start, len(mine))
+        noise = posterior_noise(config, step, range(mine.start - step * config.batch_size,
+                                                    mine.stop - step * config.batch_size))
+        loss, parts = vae_losses(loss_fn, x, noise)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * loss_scale()).backward()
         if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(ae.parameters(), config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(loss_fn.parameters(), config.grad_clip)
         optimizer.step()
         step += 1
         losses.append(parts)
-        if step % config.log_every == 0 or step == end:
-            log.info("step %d/%d loss %.5f l1 %.5f mse %.6f kl %.3f (%.1f s)", step, config.steps, parts["loss"],
-                     parts["l1"], parts["mse"], parts["kl"], time.perf_counter() - t0)
+        bar.step(step - 1, {f"vae/{k}": v for k, v in parts.items()})
         if step % config.checkpoint_every == 0 or step == end:
-            ae.eval()
-            ae.config = fit_latent_scale(ae, calibration)
-            ae.train()
-            save_checkpoint(run_dir, config, ae, optimizer, generator, step, losses)
-    return ae.eval(), losses
+            save_checkpoint(run_dir, config, loss_fn, optimizer, step, losses, calibration)
+    return loss_fn.ae.eval(), losses
