@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +41,13 @@ from hyperbagel.recipes.checkpointing import (
     atomic_save_tensors,
     atomic_write_text,
     load_training_state,
-    save_training_state,
 )
+from hyperbagel.training import checkpoint as ckpt
+from hyperbagel.training.checkpoint import full_state_dict
+from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, is_main, shard_range
+from hyperbagel.training.progress import Progress
+from hyperbagel.training.schedule import warmup_cosine
+from hyperbagel.training.sharding import loss_scale, shard
 from hyperbagel.world.render import render
 from hyperbagel.world.tasks.match import damage, judge, prompt_and_scene, sample_pair
 from hyperbagel.world.vocab import all_words
@@ -95,10 +99,7 @@ class RewardTrainConfig:
 
 def lr_at(cfg: RewardTrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to a tenth."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
+    return warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, 0.1)
 
 
 @dataclass
@@ -219,59 +220,73 @@ def load_vae(cfg: RewardTrainConfig) -> AutoEncoder | None:
 
 
 def train_reward(cfg: RewardTrainConfig, progress: bool = True, stop_after: int | None = None) -> Path:
-    """Train (or resume) the reward model; returns its folder (``reward.safetensors`` + ``tokenizer.json``)."""
+    """Train (or resume) the reward model; returns its folder (``reward.safetensors`` + ``tokenizer.json``).
+    Under ``torchrun`` the model is sharded with FSDP2 and every process builds the step's whole batch (a pure
+    function of the step) and trains on its share of the rows."""
     out = Path(cfg.out)
     tok = tokenizer()
     vae = load_vae(cfg)
     model = build_model(cfg, tok).train()
+    if distributed():
+        shard(model, layer_types=())
     reward = Reward(model, tok)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     pool = build_pool(cfg, out)
-    state = load_training_state(out / "train", model, None, opt)
+    state = ckpt.load(out / "train", {"reward": model}, {"reward": opt})
+    if state is None and (out / "train" / "train_model.safetensors").is_file():  # checkpointed before DCP
+        if distributed():
+            raise HyperBagelError(f"{out / 'train'} holds a one-process checkpoint of an older format: resume it in "
+                                  "one process first")
+        state = load_training_state(out / "train", model, None, opt)
     start, history = (state["step"], state["history"]) if state else (0, [])
     if state:
         log.info("resuming %s at step %d", out, start)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps(cfg.to_dict(), indent=1) + "\n", out / "train_config.json")
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start, desc="train reward", unit="step", dynamic_ncols=True)
-    t0 = time.perf_counter()
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(cfg.to_dict(), indent=1) + "\n", out / "train_config.json")
+    bar = Progress("train reward", cfg.steps, start, cfg.log_every, progress, log)
     for step in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
         rows = pool_rows(cfg, step, pool)
         pairs = make_pairs(cfg, TRAIN, step, cfg.batch - len(rows), vae) + pool.take(rows)
-        pixels = torch.stack([to_model_pixels(im) for im in pairs.images])
-        labels = torch.from_numpy(pairs.labels)
-        r = reward(pixels, pairs.texts)
-        loss = reward_bce(r, labels)
+        n = len(pairs.labels)
+        mine = shard_range(n)
+        pixels = torch.stack([to_model_pixels(im) for im in pairs.images[mine.start:mine.stop]])
+        labels = torch.from_numpy(pairs.labels[mine.start:mine.stop])
+        r = reward(pixels, pairs.texts[mine.start:mine.stop])
+        loss = reward_bce(r, labels) * (len(mine) / n)  # this process's share of the batch's mean
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * loss_scale()).backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        acc = float(((r.detach() > 0) == labels).float().mean())
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(gnorm), "bce": float(loss.detach()),
-                  "acc": acc, "positives": float(labels.float().mean()),
+        bce, correct = all_sum([float(loss.detach()), float(((r.detach() > 0) == labels).sum())])
+        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), "bce": bce,
+                  "acc": correct / n, "positives": float(pairs.labels.mean()),
                   **({"pool_positives": float(pool.labels[rows].mean())} if len(rows) else {})}
         history.append(logged)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(bce=f"{logged['bce']:.3f}", acc=f"{acc:.3f}")
-        if (step + 1) % cfg.log_every == 0:
-            log.info("reward step %d bce=%.4f acc=%.3f (%.1f s)", step + 1, logged["bce"], acc,
-                     time.perf_counter() - t0)
+        bar.step(step, {"reward/bce": bce, "reward/acc": correct / n})
         stopping = stop_after is not None and step + 1 >= stop_after
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-            save_training_state(out / "train", model, None, opt, {"step": step + 1, "history": history})
-            save_reward(out, model, tok)
+            ckpt.save(out / "train", step + 1, {"reward": model}, {"reward": opt}, {"history": history})
+            _export(out, model, cfg, tok)
         if stopping:
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     return out
+
+
+def _export(out: Path, model: RewardModel, cfg: RewardTrainConfig, tok: ShapesTokenizer) -> None:
+    """``reward.safetensors`` and the tokenizer (the weights gathered from every process when sharded)."""
+    if not distributed():
+        save_reward(out, model, tok)
+        return
+    tensors = full_state_dict(model)
+    if is_main():
+        plain = build_model(cfg, tok)
+        plain.load_state_dict(tensors, strict=True)
+        save_reward(out, plain, tok)
+    barrier()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,40 @@
+"""The reward recipe under torchrun: FSDP2 over two processes computes the one-process losses, and its
+checkpoints resume across process counts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = """
+import sys
+from hyperbagel.recipes.reward import RewardTrainConfig, train_reward
+from hyperbagel.training.distributed import init
+init()
+cfg = RewardTrainConfig(out=sys.argv[1], vae=None, steps=4, batch=8, warmup=1, report_pairs=16,
+                        model={"dim": 32, "layers": 1, "heads": 2, "mlp": 64, "stem": [8, 16]})
+train_reward(cfg, progress=False, stop_after=int(sys.argv[2]) if len(sys.argv) > 2 else None)
+"""
+
+
+def _run(procs, out, stop=None):
+    launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", "--master_port=29547",
+              "--no-python", sys.executable] if procs > 1 else [sys.executable]
+    done = subprocess.run([*launch, "-c", SCRIPT, str(out), *([str(stop)] if stop else [])],
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads((out / "train" / "train_state.json").read_text())["history"]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
+    one = _run(1, tmp_path / "one")
+    two = _run(2, tmp_path / "two")
+    _run(2, tmp_path / "two-one", stop=2)
+    resumed = _run(1, tmp_path / "two-one")
+    for h in (two, resumed):
+        assert [x["bce"] for x in h] == pytest.approx([x["bce"] for x in one], rel=1e-5)
+        assert [x["acc"] for x in h] == [x["acc"] for x in one]
