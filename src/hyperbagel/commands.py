@@ -21,6 +21,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/vae"))
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--preset", default="tiny", choices=("micro", "tiny"), help="the model preset whose VAE to train")
+    p.add_argument("--ckpt-every", type=int, default=None, help="checkpoint every N steps (default 250)")
     p.set_defaults(func=cmd_train_vae)
 
     p = tsub.add_parser("teacher", help="train the unified teacher on Shapes World (resumes if OUT has a checkpoint)")
@@ -34,6 +35,17 @@ def add_commands(subparsers) -> None:
                    help="processes that build batches ahead of the model (default: 0 on the CPU, all cores but one "
                         "with --device cuda)")
     p.set_defaults(func=cmd_train_teacher)
+
+    from hyperbagel.decode.commands import _group
+
+    bench = _group(subparsers, "bench", "benchmarks", "bench_command")
+    p = bench.add_parser("kills", help="SIGKILL recipes (micro) at random moments and during checkpoint writes, "
+                                       "restart them, and check that they end as an uninterrupted run")
+    p.add_argument("--recipes", default="teacher,vae,reward")
+    p.add_argument("--kills", type=int, default=3, help="kills per recipe")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/bench-kills"))
+    p.set_defaults(func=cmd_bench_kills)
 
     p = subparsers.add_parser("plan", help="memory per GPU of each training stage under FSDP2, from the real modules")
     p.add_argument("--preset", default="bagel-7b", choices=("bagel-7b", "tiny", "micro"))
@@ -174,6 +186,8 @@ def cmd_train_vae(args) -> int:
     cfg = VAETrainConfig(vae=vae)
     if args.steps:
         cfg = dataclasses.replace(cfg, steps=args.steps)
+    if args.ckpt_every:
+        cfg = dataclasses.replace(cfg, checkpoint_every=args.ckpt_every)
     train_vae(cfg, lambda rng: shapes_world_image(rng, vae.resolution), args.out)
     print(f"autoencoder: {args.out / 'ae.safetensors'}")
     return 0
@@ -187,6 +201,44 @@ def cmd_sheet(args) -> int:
         print(f"{task}: {sum(v['ok'] for v in items)}/{len(items)} judged correct")
     print(f"wrote {args.out}")
     return 0
+
+
+def cmd_bench_kills(args) -> int:
+    import dataclasses
+    import platform
+
+    import torch
+
+    from hyperbagel.eval.kill_bench import kill_and_compare, micro_recipes
+    from hyperbagel.files import atomic_write_text
+    from hyperbagel.model.autoencoder import AutoEncoder
+    from hyperbagel.model.presets import preset
+    from hyperbagel.recipes.vae import save_autoencoder
+
+    if args.kills < 1:
+        raise HyperBagelError("--kills must be at least 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    save_autoencoder(AutoEncoder(preset("micro").vae), args.out / "ae.safetensors")
+    recipes = micro_recipes(args.out / "ae.safetensors", args.out)
+    names = args.recipes.split(",")
+    if unknown := [n for n in names if n not in recipes]:
+        raise HyperBagelError(f"unknown recipes {unknown}; the bench knows {', '.join(recipes)}")
+    rows, results = [], []
+    for name in names:
+        r = kill_and_compare(recipes[name], args.out, args.kills, args.seed)
+        results.append(dataclasses.asdict(r) | {"ok": r.ok})
+        killed = sum(k["killed"] for k in r.kills)
+        during = sum(k["killed"] and k["checkpoint_write_seen"] for k in r.kills)
+        rows.append(f"| {name} | {killed} / {len(r.kills)} | {during} | {r.history_equal} | {r.weights_equal} | "
+                    f"{r.seconds_uninterrupted:.1f} |")
+    table = "\n".join(["| recipe | killed / starts | killed mid-checkpoint | losses equal | weights equal | "
+                        "uninterrupted s |", "|---|---|---|---|---|---|", *rows])
+    machine = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
+    atomic_write_text(json.dumps({"machine": machine, "kills": args.kills, "seed": args.seed, "results": results},
+                                 indent=1) + "\n", args.out / "kills.json")
+    print(f"bench kills ({machine}, {args.kills} kills per recipe, seed {args.seed}):\n{table}")
+    return 0 if all(r["ok"] for r in results) else 1
 
 
 def cmd_plan(args) -> int:
