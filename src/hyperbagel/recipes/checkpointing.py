@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from hyperbagel.files import atomic_save_tensors, atomic_write_text  # noqa: F401 (re-exported)
+from hyperbagel.files import atomic_save_tensors, atomic_write_text
 
 
 def _named_parameters(model: nn.Module, aux: nn.Module | None = None) -> dict[str, nn.Parameter]:

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.flow.guidance import GuidanceConfig
 from hyperbagel.flow.sampler import Branches
 from hyperbagel.model.bagel import Bagel
@@ -38,11 +39,10 @@ from hyperbagel.model.student import (
 )
 from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline
 from hyperbagel.recipes.checkpointing import (
-    atomic_save_tensors,
-    atomic_write_text,
     load_optimizer,
     optimizer_tensors,
 )
+from hyperbagel.training.schedule import warmup_constant
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import sample_scene, scene_from_json
 from hyperbagel.world.tasks import edit as edit_tasks
@@ -98,8 +98,7 @@ class DistillConfig:
 
 def lr_at(cfg: DistillConfig, step: int, lr: float | None = None) -> float:
     """Linear warm-up, then constant."""
-    lr = cfg.lr if lr is None else lr
-    return lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+    return warmup_constant(step, cfg.lr if lr is None else lr, cfg.warmup)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from torch import Tensor
 from hyperbagel.decode.draft import VARIANTS, Draft, DraftConfig, TargetHead, build_draft, save_draft
 from hyperbagel.decode.generate import generate_text
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.checkpoint import load_pretrained
 from hyperbagel.model.context import Context, Forwarder
@@ -48,11 +49,10 @@ from hyperbagel.model.sequence import IGNORE, Block, Text, VaeImage, VitImage, e
 from hyperbagel.model.siglip import patchify_image, vit_position_ids
 from hyperbagel.model.tokenizer import ShapesTokenizer
 from hyperbagel.recipes.checkpointing import (
-    atomic_save_tensors,
-    atomic_write_text,
     load_training_state,
     save_training_state,
 )
+from hyperbagel.training.schedule import warmup_cosine
 from hyperbagel.world.captions import caption
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import sample_scene, scene_from_json
@@ -401,10 +401,7 @@ def ttt_loss(draft: Draft, head: TargetHead, batch: DraftBatch, steps: int, deca
 
 # ----- the loop -----
 def lr_at(cfg: DraftTrainConfig, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    return warmup_cosine(step, cfg.lr, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
 
 
 POOL = 16  # batches whose samples are sorted by length together

@@ -34,12 +34,11 @@ from hyperbagel.distill.reward import (
 )
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.eval.reward_eval import agreement
+from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.pixels import to_model_pixels, to_uint8
 from hyperbagel.model.tokenizer import ShapesTokenizer
 from hyperbagel.recipes.checkpointing import (
-    atomic_save_tensors,
-    atomic_write_text,
     load_training_state,
 )
 from hyperbagel.training import checkpoint as ckpt

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.checkpoint import build_model, save_pretrained
@@ -33,8 +34,6 @@ from hyperbagel.model.siglip import SiglipVisionTransformer
 from hyperbagel.model.tokenizer import ShapesTokenizer
 from hyperbagel.recipes.alignment import AlignConfig, AlignHeads, align_loss
 from hyperbagel.recipes.checkpointing import (
-    atomic_save_tensors,
-    atomic_write_text,
     load_training_state,
 )
 from hyperbagel.recipes.shapes_tasks import GROUPS, SAMPLERS, TaskMix
