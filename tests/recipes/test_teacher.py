@@ -223,6 +223,32 @@ def test_a_shared_pretrained_vit_starts_the_same_run(vae_file, tmp_path):
     assert _history(tmp_path / "own") == _history(tmp_path / "shared")
 
 
+def test_a_frozen_vit_stays_as_pretrained_while_the_rest_trains(vae_file, tmp_path):
+    from hyperbagel.recipes.teacher import save_pretrained_vit
+
+    save_pretrained_vit(_cfg(vae_file, tmp_path / "unused"), tmp_path / "vit.safetensors")
+    from safetensors.torch import load_file
+
+    pretrained = load_file(tmp_path / "vit.safetensors")
+    for freeze in (True, False):
+        out = tmp_path / f"freeze-{freeze}"
+        train_teacher(_cfg(vae_file, out, steps=3, vit_init=str(tmp_path / "vit.safetensors"), freeze_vit=freeze,
+                           ema_decay=0.0), progress=False)
+        model, _ = load_pretrained(out)
+        vit = model.vit_model.vision_model.state_dict()
+        same = all(torch.equal(vit[k], v) for k, v in pretrained.items())
+        assert same == freeze
+        assert not torch.equal(model.connector.fc1.weight, _fresh_connector(vae_file, tmp_path))
+
+
+def _fresh_connector(vae_file, tmp_path):
+    from hyperbagel.recipes.teacher import build_teacher
+    from hyperbagel.recipes.vae import load_autoencoder
+
+    _, model = build_teacher(_cfg(vae_file, tmp_path / "unused"), load_autoencoder(vae_file).config)
+    return model.connector.fc1.weight
+
+
 def test_a_full_disk_at_a_checkpoint_stops_cleanly_and_the_last_one_resumes(vae_file, tmp_path, monkeypatch):
     import errno
 

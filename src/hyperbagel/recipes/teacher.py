@@ -85,6 +85,7 @@ class TeacherConfig:
     # the ViT is pre-trained on its own before joint training (recipes/vit.py); steps=0 skips it
     vit_pretrain: ViTPretrainConfig = field(default_factory=ViTPretrainConfig)
     vit_init: str = ""  # a pre-trained ViT (safetensors, ``save_pretrained_vit``) to start from instead
+    freeze_vit: bool = False  # keep the (pre-trained) ViT as it is during joint training (BAGEL's ``freeze_vit``)
     # auxiliary losses on the noised image tokens (recipes/alignment.py); off by default
     align: AlignConfig = field(default_factory=AlignConfig)
     # phases of the run, in order: {"until": fraction of steps, "batch": {...}, "mix": {TaskMix overrides}}; a phase
@@ -374,6 +375,8 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(json.dumps(vit_history) + "\n", out / "vit_pretrain.json")
+    if cfg.freeze_vit:
+        model.vit_model.requires_grad_(False)
     aligner = None
     if cfg.align.active:
         aligner = build_aligner(cfg, model)
