@@ -15,6 +15,10 @@ from hyperbagel.flow.guidance import RENORM_TYPES
 from hyperbagel.inputs import IMAGE_SCALE_RANGE, TEXT_SCALE_RANGE
 from hyperbagel.serve.demo import MODES, Demo, History
 
+# requests waiting for the model (which runs one at a time); one more is refused at once with Gradio's "queue is
+# full" message, so a crowd gets a clear answer and bounded memory and wait, not a growing queue
+QUEUE_SIZE = 8
+
 CSS = """
 .pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 footer { display: none !important; }
@@ -184,7 +188,7 @@ def build_app(demo: Demo, examples: dict[str, list[str]] | None = None):
 
         g_to_edit.click(lambda im: carry(im, "edit"), g_img, [e_src, tabs], api_name=False)
         e_to_ask.click(lambda im: carry(im, "und"), e_img, [u_src, tabs], api_name=False)
-    app.queue(default_concurrency_limit=1)
+    app.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
     return app
 
 
