@@ -109,7 +109,7 @@ def main() -> int:
     ap.add_argument("--packed", action="store_true",
                     help="one forward per step for all task groups (TeacherConfig.packed) in the arms that allow it")
     ap.add_argument("--vit", type=Path, default=None,
-                    help="a pre-trained ViT to share (recipes.teacher.save_pretrained_vit), e.g. made on the host first")
+                    help="a pre-trained ViT to share (recipes.teacher.save_pretrained_vit), made on the host")
     ap.add_argument("--own-vit", action="store_true",
                     help="each arm pre-trains its own ViT (default: one pre-training, shared by every arm)")
     ap.add_argument("--score", default=None, help=argparse.SUPPRESS)  # internal: score one arm

@@ -33,7 +33,7 @@ def step_seconds(log: list[str]) -> float | None:
 def log_fit(steps: list[int], scores: list[float]) -> tuple[float, float]:
     """Least squares ``score ≈ a + b·log2(steps)``; returns (a, b)."""
     xs = [math.log2(s) for s in steps]
-    n, mx, my = len(xs), sum(xs) / len(xs), sum(scores) / len(scores)
+    mx, my = sum(xs) / len(xs), sum(scores) / len(scores)
     var = sum((x - mx) ** 2 for x in xs)
     b = sum((x - mx) * (y - my) for x, y in zip(xs, scores)) / var if var else 0.0
     return my - b * mx, b

@@ -47,6 +47,14 @@ def add_commands(subparsers) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/bench-kills"))
     p.set_defaults(func=cmd_bench_kills)
 
+    p = bench.add_parser("fuzz", help="property-based fuzzing of the input surfaces: every input must succeed or end "
+                                      "in one clear line, never a stack trace")
+    p.add_argument("--surfaces", default="pipeline,model-folder,result-folder,config")
+    p.add_argument("--examples", type=int, default=1000, help="generated inputs per surface")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/bench-fuzz"))
+    p.set_defaults(func=cmd_bench_fuzz)
+
     p = subparsers.add_parser("plan", help="memory per GPU of each training stage under FSDP2, from the real modules")
     p.add_argument("--preset", default="bagel-7b", choices=("bagel-7b", "tiny", "micro"))
     p.add_argument("--stage", default="all", help="a stage (vae, vit, teacher, draft, reward, cfg, tscd, dmdo, adp, "
@@ -241,6 +249,40 @@ def cmd_bench_kills(args) -> int:
     return 0 if all(r["ok"] for r in results) else 1
 
 
+def cmd_bench_fuzz(args) -> int:
+    import dataclasses
+    import platform
+    import time
+
+    from hyperbagel.eval.fuzz import fuzz
+    from hyperbagel.eval.random_folders import random_draft_folder, random_model_folder, random_student_folder
+    from hyperbagel.files import atomic_write_text
+
+    if args.examples < 1:
+        raise HyperBagelError("--examples must be at least 1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    teacher = random_model_folder(args.out / "micro")  # random weights: fuzzing is about inputs, not quality
+    student = random_student_folder(teacher, args.out / "micro-student")
+    draft = random_draft_folder(teacher, args.out / "micro-draft")
+    start = time.perf_counter()
+    reports = fuzz(args.surfaces.split(","), args.examples, args.seed, student, draft)
+    rows = [f"| {r.surface} | {r.tried} | {r.counts['ok']} | {r.counts['clear']} | {r.counts['trace']} |"
+            for r in reports]
+    table = "\n".join(["| surface | inputs | succeeded | clear one-line errors | stack traces |",
+                       "|---|---|---|---|---|", *rows])
+    machine = f"{platform.machine()} {os.cpu_count()} cores"
+    atomic_write_text(json.dumps({"machine": machine, "examples": args.examples, "seed": args.seed,
+                                  "seconds": time.perf_counter() - start,
+                                  "surfaces": [dataclasses.asdict(r) for r in reports]}, indent=1) + "\n",
+                      args.out / "fuzz.json")
+    print(f"bench fuzz ({machine}, {args.examples} inputs per surface, seed {args.seed}, "
+          f"{time.perf_counter() - start:.0f} s):\n{table}")
+    for r in reports:
+        for trace in r.traces:
+            print(f"  {r.surface}: {trace}")
+    return 0 if all(r.counts["trace"] == 0 for r in reports) else 1
+
+
 def cmd_plan(args) -> int:
     from hyperbagel.recipes.memory_plan import STAGES, PlanSettings, plan_table, settings_line
 
@@ -257,10 +299,11 @@ def cmd_plan(args) -> int:
 
 
 def cmd_train_teacher(args) -> int:
+    from hyperbagel.config_types import config_from_json
     from hyperbagel.recipes.teacher import TeacherConfig, init_distributed, train_teacher
 
-    overrides = json.loads(args.config.read_text()) if args.config else {}
-    cfg = TeacherConfig(**{"preset": args.preset, "vae": str(args.vae), "out": str(args.out), **overrides})
+    cfg = config_from_json(TeacherConfig, args.config, {"preset": args.preset, "vae": str(args.vae),
+                                                        "out": str(args.out)}, "train teacher --config")
     if args.steps:
         cfg.steps = args.steps
     if args.device:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from hyperbagel.errors import HyperBagelError
@@ -81,15 +80,13 @@ def load_draft_from_args(pipe, args) -> None:
 
 
 def cmd_train_draft(args) -> int:
+    from hyperbagel.config_types import config_from_json
     from hyperbagel.recipes.draft import DraftTrainConfig, train_draft
 
-    overrides = json.loads(args.config.read_text()) if args.config else {}
     data = args.data or args.out.parent / "draft-data"
-    try:
-        cfg = DraftTrainConfig(**{"target": str(args.target), "out": str(args.out), "data_dir": str(data),
-                                  "variant": args.variant, **overrides})
-    except (TypeError, ValueError) as err:
-        raise HyperBagelError(f"bad draft config: {err}") from None
+    cfg = config_from_json(DraftTrainConfig, args.config, {"target": str(args.target), "out": str(args.out),
+                                                           "data_dir": str(data), "variant": args.variant},
+                           "train draft --config")
     if args.steps:
         cfg.steps = args.steps
     out = train_draft(cfg)

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from hyperbagel.config_types import config_from_json
 from hyperbagel.errors import HyperBagelError
 
 STAGES = {
@@ -99,16 +99,12 @@ def cmd_distill(args) -> int:
     config_cls, train = {"cfg": (CFGDistillConfig, train_cfg), "tscd": (TSCDConfig, train_tscd),
                          "dmdo": (DMDOConfig, train_dmdo), "adp": (ADPConfig, train_adp),
                          "refl": (ReFLConfig, train_refl)}[args.stage]
-    overrides = json.loads(args.config.read_text()) if args.config else {}
     fields = {"teacher": str(args.teacher), "out": str(args.out)}
     if getattr(args, "init", None) is not None:
         fields["init"] = str(args.init)
     if getattr(args, "reward", None) is not None:
         fields["reward"] = str(args.reward)
-    try:
-        cfg = config_cls(**{**fields, **overrides})
-    except (TypeError, ValueError) as err:
-        raise HyperBagelError(f"distill {args.stage} config: {err}") from None
+    cfg = config_from_json(config_cls, args.config, fields, f"distill {args.stage} --config")
     if args.steps:
         cfg.steps = args.steps
     out = train(cfg)
@@ -119,11 +115,8 @@ def cmd_distill(args) -> int:
 def cmd_train_reward(args) -> int:
     from hyperbagel.recipes.reward import RewardTrainConfig, train_reward, write_report
 
-    overrides = json.loads(args.config.read_text()) if args.config else {}
-    try:
-        cfg = RewardTrainConfig(**{"out": str(args.out), "vae": str(args.vae), **overrides})
-    except (TypeError, ValueError) as err:
-        raise HyperBagelError(f"train reward config: {err}") from None
+    cfg = config_from_json(RewardTrainConfig, args.config, {"out": str(args.out), "vae": str(args.vae)},
+                           "train reward --config")
     if args.steps:
         cfg.steps = args.steps
     if args.generator:

@@ -8,6 +8,7 @@ per token on the text-guided velocity only (before image guidance).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -26,6 +27,12 @@ class GuidanceConfig:
     def __post_init__(self) -> None:
         if self.renorm_type not in RENORM_TYPES:
             raise ValueError(f"GuidanceConfig.renorm_type must be one of {RENORM_TYPES}, got {self.renorm_type!r}")
+        for name in ("text_scale", "image_scale", "renorm_min"):  # NaN and ∞ pass: the pipeline's range check
+            if not _real(getattr(self, name)):                       # names them with the trained range
+                raise ValueError(f"GuidanceConfig.{name} must be a number, got {getattr(self, name)!r}")
+        if not (isinstance(self.interval, (tuple, list)) and len(self.interval) == 2 and all(map(_real,
+                                                                                              self.interval))):
+            raise ValueError(f"GuidanceConfig.interval must be two numbers (lo, hi), got {self.interval!r}")
         lo, hi = self.interval
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"GuidanceConfig.interval must satisfy 0 ≤ lo ≤ hi ≤ 1, got {self.interval}")
@@ -69,3 +76,8 @@ def combine(
     v = v_txt if v_no_image is None else v_no_image + image_scale * (v_txt - v_no_image)
     dims = (-1,) if renorm_type == "channel" else tuple(range(1, v.dim()))
     return _shrink(v, v_cond, dims, renorm_min)
+
+
+def _real(value) -> bool:
+    """A real number, not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

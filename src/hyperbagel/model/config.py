@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from hyperbagel.config_types import check_types
 from hyperbagel.model.autoencoder import VAEConfig
 from hyperbagel.model.qwen2_mot import LLMConfig
 from hyperbagel.model.siglip import ViTConfig
@@ -60,13 +61,16 @@ class BagelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> BagelConfig:
+        """From ``to_dict``'s form (a ``config.json``), every field checked against its type: a file may hold any
+        JSON, and a wrong type would otherwise surface deep inside the model's construction."""
         d = dict(d)
         vae = dict(d.pop("vae"))
         vae["ch_mult"] = tuple(vae["ch_mult"])
-        return cls(
-            llm=LLMConfig(**d.pop("llm")),
-            vit=ViTConfig(**d.pop("vit")),
-            vae=VAEConfig(**vae),
-            special_tokens=SpecialTokens(**d.pop("special_tokens")),
-            **d,
-        )
+        parts = {"llm": LLMConfig(**d.pop("llm")), "vit": ViTConfig(**d.pop("vit")), "vae": VAEConfig(**vae),
+                 "special_tokens": SpecialTokens(**d.pop("special_tokens"))}
+        for part in parts.values():
+            check_types(part)
+        cfg = cls(**parts, **d)
+        check_types(cfg)
+        return cfg
+

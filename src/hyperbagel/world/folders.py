@@ -62,9 +62,12 @@ def read_run(out: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        run = json.loads(path.read_text())
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
         raise HyperBagelError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(run, dict):
+        raise HyperBagelError(f"{path}: expected a JSON object, got {type(run).__name__}")
+    return run
 
 
 def write_record(
@@ -87,11 +90,14 @@ def write_record(
     return folder
 
 
-def _resolution(item: dict) -> int:
-    for key in ("source", "scene"):
-        if key in item:
-            return int(item[key].get("resolution", 64))
-    return int(item.get("resolution", 64))
+def _resolution(item: dict, where: Path) -> int:
+    try:
+        for key in ("source", "scene"):
+            if key in item:
+                return int(item[key].get("resolution", 64))
+        return int(item.get("resolution", 64))
+    except (AttributeError, TypeError, ValueError):
+        raise HyperBagelError(f"{where}: the item's resolution is not a whole number") from None
 
 
 def read_records(out: Path) -> list[Record]:
@@ -109,9 +115,11 @@ def read_records(out: Path) -> list[Record]:
             raise HyperBagelError(f"{meta} is missing")
         try:
             item = json.loads(meta.read_text().splitlines()[0])
-        except (json.JSONDecodeError, IndexError) as err:
+        except (ValueError, IndexError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             raise HyperBagelError(f"{meta} is not one JSON line: {err}") from None
-        R = _resolution(item)
+        if not isinstance(item, dict):
+            raise HyperBagelError(f"{meta}: expected a JSON object, got {type(item).__name__}")
+        R = _resolution(item, meta)
         pngs = sorted(p for p in (folder / "samples").glob("*.png") if p.stem.isdigit())
         if not pngs:
             raise HyperBagelError(f"{folder / 'samples'} holds no images")
@@ -142,8 +150,12 @@ def read_predictions(path: Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise HyperBagelError(f"predictions file not found: {path}")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise HyperBagelError(f"{path} is not UTF-8 text: {err}") from None
     answers: dict[str, str] = {}
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
