@@ -269,3 +269,15 @@ def test_baseline_switch_sets_the_draft_aside(micro_folder, micro_draft_folder):
     kw = dict(sampler=FAST, think=True, max_think_tokens=12)
     ref, base = plain.generate("a red circle", **kw), pipe.generate("a red circle", accelerated=False, **kw)
     assert ref.plans == base.plans and ref.forwards == base.forwards
+
+
+def test_a_config_that_does_not_describe_the_weights_fails_before_allocating(micro_folder, tmp_path):
+    """A config.json whose sizes would need terabytes is refused by comparing it with the weights file's header,
+    not by trying to allocate the model."""
+    folder = tmp_path / "model"
+    shutil.copytree(micro_folder, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["llm"]["vocab_size"] = 10**9
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(HyperBagelError, match="does not match the model"):
+        Pipeline.from_pretrained(folder)

@@ -7,6 +7,7 @@ Each area of the package registers its own commands through an ``add_commands(su
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
@@ -14,6 +15,10 @@ import sys
 from hyperbagel import __version__
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.files import DISK_FULL
+
+# errors of the file system about a path (exists, is not a folder, is one, no permission, too long, read-only)
+PATH_ERRORS = {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.EROFS,
+               errno.ENOENT}
 
 # Modules exposing ``add_commands(subparsers)``. Order is the order of ``hyperbagel --help``.
 COMMAND_MODULES = [
@@ -49,12 +54,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except HyperBagelError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as err:
+        if err.errno in PATH_ERRORS and err.filename:  # a path the user gave that cannot be used as asked
+            print(f"error: {one_line(str(err.filename))}: {err.strerror}", file=sys.stderr)
+            return 2
         if err.errno not in DISK_FULL:
             raise
         where = f" writing {err.filename}" if err.filename else ""
@@ -62,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
               "(checkpoints written before are intact)", file=sys.stderr)
         return 2
     return int(result or 0)
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character a terminal would not print as itself (line breaks, control characters, as
+    they may come from a user's path or prompt) escaped, so an error stays one readable line."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 if __name__ == "__main__":

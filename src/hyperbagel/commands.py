@@ -49,7 +49,7 @@ def add_commands(subparsers) -> None:
 
     p = bench.add_parser("fuzz", help="property-based fuzzing of the input surfaces: every input must succeed or end "
                                       "in one clear line, never a stack trace")
-    p.add_argument("--surfaces", default="pipeline,model-folder,result-folder,config")
+    p.add_argument("--surfaces", default="pipeline,model-folder,result-folder,config,cli")
     p.add_argument("--examples", type=int, default=1000, help="generated inputs per surface")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/bench-fuzz"))
@@ -192,10 +192,13 @@ def cmd_train_vae(args) -> int:
 
     vae = preset(args.preset).vae
     cfg = VAETrainConfig(vae=vae)
-    if args.steps:
-        cfg = dataclasses.replace(cfg, steps=args.steps)
-    if args.ckpt_every:
-        cfg = dataclasses.replace(cfg, checkpoint_every=args.ckpt_every)
+    try:
+        if args.steps:
+            cfg = dataclasses.replace(cfg, steps=args.steps)
+        if args.ckpt_every:
+            cfg = dataclasses.replace(cfg, checkpoint_every=args.ckpt_every)
+    except ValueError as err:  # the config's own checks: --steps, --ckpt-every
+        raise HyperBagelError(str(err)) from None
     train_vae(cfg, lambda rng: shapes_world_image(rng, vae.resolution), args.out)
     print(f"autoencoder: {args.out / 'ae.safetensors'}")
     return 0
@@ -289,8 +292,8 @@ def cmd_plan(args) -> int:
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     if any(stage not in STAGES for stage in stages):
         raise HyperBagelError(f"unknown stage {args.stage!r}; stages are {', '.join(STAGES)} or all")
-    if args.gpus < 1 or args.gpu_memory <= 0 or args.batch < 1:
-        raise HyperBagelError("--gpus and --batch must be at least 1 and --gpu-memory positive")
+    if not 1 <= args.gpus <= 4096 or args.gpu_memory <= 0 or args.batch < 1:
+        raise HyperBagelError("--gpus must be from 1 to 4096, --batch at least 1 and --gpu-memory positive")
     s = PlanSettings(args.preset, args.gpus, args.gpu_memory, args.batch, args.image_size, args.context_tokens,
                      args.vit_tokens, not args.no_activation_checkpointing)
     print(f"memory plan (GiB per GPU at {s.gpus} GPUs): {settings_line(s)}")

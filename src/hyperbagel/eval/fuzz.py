@@ -13,7 +13,8 @@ channel count, seeds, guidance and step settings), ``model-folder`` (a model fol
 overwritten files, pickles where weights belong, missing or extra files, edited config values),
 ``result-folder`` (GenEval-layout folders and prediction files damaged at random, read by the scorers),
 ``config`` (``--config`` files of every training recipe: JSON objects over the config's keys and unknown ones, other
-JSON, bytes).
+JSON, bytes), ``cli`` (every command but ``serve`` and ``bench``, run in-process in a scratch folder with random
+options and positionals; one still running after ``CLI_SECONDS`` has accepted its arguments and is stopped).
 """
 
 from __future__ import annotations
@@ -400,8 +401,119 @@ def config_feeder(work: Path) -> Callable[[tuple[str, str | bytes]], tuple[str, 
     return feed
 
 
+# -------------------------------------------------------------------------------------------------------------- CLI
+SKIP_COMMANDS = ("serve", "bench")  # they start servers and subprocesses: covered by their own tests and benches
+CLI_SECONDS = 3  # a command still running after this long is taken as having accepted its arguments
+
+
+def cli_commands() -> dict[tuple[str, ...], list]:
+    """Every leaf command of ``hyperbagel`` (but ``SKIP_COMMANDS``) with its argparse actions."""
+    import argparse
+
+    from hyperbagel.cli import build_parser
+
+    out: dict[tuple[str, ...], list] = {}
+
+    def walk(parser, path):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            out[path] = [a for a in parser._actions if a.dest != "help"]
+            return
+        for name, child in subs[0].choices.items():
+            if not path and name in SKIP_COMMANDS:
+                continue
+            walk(child, (*path, name))
+
+    walk(build_parser(), ())
+    return out
+
+
+def cli_strategy(commands: dict[tuple[str, ...], list], paths: list[str]):
+    """A command and arguments for it: each of its options present or not, with a value of its type, a choice, or
+    something else; positionals likewise; sometimes a stray token."""
+    from hypothesis import strategies as st
+
+    junk = st.one_of(st.text(max_size=12), st.sampled_from(["-1", "0", "1e309", "nan", "--", "-", "%s", "../.."]))
+    number = st.one_of(st.integers(-5, 10**12).map(str), st.floats().map(str), junk)
+
+    def value_for(action):
+        if action.choices:
+            return st.one_of(st.sampled_from([str(c) for c in action.choices]), junk)
+        if action.type in (int, float):
+            return number
+        return st.one_of(st.sampled_from(paths), junk)
+
+    @st.composite
+    def draw(draw):
+        path = draw(st.sampled_from(sorted(commands)))
+        argv = list(path)
+        for action in commands[path]:
+            if action.option_strings:
+                if not draw(st.booleans()):
+                    continue
+                argv.append(action.option_strings[0])
+                if action.nargs != 0:
+                    argv.append(draw(value_for(action)))
+            elif draw(st.integers(0, 9)):  # a positional, most of the time
+                argv.append(draw(value_for(action)))
+        if draw(st.integers(0, 9)) == 0:
+            argv.insert(draw(st.integers(0, len(argv))), draw(junk))
+        return argv
+
+    return draw()
+
+
+class _StillRunning(Exception):
+    pass
+
+
+def cli_feeder(work: Path) -> Callable[[list[str]], tuple[str, str]]:
+    import contextlib
+    import io
+    import os
+    import signal
+
+    from hyperbagel.cli import main
+
+    def alarm(signum, frame):
+        raise _StillRunning
+
+    def feed(argv: list[str]) -> tuple[str, str]:
+        err = io.StringIO()
+        cwd = os.getcwd()
+        old = signal.signal(signal.SIGALRM, alarm)
+        signal.alarm(CLI_SECONDS)
+        try:
+            os.chdir(work)
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                code = main(argv)
+        except _StillRunning:
+            return "ok", ""
+        except SystemExit as exit_:  # argparse: --help (0) or a usage error (2, its last line "prog: error: …")
+            last = (err.getvalue().strip().splitlines() or [""])[-1]
+            if exit_.code in (0, None) or (exit_.code == 2 and ": error: " in last):
+                return ("ok" if exit_.code in (0, None) else "clear"), ""
+            return "trace", f"exit {exit_.code}: {last[:200]}"
+        except Exception as e:  # the finding: an exception out of a command
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            return "trace", f"{type(e).__name__}: {str(e)[:200]} (at {Path(where.filename).name}:{where.lineno})"
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, old)
+            os.chdir(cwd)
+        lines = err.getvalue().strip().splitlines()
+        if code != 2:  # the command ran to its end: 0, or its own verdict (1: a check or a bench failed)
+            return "ok", ""
+        if len(lines) >= 1 and lines[-1].startswith("error: ") and not any("Traceback" in x for x in lines):
+            # one line: the error line itself (log lines before it are the command's progress)
+            return "clear", ""
+        return "trace", f"exit {code}: {' | '.join(lines[-2:])[:200]}"
+
+    return feed
+
+
 # ---------------------------------------------------------------------------------------------------------- runner
-SURFACES = ("pipeline", "model-folder", "result-folder", "config")
+SURFACES = ("pipeline", "model-folder", "result-folder", "config", "cli")
 
 
 def fuzz(surfaces: list[str], examples: int, seed: int, model_folder: Path, draft_folder: Path | None = None,
@@ -430,6 +542,13 @@ def fuzz(surfaces: list[str], examples: int, seed: int, model_folder: Path, draf
                 files = sorted(p.name for p in Path(model_folder).iterdir() if p.is_file())
                 keys = config_keys(json.loads((Path(model_folder) / "config.json").read_text()))
                 reports.append(run_surface(name, folder_strategy(files, keys), folder_feeder(model_folder, work),
+                                           examples, seed))
+            elif name == "cli":
+                junk = Path(work) / "junk.bin"
+                junk.write_bytes(b"\x00\xffnot a model")
+                paths = [str(model_folder), str(draft_folder or model_folder), str(junk), "missing/folder",
+                         "out/run", "", "/dev/null"]
+                reports.append(run_surface(name, cli_strategy(cli_commands(), paths), cli_feeder(Path(work)),
                                            examples, seed))
             elif name == "config":
                 import dataclasses

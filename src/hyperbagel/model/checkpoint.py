@@ -51,6 +51,15 @@ def read_tensors(
         return {k: convert(f.get_tensor(k)) for k in f.keys()}
 
 
+def stored_shapes(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file as meta tensors (names and shapes, read from the header only)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+    except Exception as err:  # safetensors raises several types for damaged files
+        raise HyperBagelError(f"cannot read {path}: not a valid safetensors file ({err})") from None
+
+
 def load_state(
     module: nn.Module, tensors: dict[str, torch.Tensor], source: str = "checkpoint", assign: bool = False
 ) -> None:
@@ -59,6 +68,12 @@ def load_state(
     ``assign=True`` makes the tensors the module's parameters instead of copying into them (a module built on the
     meta device must be loaded this way; ``requires_grad`` stays the module's).
     """
+    check_state(module, tensors, source)
+    module.load_state_dict(tensors, strict=True, assign=assign)
+
+
+def check_state(module: nn.Module, tensors: dict, source: str = "checkpoint") -> None:
+    """``load_state``'s strict check alone (names and shapes; ``tensors`` may be meta tensors)."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -73,7 +88,6 @@ def load_state(
         if wrong:
             parts.append(f"{len(wrong)} with wrong shapes (e.g. {wrong[:3]})")
         raise HyperBagelError(f"{source} does not match the model: " + "; ".join(parts))
-    module.load_state_dict(tensors, strict=True, assign=assign)
 
 
 def save_module(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
@@ -110,6 +124,8 @@ def load_pretrained(folder: str | Path, device: str | torch.device = "cpu") -> t
     folder = resolve(folder)
     cfg = load_config(folder)
     model = build_model(cfg, "meta")
+    if (folder / MODEL_FILE).is_file():  # a config that does not describe the weights fails here, before allocating
+        check_state(model, stored_shapes(folder / MODEL_FILE), f"{folder / MODEL_FILE} (for {CONFIG_FILE})")
     model.to_empty(device=device)
     load_state(model, read_tensors(folder / MODEL_FILE), str(folder / MODEL_FILE))
     with torch.device("meta"):

@@ -212,8 +212,11 @@ def load_autoencoder(path: str | Path, config: VAEConfig | None = None) -> AutoE
     if not path.is_file():
         raise HyperBagelError(f"autoencoder weights not found: {path}")
     if config is None:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception as err:  # safetensors raises several types for damaged files
+            raise HyperBagelError(f"cannot read {path}: not a valid safetensors file ({err})") from None
         if "config" not in meta:
             raise HyperBagelError(f"{path} has no embedded VAE config; pass config=")
         config = VAEConfig.from_dict(json.loads(meta["config"]))

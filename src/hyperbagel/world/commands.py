@@ -117,6 +117,10 @@ def cmd_suites(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise HyperBagelError("--n must be at least 1")
+    from PIL import Image
+
+    if Path(args.out).suffix.lower() not in Image.registered_extensions():
+        raise HyperBagelError(f"--out {args.out}: name an image file (.png, .jpg, …)")
     print(f"wrote {write_contact_sheet(args.out, args.seed, args.n)}")
     return 0
 
