@@ -258,15 +258,13 @@ def cmd_bench_fuzz(args) -> int:
     import time
 
     from hyperbagel.eval.fuzz import fuzz
-    from hyperbagel.eval.random_folders import random_draft_folder, random_model_folder, random_student_folder
+    from hyperbagel.eval.random_folders import random_accelerated_folders
     from hyperbagel.files import atomic_write_text
 
     if args.examples < 1:
         raise HyperBagelError("--examples must be at least 1")
     args.out.mkdir(parents=True, exist_ok=True)
-    teacher = random_model_folder(args.out / "micro")  # random weights: fuzzing is about inputs, not quality
-    student = random_student_folder(teacher, args.out / "micro-student")
-    draft = random_draft_folder(teacher, args.out / "micro-draft")
+    student, draft = random_accelerated_folders(args.out)  # random weights: fuzzing is about inputs, not quality
     start = time.perf_counter()
     reports = fuzz(args.surfaces.split(","), args.examples, args.seed, student, draft)
     rows = [f"| {r.surface} | {r.tried} | {r.counts['ok']} | {r.counts['clear']} | {r.counts['trace']} |"

@@ -3,20 +3,13 @@
 
 import pytest
 
-from hyperbagel.eval.demo_load import run_load
+from hyperbagel.eval.demo_load import run_load, write_scene_png
 from hyperbagel.serve.app import QUEUE_SIZE
 
 
 def test_a_crowd_gets_answers_or_busy_refusals_and_nothing_is_lost(server, tmp_path):
     pytest.importorskip("gradio_client")
-    import numpy as np
-    from PIL import Image
-
-    from hyperbagel.world.render import render
-    from hyperbagel.world.scene import sample_scene
-
-    image = tmp_path / "scene.png"
-    Image.fromarray(render(sample_scene(np.random.default_rng(0), 64))).save(image)
+    image = write_scene_png(tmp_path / "scene.png")
     report = run_load(server, clients=QUEUE_SIZE + 4, seconds=8.0, image_path=image, seed=0, grace=120.0)
     s = report.summary()
     assert s["failed"] == 0 and s["lost"] == 0 and s["error"] == 0, s["failures"]
@@ -58,14 +51,9 @@ def test_the_demo_reads_no_file_path_from_a_request(server, tmp_path):
     import base64
     import io
 
-    import numpy as np
     from PIL import Image
 
-    from hyperbagel.world.render import render
-    from hyperbagel.world.scene import sample_scene
-
-    image = tmp_path / "on-the-server.png"
-    Image.fromarray(render(sample_scene(np.random.default_rng(0), 64))).save(image)
+    image = write_scene_png(tmp_path / "on-the-server.png")
     question = ["how many circles are there?", "baseline", False, 0.3, 8, 0]
     buf = io.BytesIO()
     Image.open(image).save(buf, format="PNG")

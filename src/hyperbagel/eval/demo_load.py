@@ -66,6 +66,17 @@ class LoadReport:
         }
 
 
+def write_scene_png(path: Path, seed: int = 0) -> Path:
+    """A Shapes World scene as a PNG: the image the clients edit and ask about."""
+    from PIL import Image
+
+    from hyperbagel.world.render import render
+    from hyperbagel.world.scene import sample_scene
+
+    Image.fromarray(render(sample_scene(np.random.default_rng(seed), 64))).save(path)
+    return path
+
+
 def rss_mb(pid: int) -> float | None:
     """Resident memory of process ``pid`` in MB (Linux ``/proc``), None when it is gone."""
     try:

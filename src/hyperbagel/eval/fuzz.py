@@ -70,9 +70,14 @@ def outcome_of(fn: Callable[[], object]) -> tuple[str, str]:
         text = str(err)
         if deliberate(err):
             return ("clear", "") if text and "\n" not in text else ("trace", f"multi-line or empty error: {text!r}")
-        where = traceback.extract_tb(err.__traceback__)[-1]
-        return "trace", f"{type(err).__name__}: {text[:200]} (at {Path(where.filename).name}:{where.lineno})"
+        return "trace", described(err)
     return "ok", ""
+
+
+def described(err: BaseException) -> str:
+    """An exception's type, message and the place it was raised, in one line."""
+    where = traceback.extract_tb(err.__traceback__)[-1]
+    return f"{type(err).__name__}: {str(err)[:200]} (at {Path(where.filename).name}:{where.lineno})"
 
 
 def run_surface(name: str, strategy, feed: Callable[[object], tuple[str, str]], examples: int, seed: int,
@@ -495,8 +500,7 @@ def cli_feeder(work: Path) -> Callable[[list[str]], tuple[str, str]]:
                 return ("ok" if exit_.code in (0, None) else "clear"), ""
             return "trace", f"exit {exit_.code}: {last[:200]}"
         except Exception as e:  # the finding: an exception out of a command
-            where = traceback.extract_tb(e.__traceback__)[-1]
-            return "trace", f"{type(e).__name__}: {str(e)[:200]} (at {Path(where.filename).name}:{where.lineno})"
+            return "trace", described(e)
         finally:
             signal.alarm(0)
             signal.signal(signal.SIGALRM, old)

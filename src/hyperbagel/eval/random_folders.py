@@ -45,3 +45,10 @@ def random_draft_folder(teacher: Path, folder: Path) -> Path:
 
     model, _ = load_pretrained(teacher)
     return save_draft(folder, build_draft(VARIANTS["hyper-bagel"], model), TargetHead.of(model))
+
+
+def random_accelerated_folders(out: Path) -> tuple[Path, Path]:
+    """A random micro teacher under ``out`` with a student and a draft beside it: (student folder, draft folder),
+    so every task has both modes."""
+    teacher = random_model_folder(out / "micro")
+    return random_student_folder(teacher, out / "micro-student"), random_draft_folder(teacher, out / "micro-draft")

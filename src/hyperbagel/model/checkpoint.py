@@ -43,21 +43,23 @@ def read_tensors(
     def convert(t: torch.Tensor) -> torch.Tensor:
         return t.to(device, dtype) if dtype is not None and t.is_floating_point() else t.to(device)
 
+    with open_safetensors(path) as f:
+        return {k: convert(f.get_tensor(k)) for k in f.keys()}
+
+
+def open_safetensors(path: str | Path):
+    """``safe_open`` (torch) of ``path``, which validates the header against the file size; a damaged file is one
+    ``HyperBagelError``."""
     try:
-        handle = safe_open(str(path), framework="pt")  # validates the header against the file size
+        return safe_open(str(path), framework="pt")
     except Exception as err:  # safetensors raises several types for damaged files
         raise HyperBagelError(f"cannot read {path}: not a valid safetensors file ({err})") from None
-    with handle as f:
-        return {k: convert(f.get_tensor(k)) for k in f.keys()}
 
 
 def stored_shapes(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file as meta tensors (names and shapes, read from the header only)."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
-    except Exception as err:  # safetensors raises several types for damaged files
-        raise HyperBagelError(f"cannot read {path}: not a valid safetensors file ({err})") from None
+    with open_safetensors(path) as f:
+        return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
 
 
 def load_state(

@@ -206,17 +206,14 @@ def save_autoencoder(ae: AutoEncoder, path: str | Path) -> None:
 def load_autoencoder(path: str | Path, config: VAEConfig | None = None) -> AutoEncoder:
     """An autoencoder saved by :func:`save_autoencoder` (or a FLUX ``ae.safetensors`` with ``config`` given):
     built on the meta device, loaded strictly, fp32."""
-    from safetensors import safe_open
+    from hyperbagel.model.checkpoint import open_safetensors
 
     path = Path(path)
     if not path.is_file():
         raise HyperBagelError(f"autoencoder weights not found: {path}")
     if config is None:
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-        except Exception as err:  # safetensors raises several types for damaged files
-            raise HyperBagelError(f"cannot read {path}: not a valid safetensors file ({err})") from None
+        with open_safetensors(path) as f:
+            meta = f.metadata() or {}
         if "config" not in meta:
             raise HyperBagelError(f"{path} has no embedded VAE config; pass config=")
         config = VAEConfig.from_dict(json.loads(meta["config"]))

@@ -81,15 +81,10 @@ def cmd_bench_demo(args) -> int:
     import time
     import urllib.request
 
-    import numpy as np
-    from PIL import Image
-
     from hyperbagel.errors import HyperBagelError
-    from hyperbagel.eval.demo_load import run_load
-    from hyperbagel.eval.random_folders import random_draft_folder, random_model_folder, random_student_folder
+    from hyperbagel.eval.demo_load import run_load, write_scene_png
+    from hyperbagel.eval.random_folders import random_accelerated_folders
     from hyperbagel.files import atomic_write_text
-    from hyperbagel.world.render import render
-    from hyperbagel.world.scene import sample_scene
 
     if args.clients < 1 or args.seconds <= 0:
         raise HyperBagelError("--clients must be at least 1 and --seconds positive")
@@ -97,11 +92,8 @@ def cmd_bench_demo(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     ckpt, draft = args.ckpt, args.draft
     if ckpt is None:
-        teacher = random_model_folder(args.out / "micro")
-        ckpt = random_student_folder(teacher, args.out / "micro-student")
-        draft = random_draft_folder(teacher, args.out / "micro-draft")
-    image = args.out / "scene.png"
-    Image.fromarray(render(sample_scene(np.random.default_rng(args.seed), 64))).save(image)
+        ckpt, draft = random_accelerated_folders(args.out)
+    image = write_scene_png(args.out / "scene.png", args.seed)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

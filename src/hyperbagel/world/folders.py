@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hyperbagel.config_types import read_json_object
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.files import atomic_write_text
 
@@ -61,13 +62,7 @@ def read_run(out: Path) -> dict:
     path = Path(out) / RUN_FILE
     if not path.exists():
         return {}
-    try:
-        run = json.loads(path.read_text())
-    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
-        raise HyperBagelError(f"{path} is not valid JSON: {err}") from None
-    if not isinstance(run, dict):
-        raise HyperBagelError(f"{path}: expected a JSON object, got {type(run).__name__}")
-    return run
+    return read_json_object(path, RUN_FILE)
 
 
 def write_record(
