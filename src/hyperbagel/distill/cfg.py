@@ -7,6 +7,8 @@ sees the scales through its guidance embedders; the loss is the mean squared err
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -61,16 +63,18 @@ def teacher_guided_velocity(
     text_scale: Tensor,
     image_scale: Tensor,
     guidance: GuidanceConfig,
+    agree: Callable[[bool], bool] = bool,
 ) -> Tensor:
     """Run the branches the guided velocity needs (as BAGEL's sampler does, skipping the unconditional ones when no
-    row is inside the CFG interval or the image scale is 1 everywhere) and combine them per row."""
+    row is inside the CFG interval or the image scale is 1 everywhere) and combine them per row. ``agree`` makes
+    each skip a choice of all processes (``training.distributed.any_rank``) when the model is sharded."""
     tt = _rows(t, x.shape[0], x.device)
     v_cond, _ = fwd.velocity(branches.cond, x, tt, position_ids)
-    if branches.no_text is None or not bool(interval_mask(tt, guidance).any()):
+    if branches.no_text is None or not agree(bool(interval_mask(tt, guidance).any())):
         return v_cond
     v_no_text, _ = fwd.velocity(branches.no_text, x, tt, position_ids)
     v_no_image = None
-    if branches.no_image is not None and bool((image_scale != 1.0).any()):
+    if branches.no_image is not None and agree(bool((image_scale != 1.0).any())):
         v_no_image, _ = fwd.velocity(branches.no_image, x, tt, position_ids)
     return guided_target(v_cond, v_no_text, v_no_image, text_scale, image_scale, tt, guidance)
 

@@ -8,6 +8,8 @@ guidance scales. Each head maps a layer's latent-token states to one logit per t
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import Tensor, nn
 
@@ -21,13 +23,19 @@ def default_layers(num_layers: int, heads: int = 4) -> tuple[int, ...]:
     return tuple(sorted({max(0, round((i + 1) * num_layers / heads) - 1) for i in range(heads)}))
 
 
-def is_trainable(name: str) -> bool:
-    """A discriminator parameter that trains: a head, or the backbone's generation branch (but its fixed latent
-    position table); the backbone's understanding weights are the teacher's, frozen."""
+def is_trainable(name: str, layers: tuple[int, ...]) -> bool:
+    """A discriminator parameter that trains: a head, or the part of the backbone's generation branch that reaches a
+    head (not its fixed latent position table; not the output norm, ``llm2vae`` or the layers above the last one
+    read, which get no gradient); the backbone's understanding weights are the teacher's, frozen."""
     if name.startswith("heads."):
         return True
     inner = name[len("backbone."):]
-    return name.startswith("backbone.") and is_generation_param(inner) and not inner.startswith("latent_pos_embed.")
+    if not name.startswith("backbone.") or not is_generation_param(inner):
+        return False
+    if inner.startswith(("latent_pos_embed.", "llm2vae.", "language_model.model.norm")):
+        return False
+    layer = re.match(r"language_model\.model\.layers\.(\d+)\.", inner)
+    return layer is None or int(layer.group(1)) <= max(layers)
 
 
 class Head(nn.Module):

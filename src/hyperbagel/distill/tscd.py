@@ -24,6 +24,8 @@ also regresses ``ŷ`` on the endpoint, with the adversarial term at a tenth of t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -72,13 +74,19 @@ def segment_end_index(n: Tensor, steps_per_segment: int) -> Tensor:
     return (n // steps_per_segment + 1) * steps_per_segment
 
 
-def solve_to_segment_end(velocity, x: Tensor, n: Tensor, end_index: Tensor, grid: Tensor) -> Tensor:
+def solve_to_segment_end(velocity, x: Tensor, n: Tensor, end_index: Tensor, grid: Tensor,
+                         agree: Callable[[bool], bool] = bool) -> Tensor:
     """Euler on the fine ``grid`` from each row's point ``n`` to its ``end_index``: the teacher's ODE solution at the
     segment end. Rows step together, each at its own time; ``velocity(x_rows, t_rows, rows)`` sees only the rows still
-    moving (``rows`` indexes the batch), so a row costs one forward per grid step it takes."""
+    moving (``rows`` indexes the batch), so a row costs one forward per grid step it takes. With a sharded teacher,
+    ``agree`` (``training.distributed.any_rank``) keeps every process stepping while any has rows moving: one whose
+    rows have all arrived runs a discarded forward of its first row, so that all run the same forwards."""
     x, idx = x.clone(), n.clone()
-    while bool((idx < end_index).any()):
+    while agree(bool((idx < end_index).any())):
         rows = (idx < end_index).nonzero().flatten()
+        if len(rows) == 0:
+            velocity(x[:1], grid[idx[:1]], torch.zeros(1, dtype=torch.long))
+            continue
         t, t_next = grid[idx[rows]], grid[idx[rows] + 1]
         x[rows] = jump(x[rows], velocity(x[rows], t, rows).to(x.dtype), t, t_next)
         idx[rows] += 1

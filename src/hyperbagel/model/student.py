@@ -146,15 +146,18 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
-def save_student(folder: str | Path, student: Bagel, info: StudentInfo, teacher_folder: str | Path) -> Path:
-    """A deployable model folder: the teacher's files (hard-linked when possible) + ``student.safetensors``."""
+def save_student(folder: str | Path, student: Bagel | dict[str, torch.Tensor], info: StudentInfo,
+                 teacher_folder: str | Path) -> Path:
+    """A deployable model folder: the teacher's files (hard-linked when possible) + ``student.safetensors`` (from
+    the student, or its generation-branch tensors as ``generation_state`` gives them)."""
     folder, teacher_folder = Path(folder), Path(teacher_folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG_FILE, MODEL_FILE, AE_FILE, "tokenizer.json"):
         if (teacher_folder / name).exists() and teacher_folder.resolve() != folder.resolve():
             _link_or_copy(teacher_folder / name, folder / name)
     text = info.to_json()
-    atomic_save_tensors(generation_state(student), folder / STUDENT_FILE, {"student": text, "format": "pt"})
+    tensors = student if isinstance(student, dict) else generation_state(student)
+    atomic_save_tensors(tensors, folder / STUDENT_FILE, {"student": text, "format": "pt"})
     atomic_write_text(text + "\n", folder / STUDENT_INFO)
     return folder
 

@@ -10,7 +10,8 @@ initialised from the same weights; ``disc`` = heads on a trainable copy of the 6
    to ``x̂_0 = x_t − t·v``: fake;
 3. latent discriminator: both noised to the same ``t′`` with the same noise; pixel discriminator: both decoded by
    the (frozen) VAE, the fake with gradient;
-4. generator: ``λ_latent·(−D_latent) + λ_pixel·(−D_pixel)``; discriminators: hinge on (real, fake).
+4. generator: ``λ_latent·(−D_latent) + λ_pixel·(−D_pixel)``; discriminators: hinge on (real, fake) (every group's
+   generator pass first; the discriminators' gradients those passes left are cleared before their own passes).
 
 Sampling the result: one forward from pure noise (``steps = 1``: ``t = 1 → 0``).
 """
@@ -18,7 +19,6 @@ Sampling the result: one forward from pure noise (``steps = 1``: ``t = 1 → 0``
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,27 +36,31 @@ from hyperbagel.distill.discriminator import LatentDiscriminator, default_layers
 from hyperbagel.distill.pixel_discriminator import PixelDiscriminator
 from hyperbagel.flow.sampler import distilled_velocity, euler
 from hyperbagel.flow.schedule import bagel_timesteps, noisy, x0_from_velocity
-from hyperbagel.model.context import Forwarder
 from hyperbagel.model.latents import unpatchify_latents
-from hyperbagel.model.student import generation_params, save_student
+from hyperbagel.model.student import generation_params
 from hyperbagel.pipeline import Pipeline
 from hyperbagel.recipes.distill_common import (
     GROUPS,
     DistillConfig,
+    Runner,
     autocast,
+    backward_share,
     check_understanding,
     conditions,
-    load_roles,
+    distribute,
+    export_student,
+    group_mean,
     load_setup,
-    log_step,
     lr_at,
     new_student,
-    progress_bar,
-    save_roles,
+    resume,
+    save,
     student_info,
     understanding_fingerprint,
     write_config,
 )
+from hyperbagel.training.distributed import full_tensor
+from hyperbagel.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -105,24 +109,19 @@ def decode_pixels(pipe: Pipeline, x: Tensor) -> Tensor:
     return pipe.vae.decode(z)
 
 
-def teacher_path_end(setup, fwd: Forwarder, c, cfg: ADPConfig) -> Tensor:
+def teacher_path_end(setup, fwd: Runner, c, cfg: ADPConfig) -> Tensor:
     """The end ``x_0`` of the 6-step model's Euler ODE path from ``c.noise`` (no gradient)."""
     with torch.no_grad(), autocast(cfg):
         velocity = distilled_velocity(fwd, c.branches.cond, setup.ids, c.text_scale, c.image_scale)
         return euler(velocity, c.noise, bagel_timesteps(cfg.path_steps + 1, cfg.shift)).float()
 
 
-def _requires_grad(module, on: bool) -> None:
-    for name, p in module.named_parameters():
-        p.requires_grad_(on and (is_trainable(name) if isinstance(module, LatentDiscriminator) else True))
-
-
-def step_losses(setup, roles, fwds, cfg: ADPConfig, step: int, group: str) -> dict[str, float]:
-    """One generator and one discriminator backward for one group (the caller steps the optimizers)."""
+def generator_losses(setup, roles, cfg: ADPConfig, step: int, group: str) -> tuple[dict[str, float], tuple]:
+    """The generator's backward for one group; returns its logged losses and what the discriminator pass needs."""
     ids, pipe = setup.ids, setup.pipe
     disc, pixel_disc = roles["disc"], roles["pixel_disc"]
     c = conditions(setup, cfg, step, group)
-    x0 = teacher_path_end(setup, fwds["teacher"], c, cfg)
+    x0 = teacher_path_end(setup, roles["teacher"], c, cfg)
     t = input_times(c.generators, cfg.one_share, cfg.time_power)
     s = disc_times(c.generators, *cfg.disc_t_range, cfg.shift)
     disc_noise = torch.stack([torch.randn(c.noise.shape[1:], generator=g) for g in c.generators])
@@ -130,13 +129,10 @@ def step_losses(setup, roles, fwds, cfg: ADPConfig, step: int, group: str) -> di
     with torch.no_grad(), autocast(cfg):
         real_latent = noisy(x0, disc_noise, s)
         real_pixels = decode_pixels(pipe, x0)
-    weight = c.batch / sum(cfg.batch.values())
-    # generator: one forward from the path point to x̂_0
-    _requires_grad(disc, False)
-    _requires_grad(pixel_disc, False)
+    # one forward from the path point to x̂_0
     with autocast(cfg):
         x_t = noisy(x0, c.noise, t)
-        v, _ = fwds["generator"].velocity(ctx, x_t, t, ids, **scales)
+        v, _ = roles["generator"].velocity(ctx, x_t, t, ids, **scales)
         x0_hat = x0_from_velocity(x_t, v.float(), t)
         fake_latent = noisy(x0_hat, disc_noise, s)
         fake_pixels = decode_pixels(pipe, x0_hat)
@@ -144,25 +140,31 @@ def step_losses(setup, roles, fwds, cfg: ADPConfig, step: int, group: str) -> di
                                    cfg.latent_weight, cfg.pixel_weight)
         pair = pair_mse(x0_hat, x0)
         g_loss = g_adv + cfg.pair_weight * pair
-    (g_loss * weight).backward()
-    _requires_grad(disc, True)
-    _requires_grad(pixel_disc, True)
-    # discriminators
+    backward_share(g_loss, c, cfg)
+    logged = group_mean({f"{group}/g_adv": float(g_adv.detach()), f"{group}/pair_mse": float(pair.detach())}, c)
+    return logged, (c, s, real_latent, fake_latent.detach(), real_pixels, fake_pixels.detach())
+
+
+def disc_losses(setup, roles, cfg: ADPConfig, group: str, c, s, real_latent, fake_latent, real_pixels,
+                fake_pixels) -> dict[str, float]:
+    """Both discriminators' backward for one group, on the generator pass's real and fake; returns their losses."""
+    ctx, scales = c.branches.cond, dict(text_scale=c.text_scale, image_scale=c.image_scale)
+    disc, pixel_disc = roles["disc"], roles["pixel_disc"]
     with autocast(cfg):
         d_latent, d_pixel = adp_discriminator_loss(
-            disc(ctx, real_latent, s, ids, **scales), disc(ctx, fake_latent.detach(), s, ids, **scales),
-            pixel_disc(real_pixels), pixel_disc(fake_pixels.detach()))
-    ((d_latent + d_pixel) * weight).backward()
-    return {f"{group}/g_adv": float(g_adv.detach()), f"{group}/pair_mse": float(pair.detach()),
-            f"{group}/d_latent": float(d_latent.detach()), f"{group}/d_pixel": float(d_pixel.detach())}
+            disc(ctx, real_latent, s, setup.ids, **scales), disc(ctx, fake_latent, s, setup.ids, **scales),
+            pixel_disc(real_pixels), pixel_disc(fake_pixels))
+    backward_share(d_latent + d_pixel, c, cfg)
+    return group_mean({f"{group}/d_latent": float(d_latent.detach()), f"{group}/d_pixel": float(d_pixel.detach())}, c)
 
 
 def build_roles(setup, cfg: ADPConfig) -> dict:
-    teacher = new_student(setup, cfg.init, trainable=False)
-    generator = new_student(setup, cfg.init)
+    teacher = Runner(new_student(setup, cfg.init, trainable=False))
+    generator = Runner(new_student(setup, cfg.init))
     layers = cfg.disc_layers or default_layers(setup.pipe.cfg.llm.num_layers)
     disc = LatentDiscriminator(new_student(setup, cfg.init), layers, cfg.disc_hidden).train()
-    _requires_grad(disc, True)
+    for name, p in disc.named_parameters():
+        p.requires_grad_(is_trainable(name, layers))
     pixel_disc = PixelDiscriminator(cfg.pixel_channels).train()
     return {"teacher": teacher, "generator": generator, "disc": disc, "pixel_disc": pixel_disc}
 
@@ -174,9 +176,8 @@ def train_adp(cfg: ADPConfig, progress: bool = True, stop_after: int | None = No
     fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)  # the discriminator heads' and the pixel discriminator's initialisation
     roles = build_roles(setup, cfg)
-    generator = roles["generator"]
-    fwds = {"teacher": Forwarder(roles["teacher"]), "generator": Forwarder(generator)}
-    params = {"generator": generation_params(generator),
+    distribute(setup, cfg, *roles.values())
+    params = {"generator": generation_params(roles["generator"].model),
               "disc": [p for p in roles["disc"].parameters() if p.requires_grad],
               "pixel_disc": list(roles["pixel_disc"].parameters())}
     opts = {"generator": torch.optim.AdamW(params["generator"], lr=cfg.lr, betas=cfg.betas,
@@ -184,37 +185,38 @@ def train_adp(cfg: ADPConfig, progress: bool = True, stop_after: int | None = No
             **{role: torch.optim.AdamW(params[role], lr=cfg.disc_lr, betas=cfg.disc_betas, weight_decay=0.0)
                for role in ("disc", "pixel_disc")}}
     trained = {role: roles[role] for role in opts}
-    state = load_roles(out / "train", trained, opts)
+    state = resume(out, trained, opts)
     start, history = (state["step"], state["history"]) if state else (0, [])
-    if state:
-        log.info("resuming %s at step %d", out, start)
     write_config(cfg, out)
-    bar = progress_bar(progress, cfg.steps, start, "distill adp")
-    t0 = time.perf_counter()
+    bar = Progress("distill adp", cfg.steps, start, cfg.log_every, progress, log)
+    groups = [g for g in GROUPS if cfg.batch.get(g, 0)]
     for step in range(start, cfg.steps):
         for role, opt in opts.items():
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step, cfg.lr if role == "generator" else cfg.disc_lr)
             opt.zero_grad(set_to_none=True)
-        logged = {}
-        for group in GROUPS:
-            if cfg.batch.get(group, 0):
-                logged.update(step_losses(setup, roles, fwds, cfg, step, group))
-        norms = {role: float(torch.nn.utils.clip_grad_norm_(params[role], cfg.grad_clip)) for role in opts}
+        logged, kept = {}, {}
+        for group in groups:
+            parts, kept[group] = generator_losses(setup, roles, cfg, step, group)
+            logged.update(parts)
+        for role in ("disc", "pixel_disc"):  # the generator's passes went through the discriminators
+            opts[role].zero_grad(set_to_none=True)
+        for group in groups:
+            logged.update(disc_losses(setup, roles, cfg, group, *kept[group]))
+        norms = {role: float(full_tensor(torch.nn.utils.clip_grad_norm_(params[role], cfg.grad_clip)))
+                 for role in opts}
         for opt in opts.values():
             opt.step()
         logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": norms["generator"],
                   "disc_grad_norm": norms["disc"], "pixel_grad_norm": norms["pixel_disc"], **logged}
         history.append(logged)
-        log_step(bar, logged, step, cfg, t0, "adp")
+        bar.step(step, logged)
         stopping = stop_after is not None and step + 1 >= stop_after
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
             check_understanding(setup, fingerprint)
-            save_roles(out / "train", trained, opts,
-                       {"step": step + 1, "history": history, "understanding_sha256": fingerprint})
-            save_student(out, generator, student_info(cfg, setup, "adp", steps=1), cfg.teacher)
+            save(out, step + 1, trained, opts, {"history": history, "understanding_sha256": fingerprint})
+            export_student(out, roles["generator"], student_info(cfg, setup, "adp", steps=1), cfg.teacher)
         if stopping:
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     return out

@@ -11,7 +11,6 @@ generation branch and the guidance embedders train.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,25 +19,29 @@ import torch
 from hyperbagel.distill.cfg import cfg_distill_loss, teacher_guided_velocity
 from hyperbagel.flow.sampler import euler
 from hyperbagel.flow.schedule import bagel_timesteps
-from hyperbagel.model.context import Forwarder
-from hyperbagel.model.student import generation_params, save_student
+from hyperbagel.model.student import generation_params
 from hyperbagel.recipes.distill_common import (
     GROUPS,
     DistillConfig,
+    Runner,
     autocast,
+    backward_share,
     check_understanding,
     conditions,
-    load_roles,
+    distribute,
+    export_student,
+    group_mean,
     load_setup,
-    log_step,
     lr_at,
     new_student,
-    progress_bar,
-    save_roles,
+    resume,
+    save,
     student_info,
     understanding_fingerprint,
     write_config,
 )
+from hyperbagel.training.distributed import any_rank, full_tensor
+from hyperbagel.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +60,16 @@ class CFGDistillConfig(DistillConfig):
             raise ValueError("CFGDistillConfig.states_per_rollout must be in [1, rollout_timesteps − 1]")
 
 
-def step_loss(setup, student_fwd: Forwarder, cfg: CFGDistillConfig, step: int, group: str) -> float:
+def step_loss(setup, student: Runner, cfg: CFGDistillConfig, step: int, group: str) -> dict[str, float]:
     """Backward of one group's loss; returns it."""
-    pipe, ids = setup.pipe, setup.ids
+    ids = setup.ids
     c = conditions(setup, cfg, step, group, cfg_branches=True)
     trajectory: list = []
     with torch.no_grad(), autocast(cfg):
 
         def guided(x, t):
-            return teacher_guided_velocity(pipe.fwd, c.branches, ids, x, float(t), c.text_scale, c.image_scale,
-                                           c.guidance)
+            return teacher_guided_velocity(setup.teacher, c.branches, ids, x, float(t), c.text_scale, c.image_scale,
+                                           c.guidance, any_rank)
 
         euler(guided, c.noise, bagel_timesteps(cfg.rollout_timesteps, cfg.shift), trajectory)
     B, K = c.batch, cfg.states_per_rollout
@@ -80,11 +83,10 @@ def step_loss(setup, student_fwd: Forwarder, cfg: CFGDistillConfig, step: int, g
     x, target, t = xs[chosen, rows], vs[chosen, rows], ts[chosen]
     ctx = c.branches.cond.select(rows)
     with autocast(cfg):
-        v, _ = student_fwd.velocity(ctx, x, t, ids, text_scale=c.text_scale[rows], image_scale=c.image_scale[rows])
+        v, _ = student.velocity(ctx, x, t, ids, text_scale=c.text_scale[rows], image_scale=c.image_scale[rows])
         loss = cfg_distill_loss(v, target)
-    n = sum(cfg.batch.values())
-    (loss * c.batch / n).backward()
-    return float(loss.detach())
+    backward_share(loss, c, cfg)
+    return group_mean({f"{group}/mse": float(loss.detach())}, c)
 
 
 def train_cfg(cfg: CFGDistillConfig, progress: bool = True, stop_after: int | None = None) -> Path:
@@ -94,17 +96,14 @@ def train_cfg(cfg: CFGDistillConfig, progress: bool = True, stop_after: int | No
     setup = load_setup(cfg)
     fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)
-    student = new_student(setup, cfg.init)
-    student_fwd = Forwarder(student)
-    params = generation_params(student)
+    student = Runner(new_student(setup, cfg.init))
+    distribute(setup, cfg, student)
+    params = generation_params(student.model)
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    state = load_roles(out / "train", {"student": student}, {"student": opt})
+    state = resume(out, {"student": student}, {"student": opt})
     start, history = (state["step"], state["history"]) if state else (0, [])
-    if state:
-        log.info("resuming %s at step %d", out, start)
     write_config(cfg, out)
-    bar = progress_bar(progress, cfg.steps, start, "distill cfg")
-    t0 = time.perf_counter()
+    bar = Progress("distill cfg", cfg.steps, start, cfg.log_every, progress, log)
     for step in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
@@ -112,20 +111,20 @@ def train_cfg(cfg: CFGDistillConfig, progress: bool = True, stop_after: int | No
         logged = {}
         for group in GROUPS:
             if cfg.batch.get(group, 0):
-                logged[f"{group}/mse"] = step_loss(setup, student_fwd, cfg, step, group)
+                logged.update(step_loss(setup, student, cfg, step, group))
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(gnorm), **logged}
+        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), **logged}
         history.append(logged)
-        log_step(bar, logged, step, cfg, t0, "cfg")
+        bar.step(step, logged)
         stopping = stop_after is not None and step + 1 >= stop_after
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
             check_understanding(setup, fingerprint)
-            save_roles(out / "train", {"student": student}, {"student": opt},
-                       {"step": step + 1, "history": history, "understanding_sha256": fingerprint})
-            save_student(out, student, student_info(cfg, setup, "cfg", steps=cfg.rollout_timesteps - 1), cfg.teacher)
+            save(out, step + 1, {"student": student}, {"student": opt},
+                 {"history": history, "understanding_sha256": fingerprint})
+            export_student(out, student, student_info(cfg, setup, "cfg", steps=cfg.rollout_timesteps - 1),
+                           cfg.teacher)
         if stopping:
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     return out

@@ -1,11 +1,18 @@
 """What the three generation-distillation recipes share: the config fields, the Shapes World conditions of a step,
-the teacher's contexts, trainable-only checkpoints with exact resume, and the understanding-weights guard.
+the teacher's contexts, the models as the training utilities run them (one process, or FSDP2 under ``torchrun``),
+trainable-only distributed checkpoints with exact resume, and the understanding-weights guard.
 
 A step's data is a pure function of ``(seed, step, group, index, sub)``: prompts and edits come from Shapes World's
 task generators, and each row's torch generator draws, in order, the VAE posterior sample of an edit source, the
 guidance scales, the initial noise and the clean target latents. A resumed run therefore replays exactly the
 batches an uninterrupted one would. Contexts are built by the teacher (``Pipeline.generation_branches`` /
 ``edit_branches``); students only ever run denoising forwards against them.
+
+Under ``torchrun`` every process builds its share of each group's rows (``shard_range``) and every model is sharded
+with FSDP2 (``training/sharding.py``): the trained students and discriminators, and the frozen teacher and other
+frozen roles, which get no optimizer state. A model is always entered through one forward (``Runner``, an
+``Entry``), whatever it runs. A group's losses are means over its rows: each process weighs its rows' mean by their
+share of the step's rows (``backward_share``), and logs the group's mean over all processes (``group_mean``).
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from hyperbagel.errors import HyperBagelError
-from hyperbagel.files import atomic_save_tensors, atomic_write_text
+from hyperbagel.files import atomic_write_text
 from hyperbagel.flow.guidance import GuidanceConfig
 from hyperbagel.flow.sampler import Branches
 from hyperbagel.model.bagel import Bagel
+from hyperbagel.model.context import Forwarder
 from hyperbagel.model.latents import patchify_latents
 from hyperbagel.model.pixels import to_model_pixels
 from hyperbagel.model.student import (
@@ -35,20 +43,22 @@ from hyperbagel.model.student import (
     has_student,
     is_generation_param,
     read_student_info,
+    save_student,
     student_from_teacher,
 )
 from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline
-from hyperbagel.recipes.checkpointing import (
-    load_optimizer,
-    optimizer_tensors,
-)
+from hyperbagel.recipes.checkpointing import load_optimizer
+from hyperbagel.training import checkpoint as ckpt
+from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, is_main, shard_range, world
 from hyperbagel.training.schedule import warmup_constant
+from hyperbagel.training.sharding import Entry, loss_scale, shard
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import sample_scene, scene_from_json
 from hyperbagel.world.tasks import edit as edit_tasks
 from hyperbagel.world.tasks import t2i
 
 log = logging.getLogger(__name__)
+STATE_FILE = ckpt.STATE_FILE
 
 GROUPS = ("gen", "edit")
 GUIDANCE = {"gen": T2I_GUIDANCE, "edit": EDIT_GUIDANCE}
@@ -105,11 +115,25 @@ def lr_at(cfg: DistillConfig, step: int, lr: float | None = None) -> float:
 # models
 
 
+class Runner(Entry):
+    """A model of a stage entered through one forward (``training/sharding.Entry``), with a ``Forwarder`` on it:
+    ``runner.velocity(...)`` is the forwarder's, and a runner stands in for a forwarder wherever only ``velocity``
+    is called (``distilled_velocity``, ``teacher_guided_velocity``)."""
+
+    def __init__(self, model: Bagel):
+        super().__init__(model)
+        self.fwd = Forwarder(model)
+
+    def velocity(self, *args, **kwargs):
+        return self(self.fwd.velocity, *args, **kwargs)
+
+
 @dataclass
 class Setup:
     pipe: Pipeline  # the teacher: contexts, VAE, tokenizer, guided velocity
     ids: Tensor  # latent position ids of one image
     lineage: dict[str, str]
+    teacher: Runner  # the teacher's model, as it is run (its contexts and velocities go through it)
 
 
 def load_setup(cfg: DistillConfig) -> Setup:
@@ -124,7 +148,7 @@ def load_setup(cfg: DistillConfig) -> Setup:
     if cfg.init and not has_student(cfg.init):
         raise HyperBagelError(f"{cfg.init} holds no {STUDENT_FILE}: run the previous distillation stage first")
     lineage = dict(read_student_info(cfg.init).lineage) if cfg.init else {}
-    return Setup(pipe, pipe.latent_ids(), lineage)
+    return Setup(pipe, pipe.latent_ids(), lineage, Runner(pipe.model))
 
 
 def student_weights(folder: str | Path | None) -> dict[str, Tensor] | None:
@@ -147,13 +171,30 @@ def new_student(setup: Setup, folder: str | Path | None, trainable: bool = True)
     return student.train(trainable)
 
 
+def distribute(setup: Setup, cfg: DistillConfig, *models: nn.Module) -> None:
+    """Under ``torchrun``: shard ``models`` (runners, discriminators, frozen or trained), then the teacher, with
+    FSDP2. Students share the teacher's understanding parameters, so they are sharded first, while those are still
+    plain (each sharded model then holds its own shard of them). A no-op in one process."""
+    if not distributed():
+        return
+    size = world()[1]
+    small = {g: n for g, n in cfg.batch.items() if 0 < n < size}
+    if small:
+        raise HyperBagelError(f"{type(cfg).__name__}.batch {small}: every group needs at least one row per process "
+                              f"({size} processes)")
+    for model in models:
+        shard(model)
+    shard(setup.teacher)
+
+
 def understanding_fingerprint(model: Bagel) -> str:
-    """SHA-256 over every non-generation tensor: equal fingerprints mean bit-identical understanding weights."""
+    """SHA-256 over every non-generation tensor: equal fingerprints mean bit-identical understanding weights (a
+    collective when ``model`` is sharded)."""
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         if not is_generation_param(name):
             h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            h.update(full_tensor(tensor.detach()).cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -178,9 +219,9 @@ class Conditions:
         return self.noise.shape[0]
 
 
-def row_generators(seed: int, step: int, group: str, n: int, sub: int = 0):
+def row_generators(seed: int, step: int, group: str, rows: range, sub: int = 0):
     """numpy and torch generators of each row: a pure function of (seed, step, group, sub, index)."""
-    seeds = [np.random.SeedSequence([seed, step, GROUPS.index(group), sub, i]) for i in range(n)]
+    seeds = [np.random.SeedSequence([seed, step, GROUPS.index(group), sub, i]) for i in rows]
     return ([np.random.default_rng(s) for s in seeds],
             [torch.Generator().manual_seed(int(s.generate_state(1, np.uint64)[0] >> 1)) for s in seeds])
 
@@ -203,21 +244,23 @@ def _latents(pipe: Pipeline, scenes, generators) -> Tensor:
 @torch.no_grad()
 def conditions(setup: Setup, cfg: DistillConfig, step: int, group: str, sub: int = 0, cfg_branches: bool = False,
                data: bool = False) -> Conditions:
-    """The rows of one group for one step: teacher contexts, guidance scales, initial noise (and clean targets)."""
-    pipe, n = setup.pipe, cfg.batch[group]
-    rngs, gens = row_generators(cfg.seed, step, group, n, sub)
+    """This process's rows of one group for one step: teacher contexts, guidance scales, initial noise (and clean
+    targets)."""
+    pipe = setup.pipe
+    rngs, gens = row_generators(cfg.seed, step, group, shard_range(cfg.batch[group]), sub)
     R = pipe.cfg.image_size
     if group == "gen":
         items = [_t2i_item(r, R, cfg.caption_prompts) for r in rngs]
-        branches, _ = pipe.generation_branches([it["prompt"] for it, _ in items], cfg_branches=cfg_branches)
+        branches, _ = setup.teacher(pipe.generation_branches, [it["prompt"] for it, _ in items],
+                                    cfg_branches=cfg_branches)
         scenes = [s for _, s in items]
         items = [it for it, _ in items]
     else:
         tags = edit_tasks.EDIT_TAGS
         items = [edit_tasks.sample_edit_item(r, tags[r.integers(len(tags))], R) for r in rngs]
         sources = [render(scene_from_json(it["source"])) for it in items]
-        branches, _ = pipe.edit_branches(sources, [it["instruction"] for it in items], gens,
-                                         cfg_branches=cfg_branches)
+        branches, _ = setup.teacher(pipe.edit_branches, sources, [it["instruction"] for it in items], gens,
+                                    cfg_branches=cfg_branches)
         scenes = [scene_from_json(it["target"]) for it in items]
     lo, hi = cfg.text_scale
     text = torch.stack([lo + (hi - lo) * torch.rand((), generator=g) for g in gens])
@@ -232,38 +275,53 @@ def autocast(cfg: DistillConfig):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
 
 
+def backward_share(loss: Tensor, c: Conditions, cfg: DistillConfig) -> None:
+    """Backward of a group's mean loss over this process's rows, weighted by their share of the step's rows (the
+    step's gradient is the row-weighted mean over groups; FSDP2 averages over processes, hence ``loss_scale``)."""
+    (loss * (c.batch / sum(cfg.batch.values())) * loss_scale()).backward()
+
+
+def group_mean(values: dict[str, float], c: Conditions) -> dict[str, float]:
+    """Means over this process's rows → the means over the group's rows in every process (a collective)."""
+    if not distributed():
+        return values
+    *sums, n = all_sum([*(v * c.batch for v in values.values()), c.batch])
+    return {k: v / n for k, v in zip(values, sums)}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # checkpoints
 
 
-def trainable_state(module: nn.Module) -> dict[str, Tensor]:
-    return {n: p.detach() for n, p in module.named_parameters() if p.requires_grad}
+def save(out: Path, step: int, trained: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+         state: dict) -> None:
+    """The trained roles' trainable tensors and optimizer moments as a distributed checkpoint (a collective)."""
+    ckpt.save(out / "train", step, trained, optimizers, state, trainable_only=True)
 
 
-def save_roles(folder: Path, roles: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-               state: dict) -> None:
-    """Each role's trainable tensors and optimizer moments as safetensors, then ``train_state.json`` (last, so a
-    state file always describes complete weights)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    groups = {}
-    for role, module in roles.items():
-        atomic_save_tensors(trainable_state(module), folder / f"{role}.safetensors")
-        if role in optimizers:
-            tensors, meta = optimizer_tensors(optimizers[role], module)
-            atomic_save_tensors(tensors, folder / f"{role}_optimizer.safetensors")
-            groups[role] = meta
-    atomic_write_text(json.dumps({**state, "optimizers": groups}, indent=1) + "\n", folder / "train_state.json")
+def resume(out: Path, trained: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> dict | None:
+    """The last checkpoint's state, restored into the roles; a run checkpointed before the distributed checkpoints
+    (safetensors per role) resumes from those, in one process."""
+    folder = out / "train"
+    state = ckpt.load(folder, trained, optimizers, trainable_only=True)
+    if state is None and (folder / STATE_FILE).is_file():
+        if distributed():
+            raise HyperBagelError(f"{folder} holds a one-process checkpoint of an older format: resume it in one "
+                                  "process first (it is rewritten in the sharded format at the next checkpoint)")
+        state = _load_roles(folder, {r: m.model if isinstance(m, Entry) else m for r, m in trained.items()},
+                            optimizers)
+    if state:
+        log.info("resuming %s at step %d", out, state["step"])
+    return state
 
 
-def load_roles(folder: Path, roles: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> dict | None:
-    """Restore what ``save_roles`` wrote; None when there is nothing to resume."""
-    if not (folder / "train_state.json").is_file():
-        return None
-    state = json.loads((folder / "train_state.json").read_text())
+def _load_roles(folder: Path, roles: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> dict:
+    """Restore a checkpoint of the older format: per role, trainable tensors and optimizer moments as safetensors."""
+    state = json.loads((folder / STATE_FILE).read_text())
     for role, module in roles.items():
         saved = load_file(folder / f"{role}.safetensors")
-        params = dict(module.named_parameters())
-        if set(saved) != set(trainable_state(module)):
+        params = {n: p for n, p in module.named_parameters() if p.requires_grad}
+        if set(saved) != set(params):
             raise HyperBagelError(f"{folder / role}.safetensors does not match the {role}'s trainable parameters")
         with torch.no_grad():
             for k, v in saved.items():
@@ -274,33 +332,24 @@ def load_roles(folder: Path, roles: dict[str, nn.Module], optimizers: dict[str, 
     return state
 
 
+def export_student(out: Path, runner: Runner, info: StudentInfo, teacher: str | Path) -> None:
+    """The deployable folder of ``runner``'s student (its generation branch gathered whole when sharded)."""
+    tensors = {k: full_tensor(v.detach()).cpu() for k, v in runner.model.state_dict().items()
+               if is_generation_param(k)}
+    if is_main():
+        save_student(out, tensors, info, teacher)
+    barrier()
+
+
 def write_config(cfg: DistillConfig, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps(cfg.to_dict(), indent=1, default=list) + "\n", out / "distill_config.json")
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(cfg.to_dict(), indent=1, default=list) + "\n", out / "distill_config.json")
 
 
 def student_info(cfg: DistillConfig, setup: Setup, stage: str, steps: int = 6) -> StudentInfo:
     return StudentInfo(stage=stage, steps=steps, shift=cfg.shift, text_scale_range=cfg.text_scale,
                        image_scale_range=cfg.image_scale, lineage={**setup.lineage, stage: str(cfg.out)})
-
-
-def log_step(bar, logged: dict, step: int, cfg: DistillConfig, t0: float, name: str) -> None:
-    import time
-
-    if bar is not None:
-        bar.update(1)
-        bar.set_postfix({k: f"{v:.4f}" for k, v in logged.items() if "/" in k})
-    if (step + 1) % cfg.log_every == 0:
-        log.info("%s step %d %s (%.1f s)", name, step + 1,
-                 " ".join(f"{k}={v:.4f}" for k, v in logged.items() if "/" in k), time.perf_counter() - t0)
-
-
-def progress_bar(enabled: bool, total: int, initial: int, name: str):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=name, unit="step", dynamic_ncols=True)
 
 
 def check_understanding(setup: Setup, expected: str) -> str:

@@ -15,7 +15,6 @@ generator). One step = ``fake_updates`` fake updates, then one generator update 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,25 +25,29 @@ from hyperbagel.distill.dmdo import dmd_generator_loss, dmd_gradient, fake_flow_
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.flow.sampler import distilled_velocity, euler
 from hyperbagel.flow.schedule import bagel_timesteps, x0_from_velocity
-from hyperbagel.model.context import Forwarder
-from hyperbagel.model.student import generation_params, save_student
+from hyperbagel.model.student import generation_params
 from hyperbagel.recipes.distill_common import (
     GROUPS,
     DistillConfig,
+    Runner,
     autocast,
+    backward_share,
     check_understanding,
     conditions,
-    load_roles,
+    distribute,
+    export_student,
+    group_mean,
     load_setup,
-    log_step,
     lr_at,
     new_student,
-    progress_bar,
-    save_roles,
+    resume,
+    save,
     student_info,
     understanding_fingerprint,
     write_config,
 )
+from hyperbagel.training.distributed import any_rank, full_tensor
+from hyperbagel.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ def _times(c, cfg: DMDOConfig) -> torch.Tensor:
     return torch.stack([lo + (hi - lo) * torch.rand((), generator=g) for g in c.generators])
 
 
-def rollout(setup, fwd: Forwarder, c, cfg: DMDOConfig):
+def rollout(setup, fwd: Runner, c, cfg: DMDOConfig):
     """The generator's ODE path from ``c.noise`` without gradient: states ``[K, B, N, P]``, times ``[K]``, ``x_0``."""
     path: list = []
     with torch.no_grad(), autocast(cfg):
@@ -106,8 +109,8 @@ def generator_loss(setup, fwds, cfg: DMDOConfig, c, states, times) -> tuple[torc
     t2 = _times(c, cfg)
     with torch.no_grad(), autocast(cfg):
         x_t2 = path_mix(x0_hat.detach(), c.noise, t2)
-        v_real = teacher_guided_velocity(setup.pipe.fwd, c.branches, setup.ids, x_t2, t2, c.text_scale,
-                                         c.image_scale, c.guidance)
+        v_real = teacher_guided_velocity(setup.teacher, c.branches, setup.ids, x_t2, t2, c.text_scale,
+                                         c.image_scale, c.guidance, any_rank)
         v_fake, _ = fwds["fake"].velocity(c.branches.cond, x_t2, t2, setup.ids, **scales)
     x0_real, x0_fake = x0_from_velocity(x_t2, v_real.float(), t2), x0_from_velocity(x_t2, v_fake.float(), t2)
     grad = dmd_gradient(x0_hat, x0_real, x0_fake)
@@ -132,21 +135,16 @@ def train_dmdo(cfg: DMDOConfig, progress: bool = True, stop_after: int | None = 
     setup = load_setup(cfg)
     fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)
-    generator = new_student(setup, cfg.init)
-    fake = new_student(setup, fake_start(cfg, setup))
-    fwds = {"generator": Forwarder(generator), "fake": Forwarder(fake)}
-    g_params, f_params = generation_params(generator), generation_params(fake)
+    fwds = {"generator": Runner(new_student(setup, cfg.init)),
+            "fake": Runner(new_student(setup, fake_start(cfg, setup)))}
+    distribute(setup, cfg, *fwds.values())
+    g_params, f_params = generation_params(fwds["generator"].model), generation_params(fwds["fake"].model)
     opts = {"generator": torch.optim.AdamW(g_params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay),
             "fake": torch.optim.AdamW(f_params, lr=cfg.fake_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)}
-    roles = {"generator": generator, "fake": fake}
-    state = load_roles(out / "train", roles, opts)
+    state = resume(out, fwds, opts)
     start, history = (state["step"], state["history"]) if state else (0, [])
-    if state:
-        log.info("resuming %s at step %d", out, start)
     write_config(cfg, out)
-    bar = progress_bar(progress, cfg.steps, start, "distill dmdo")
-    t0 = time.perf_counter()
-    total = sum(cfg.batch.values())
+    bar = Progress("distill dmdo", cfg.steps, start, cfg.log_every, progress, log)
     groups = [g for g in GROUPS if cfg.batch.get(g, 0)]
     for step in range(start, cfg.steps):
         logged: dict[str, float] = {}
@@ -160,9 +158,9 @@ def train_dmdo(cfg: DMDOConfig, progress: bool = True, stop_after: int | None = 
                 c = conditions(setup, cfg, step, group, sub=j, cfg_branches=j == cfg.fake_updates - 1)
                 states, times, x0 = rollout(setup, fwds["generator"], c, cfg)
                 loss = fake_loss(setup, fwds, cfg, c, x0)
-                (loss * c.batch / total).backward()
+                backward_share(loss, c, cfg)
                 key = f"{group}/fake_fm"
-                logged[key] = logged.get(key, 0.0) + float(loss.detach()) / cfg.fake_updates
+                logged[key] = logged.get(key, 0.0) + group_mean({key: float(loss.detach())}, c)[key] / cfg.fake_updates
                 last[group] = (c, states, times)
             torch.nn.utils.clip_grad_norm_(f_params, cfg.grad_clip)
             opts["fake"].step()
@@ -173,21 +171,20 @@ def train_dmdo(cfg: DMDOConfig, progress: bool = True, stop_after: int | None = 
         for group in groups:
             c, states, times = last[group]
             loss, gap = generator_loss(setup, fwds, cfg, c, states, times)
-            (loss * c.batch / total).backward()
-            logged[f"{group}/real_fake_gap"] = gap  # mean |x̂_0^fake − x̂_0^real|: the mismatch DMD closes
+            backward_share(loss, c, cfg)
+            # mean |x̂_0^fake − x̂_0^real|: the mismatch DMD closes
+            logged.update(group_mean({f"{group}/real_fake_gap": gap}, c))
         gnorm = torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
         opts["generator"].step()
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(gnorm), **logged}
+        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), **logged}
         history.append(logged)
-        log_step(bar, logged, step, cfg, t0, "dmdo")
+        bar.step(step, logged)
         stopping = stop_after is not None and step + 1 >= stop_after
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
             check_understanding(setup, fingerprint)
-            save_roles(out / "train", roles, opts, {"step": step + 1, "history": history,
-                                                    "understanding_sha256": fingerprint})
-            save_student(out, generator, student_info(cfg, setup, "dmdo", cfg.sample_steps), cfg.teacher)
+            save(out, step + 1, fwds, opts, {"history": history, "understanding_sha256": fingerprint})
+            export_student(out, fwds["generator"], student_info(cfg, setup, "dmdo", cfg.sample_steps), cfg.teacher)
         if stopping:
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     return out

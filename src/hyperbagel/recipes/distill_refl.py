@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,27 +24,31 @@ from torch import Tensor
 from hyperbagel.distill.refl import refl_objective
 from hyperbagel.distill.reward import load_reward
 from hyperbagel.flow.schedule import x0_from_velocity
-from hyperbagel.model.context import Forwarder
 from hyperbagel.model.pixels import to_uint8
-from hyperbagel.model.student import generation_params, save_student
+from hyperbagel.model.student import generation_params
 from hyperbagel.recipes.distill_adp import decode_pixels
 from hyperbagel.recipes.distill_common import (
     GROUPS,
     DistillConfig,
+    Runner,
     autocast,
+    backward_share,
     check_understanding,
     conditions,
-    load_roles,
+    distribute,
+    export_student,
+    group_mean,
     load_setup,
-    log_step,
     lr_at,
     new_student,
-    progress_bar,
-    save_roles,
+    resume,
+    save,
     student_info,
     understanding_fingerprint,
     write_config,
 )
+from hyperbagel.training.distributed import full_tensor
+from hyperbagel.training.progress import Progress
 from hyperbagel.world.captions import caption
 from hyperbagel.world.scene import scene_from_json
 from hyperbagel.world.tasks import edit as edit_tasks
@@ -88,32 +91,32 @@ def judge_rows(c, images: list[np.ndarray]) -> np.ndarray:
     return np.array([edit_tasks.check_edit(it, im).o for it, im in zip(c.items, images)])
 
 
-def one_step(setup, fwd: Forwarder, c) -> Tensor:
+def one_step(setup, fwd: Runner, c) -> Tensor:
     """The 1-step sample ``x̂_0 = x_T − v(x_T, 1)`` (with gradient when enabled)."""
     t = torch.ones(c.batch)
     v, _ = fwd.velocity(c.branches.cond, c.noise, t, setup.ids, text_scale=c.text_scale, image_scale=c.image_scale)
     return x0_from_velocity(c.noise, v.float(), t)
 
 
-def step_loss(setup, roles, fwds, cfg: ReFLConfig, step: int, group: str) -> dict[str, float]:
+def step_loss(setup, roles, cfg: ReFLConfig, step: int, group: str) -> dict[str, float]:
     c = conditions(setup, cfg, step, group)
     with autocast(cfg):
-        x0_hat = one_step(setup, fwds["generator"], c)
+        x0_hat = one_step(setup, roles["generator"], c)
         pixels = decode_pixels(setup.pipe, x0_hat).float().clamp(-1, 1)
     anchor = None
-    if "anchor" in fwds:
+    if "anchor" in roles:
         with torch.no_grad(), autocast(cfg):
-            anchor = one_step(setup, fwds["anchor"], c)
+            anchor = one_step(setup, roles["anchor"], c)
     rewards = roles["reward"](pixels, reward_texts(c))
     loss, hinge, anchor_mse = refl_objective(rewards, cfg.alpha, x0_hat, anchor, cfg.anchor_weight)
-    (loss * c.batch / sum(cfg.batch.values())).backward()
+    backward_share(loss, c, cfg)
     judged = judge_rows(c, list(to_uint8(pixels)))
-    return {f"{group}/refl": float(hinge.detach()), f"{group}/anchor_mse": float(anchor_mse.detach()),
-            f"{group}/reward": float(rewards.detach().mean()), f"{group}/judge": float(judged.mean())}
+    return group_mean({f"{group}/refl": float(hinge.detach()), f"{group}/anchor_mse": float(anchor_mse.detach()),
+                       f"{group}/reward": float(rewards.detach().mean()), f"{group}/judge": float(judged.mean())}, c)
 
 
 @torch.no_grad()
-def probe(setup, roles, fwds, cfg: ReFLConfig) -> dict[str, float]:
+def probe(setup, roles, cfg: ReFLConfig) -> dict[str, float]:
     """Mean reward and exact judge of the current generator on the fixed probe rows (the same at every call)."""
     out = {}
     for group in GROUPS:
@@ -122,9 +125,9 @@ def probe(setup, roles, fwds, cfg: ReFLConfig) -> dict[str, float]:
         pcfg = dataclasses.replace(cfg, batch={group: cfg.probe})
         c = conditions(setup, pcfg, 0, group, sub=PROBE_SUB)
         with autocast(cfg):
-            pixels = decode_pixels(setup.pipe, one_step(setup, fwds["generator"], c)).float().clamp(-1, 1)
-        out[f"probe/{group}_reward"] = float(roles["reward"](pixels, reward_texts(c)).mean())
-        out[f"probe/{group}_judge"] = float(judge_rows(c, list(to_uint8(pixels))).mean())
+            pixels = decode_pixels(setup.pipe, one_step(setup, roles["generator"], c)).float().clamp(-1, 1)
+        out.update(group_mean({f"probe/{group}_reward": float(roles["reward"](pixels, reward_texts(c)).mean()),
+                               f"probe/{group}_judge": float(judge_rows(c, list(to_uint8(pixels))).mean())}, c))
     return out
 
 
@@ -134,24 +137,20 @@ def train_refl(cfg: ReFLConfig, progress: bool = True, stop_after: int | None = 
     setup = load_setup(cfg)
     fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)
-    generator = new_student(setup, cfg.init)
-    roles = {"generator": generator, "reward": load_reward(cfg.reward)}
-    fwds = {"generator": Forwarder(generator)}
+    roles = {"generator": Runner(new_student(setup, cfg.init)), "reward": load_reward(cfg.reward)}
     if cfg.anchor_weight > 0:
-        fwds["anchor"] = Forwarder(new_student(setup, cfg.init, trainable=False))
-    params = generation_params(generator)
+        roles["anchor"] = Runner(new_student(setup, cfg.init, trainable=False))
+    distribute(setup, cfg, *(m if r != "reward" else m.model for r, m in roles.items()))
+    params = generation_params(roles["generator"].model)
     opts = {"generator": torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)}
-    state = load_roles(out / "train", {"generator": generator}, opts)
+    state = resume(out, {"generator": roles["generator"]}, opts)
     start, history = (state["step"], state["history"]) if state else (0, [])
     probes = state["probes"] if state else []
-    if state:
-        log.info("resuming %s at step %d", out, start)
-    elif cfg.probe:
-        probes.append({"step": 0, **probe(setup, roles, fwds, cfg)})  # the ADP model, before any feedback
+    if not state and cfg.probe:
+        probes.append({"step": 0, **probe(setup, roles, cfg)})  # the ADP model, before any feedback
         log.info("refl probe before training: %s", probes[-1])
     write_config(cfg, out)
-    bar = progress_bar(progress, cfg.steps, start, "distill refl")
-    t0 = time.perf_counter()
+    bar = Progress("distill refl", cfg.steps, start, cfg.log_every, progress, log)
     for step in range(start, cfg.steps):
         for g in opts["generator"].param_groups:
             g["lr"] = lr_at(cfg, step)
@@ -159,23 +158,22 @@ def train_refl(cfg: ReFLConfig, progress: bool = True, stop_after: int | None = 
         logged = {}
         for group in GROUPS:
             if cfg.batch.get(group, 0):
-                logged.update(step_loss(setup, roles, fwds, cfg, step, group))
+                logged.update(step_loss(setup, roles, cfg, step, group))
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opts["generator"].step()
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(gnorm), **logged}
+        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), **logged}
         history.append(logged)
-        log_step(bar, logged, step, cfg, t0, "refl")
+        bar.step(step, logged)
         stopping = stop_after is not None and step + 1 >= stop_after
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
             if cfg.probe:
-                probes.append({"step": step + 1, **probe(setup, roles, fwds, cfg)})
+                probes.append({"step": step + 1, **probe(setup, roles, cfg)})
                 log.info("refl probe at step %d: %s", step + 1, probes[-1])
             check_understanding(setup, fingerprint)
-            save_roles(out / "train", {"generator": generator}, opts,
-                       {"step": step + 1, "history": history, "probes": probes, "understanding_sha256": fingerprint})
-            save_student(out, generator, student_info(cfg, setup, "refl", steps=1), cfg.teacher)
+            save(out, step + 1, {"generator": roles["generator"]}, opts,
+                 {"history": history, "probes": probes, "understanding_sha256": fingerprint})
+            export_student(out, roles["generator"], student_info(cfg, setup, "refl", steps=1), cfg.teacher)
         if stopping:
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     return out

@@ -13,7 +13,9 @@ Each step, per task group (``distill/tscd.py`` has the formulas):
    to ``e``: ``y`` (``real = "ode"``, the default; ``"consistency"`` is PCM's one teacher step plus the stop-gradient
    student's jump, a target that moves with the student and only makes sense beside the MSE term);
 3. both are noised forward from ``e`` to the same ``s`` in the segment above ``e`` with the same noise;
-4. generator: ``adv_weight·(−D(ŷ_s)) + mse_weight·|ŷ − y|²``; discriminator: ``relu(1 − D(y_s)) + relu(1 + D(ŷ_s))``.
+4. generator: ``adv_weight·(−D(ŷ_s)) + mse_weight·|ŷ − y|²``; discriminator: ``relu(1 − D(y_s)) + relu(1 + D(ŷ_s))``
+   (every group's generator pass first, then the discriminator's gradients that those passes left are cleared and
+   every group's discriminator pass runs).
    The logged ``mse`` is ``|ŷ − y|²`` at any weight: with the default, the student's distance from the teacher's
    endpoint.
 
@@ -23,7 +25,6 @@ Sampling the result: 2 Euler steps per segment = 6 steps on the shifted schedule
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,25 +46,29 @@ from hyperbagel.distill.tscd import (
     teacher_grid,
 )
 from hyperbagel.flow.schedule import noisy
-from hyperbagel.model.context import Forwarder
-from hyperbagel.model.student import generation_params, save_student
+from hyperbagel.model.student import generation_params
 from hyperbagel.recipes.distill_common import (
     GROUPS,
     DistillConfig,
+    Runner,
     autocast,
+    backward_share,
     check_understanding,
     conditions,
-    load_roles,
+    distribute,
+    export_student,
+    group_mean,
     load_setup,
-    log_step,
     lr_at,
     new_student,
-    progress_bar,
-    save_roles,
+    resume,
+    save,
     student_info,
     understanding_fingerprint,
     write_config,
 )
+from hyperbagel.training.distributed import any_rank, full_tensor
+from hyperbagel.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +106,11 @@ class TSCDConfig(DistillConfig):
             raise ValueError(f"TSCDConfig.real must be 'ode' or 'consistency', got {self.real!r}")
 
 
-def step_losses(setup, roles, fwds, cfg: TSCDConfig, step: int, group: str) -> dict[str, float]:
-    """One generator and one discriminator update's backward for one group (the caller steps the optimizers)."""
+def generator_losses(setup, roles, cfg: TSCDConfig, step: int, group: str) -> tuple[dict[str, float], tuple]:
+    """The generator's backward for one group; returns its logged losses and what the discriminator pass needs."""
     ids = setup.ids
     disc = roles["disc"]
     c = conditions(setup, cfg, step, group, data=True)
-    B = c.batch
     grid = teacher_grid(cfg.segments, cfg.steps_per_segment, cfg.shift).float()
     bounds = segment_boundaries(cfg.segments, cfg.shift).float()
     n = torch.stack([torch.randint(len(grid) - 1, (), generator=g) for g in c.generators])
@@ -120,46 +124,48 @@ def step_losses(setup, roles, fwds, cfg: TSCDConfig, step: int, group: str) -> d
     with torch.no_grad(), autocast(cfg):
         if cfg.real == "ode":
             def teacher(x, tt, rows):
-                return fwds["teacher"].velocity(ctx.select(rows), x, tt, ids, text_scale=c.text_scale[rows],
-                                                image_scale=c.image_scale[rows])[0]
+                return roles["teacher"].velocity(ctx.select(rows), x, tt, ids, text_scale=c.text_scale[rows],
+                                                 image_scale=c.image_scale[rows])[0]
 
-            y = solve_to_segment_end(teacher, x_t, n, segment_end_index(n, cfg.steps_per_segment), grid).float()
+            y = solve_to_segment_end(teacher, x_t, n, segment_end_index(n, cfg.steps_per_segment), grid,
+                                     any_rank).float()
         else:
-            v_teacher, _ = fwds["teacher"].velocity(ctx, x_t, t, ids, **scales)
+            v_teacher, _ = roles["teacher"].velocity(ctx, x_t, t, ids, **scales)
             x_next = jump(x_t, v_teacher, t, t_next)
-            v_self, _ = fwds["student"].velocity(ctx, x_next, t_next, ids, **scales)
+            v_self, _ = roles["student"].velocity(ctx, x_next, t_next, ids, **scales)
             y = consistency_target(x_next, v_self, t_next, end)
             y = torch.where((t_next == end).view(-1, 1, 1), x_next, y).float()
         real = renoise(y, end, s, adv_noise)
-    weight = B / sum(cfg.batch.values())
-    # generator
-    for p in disc.parameters():
-        p.requires_grad_(False)
     with autocast(cfg):
-        v, _ = fwds["student"].velocity(ctx, x_t, t, ids, **scales)
+        v, _ = roles["student"].velocity(ctx, x_t, t, ids, **scales)
         y_hat = jump(x_t, v.float(), t, end)
         fake = renoise(y_hat, end, s, adv_noise)
         g_adv = hinge_generator_loss(disc(ctx, fake, s, ids, **scales))
         mse = consistency_mse(y_hat, y)
         g_loss = cfg.adv_weight * g_adv + cfg.mse_weight * mse
-    (g_loss * weight).backward()
-    for name, p in disc.named_parameters():
-        p.requires_grad_(is_trainable(name))
-    # discriminator
+    backward_share(g_loss, c, cfg)
+    logged = group_mean({f"{group}/g_adv": float(g_adv.detach()), f"{group}/mse": float(mse.detach())}, c)
+    return logged, (c, real, fake.detach(), s)
+
+
+def disc_loss(setup, roles, cfg: TSCDConfig, group: str, c, real, fake, s) -> dict[str, float]:
+    """The discriminator's backward for one group, on the generator pass's real and fake; returns its loss."""
+    ctx, scales = c.branches.cond, dict(text_scale=c.text_scale, image_scale=c.image_scale)
+    disc = roles["disc"]
     with autocast(cfg):
-        d_loss = hinge_discriminator_loss(disc(ctx, real, s, ids, **scales), disc(ctx, fake.detach(), s, ids, **scales))
-    (d_loss * weight).backward()
-    return {f"{group}/g_adv": float(g_adv.detach()), f"{group}/mse": float(mse.detach()),
-            f"{group}/d_hinge": float(d_loss.detach())}
+        d_loss = hinge_discriminator_loss(disc(ctx, real, s, setup.ids, **scales),
+                                          disc(ctx, fake, s, setup.ids, **scales))
+    backward_share(d_loss, c, cfg)
+    return group_mean({f"{group}/d_hinge": float(d_loss.detach())}, c)
 
 
 def build_roles(setup, cfg: TSCDConfig):
-    teacher = new_student(setup, cfg.init, trainable=False)
-    student = new_student(setup, cfg.init)
+    teacher = Runner(new_student(setup, cfg.init, trainable=False))
+    student = Runner(new_student(setup, cfg.init))
     layers = cfg.disc_layers or default_layers(setup.pipe.cfg.llm.num_layers)
     disc = LatentDiscriminator(new_student(setup, cfg.init), layers, cfg.disc_hidden).train()
     for name, p in disc.named_parameters():
-        p.requires_grad_(is_trainable(name))
+        p.requires_grad_(is_trainable(name, layers))
     return {"teacher": teacher, "student": student, "disc": disc}
 
 
@@ -170,45 +176,44 @@ def train_tscd(cfg: TSCDConfig, progress: bool = True, stop_after: int | None = 
     fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)
     roles = build_roles(setup, cfg)
+    distribute(setup, cfg, *roles.values())
     student, disc = roles["student"], roles["disc"]
-    fwds = {"teacher": Forwarder(roles["teacher"]), "student": Forwarder(student)}
-    g_params = generation_params(student)
+    g_params = generation_params(student.model)
     d_params = [p for p in disc.parameters() if p.requires_grad]
     opts = {"student": torch.optim.AdamW(g_params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay),
             "disc": torch.optim.AdamW(d_params, lr=cfg.disc_lr, betas=cfg.disc_betas, weight_decay=0.0)}
     trained = {"student": student, "disc": disc}
-    state = load_roles(out / "train", trained, opts)
+    state = resume(out, trained, opts)
     start, history = (state["step"], state["history"]) if state else (0, [])
-    if state:
-        log.info("resuming %s at step %d", out, start)
     write_config(cfg, out)
-    bar = progress_bar(progress, cfg.steps, start, "distill tscd")
-    t0 = time.perf_counter()
+    bar = Progress("distill tscd", cfg.steps, start, cfg.log_every, progress, log)
+    groups = [g for g in GROUPS if cfg.batch.get(g, 0)]
     for step in range(start, cfg.steps):
         for role, opt in opts.items():
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step, cfg.lr if role == "student" else cfg.disc_lr)
             opt.zero_grad(set_to_none=True)
-        logged = {}
-        for group in GROUPS:
-            if cfg.batch.get(group, 0):
-                logged.update(step_losses(setup, roles, fwds, cfg, step, group))
+        logged, kept = {}, {}
+        for group in groups:
+            parts, kept[group] = generator_losses(setup, roles, cfg, step, group)
+            logged.update(parts)
+        opts["disc"].zero_grad(set_to_none=True)  # the generator's passes went through the discriminator
+        for group in groups:
+            logged.update(disc_loss(setup, roles, cfg, group, *kept[group]))
         g_norm = torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
         d_norm = torch.nn.utils.clip_grad_norm_(d_params, cfg.grad_clip)
         for opt in opts.values():
             opt.step()
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(g_norm), "disc_grad_norm": float(d_norm),
-                  **logged}
+        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(g_norm)),
+                  "disc_grad_norm": float(full_tensor(d_norm)), **logged}
         history.append(logged)
-        log_step(bar, logged, step, cfg, t0, "tscd")
+        bar.step(step, logged)
         stopping = stop_after is not None and step + 1 >= stop_after
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
             check_understanding(setup, fingerprint)
-            save_roles(out / "train", trained, opts,
-                       {"step": step + 1, "history": history, "understanding_sha256": fingerprint})
-            save_student(out, student, student_info(cfg, setup, "tscd", cfg.sample_steps), cfg.teacher)
+            save(out, step + 1, trained, opts, {"history": history, "understanding_sha256": fingerprint})
+            export_student(out, student, student_info(cfg, setup, "tscd", cfg.sample_steps), cfg.teacher)
         if stopping:
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     return out

@@ -10,6 +10,7 @@ complete checkpoint as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -31,17 +32,26 @@ from hyperbagel.training.distributed import barrier, is_main
 STATE_FILE = "train_state.json"
 
 
-def _tensors(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> dict:
-    out = {name: get_model_state_dict(m) for name, m in modules.items()}
+def _options(name: str, optimizers: dict, trainable_only: bool) -> StateDictOptions:
+    """A trained module's frozen parameters are left out when ``trainable_only`` (they are rebuilt, not trained)."""
+    return StateDictOptions(ignore_frozen_params=trainable_only and name in optimizers)
+
+
+def _tensors(modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+             trainable_only: bool) -> dict:
+    out = {name: get_model_state_dict(m, options=_options(name, optimizers, trainable_only))
+           for name, m in modules.items()}
     for name, opt in optimizers.items():
         out[f"{name}.optim"] = get_optimizer_state_dict(modules[name], opt)
     return out
 
 
 def save(folder: str | Path, step: int, modules: dict[str, nn.Module],
-         optimizers: dict[str, torch.optim.Optimizer], state: dict) -> None:
+         optimizers: dict[str, torch.optim.Optimizer], state: dict, trainable_only: bool = False) -> None:
     """Write the checkpoint of ``step`` (a collective: every process calls it). ``optimizers[name]`` holds the
-    parameters of ``modules[name]``; modules without an optimizer are saved as they are (frozen or EMA)."""
+    parameters of ``modules[name]``; modules without an optimizer are saved as they are (frozen or EMA). With
+    ``trainable_only`` a trained module keeps only its trainable parameters (a distilled student: its frozen
+    understanding weights are the teacher's)."""
     folder = Path(folder)
     name = f"dcp-{step:07d}"
     tmp = folder / f"{name}.tmp"
@@ -51,7 +61,7 @@ def save(folder: str | Path, step: int, modules: dict[str, nn.Module],
     barrier()
     try:
         with writing(folder / name):
-            dcp.save(_tensors(modules, optimizers), checkpoint_id=str(tmp))
+            dcp.save(_tensors(modules, optimizers, trainable_only), checkpoint_id=str(tmp))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -67,9 +77,9 @@ def save(folder: str | Path, step: int, modules: dict[str, nn.Module],
 
 
 def load(folder: str | Path, modules: dict[str, nn.Module],
-         optimizers: dict[str, torch.optim.Optimizer]) -> dict | None:
-    """Restore the last checkpoint into ``modules`` and ``optimizers`` (a collective); returns its state, or None
-    when ``folder`` holds none."""
+         optimizers: dict[str, torch.optim.Optimizer], trainable_only: bool = False) -> dict | None:
+    """Restore the last checkpoint into ``modules`` and ``optimizers`` (a collective; ``trainable_only`` as it was
+    saved); returns its state, or None when ``folder`` holds none."""
     folder = Path(folder)
     path = folder / STATE_FILE
     if not path.is_file():
@@ -77,10 +87,18 @@ def load(folder: str | Path, modules: dict[str, nn.Module],
     state = json.loads(path.read_text())
     if "checkpoint" not in state:
         return None  # another format (a recipe may know how to read it)
-    tensors = _tensors(modules, optimizers)
-    dcp.load(tensors, checkpoint_id=str(folder / state["checkpoint"]))
+    tensors = _tensors(modules, optimizers, trainable_only)
+    models = {name: tensors[name] for name in modules}
+    dcp.load(models, checkpoint_id=str(folder / state["checkpoint"]))
+    # a trained parameter that never had a gradient has no optimizer state in the checkpoint (AdamW creates it at
+    # the first gradient); the fresh one ``get_optimizer_state_dict`` made for it is never used by a step
+    optim = {f"{name}.optim": tensors[f"{name}.optim"] for name in optimizers}
+    dcp.load(optim, checkpoint_id=str(folder / state["checkpoint"]),
+             planner=dcp.DefaultLoadPlanner(allow_partial_load=True))
     for name, m in modules.items():
-        set_model_state_dict(m, tensors[name])
+        options = _options(name, optimizers, trainable_only)
+        options = dataclasses.replace(options, strict=not options.ignore_frozen_params)
+        set_model_state_dict(m, tensors[name], options=options)
     for name, opt in optimizers.items():
         set_optimizer_state_dict(modules[name], opt, tensors[f"{name}.optim"])
     return state
@@ -89,3 +107,28 @@ def load(folder: str | Path, modules: dict[str, nn.Module],
 def full_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     """Every tensor of ``module``, whole and on the CPU (a collective when sharded: the main process gets them)."""
     return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def read(folder: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of ``folder``'s last checkpoint, whole and by flattened name (``model.layer.weight``,
+    ``model.optim.state.layer.weight.exp_avg``): for inspecting a run and comparing two, in one process."""
+    import tempfile
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    folder = Path(folder)
+    name = json.loads((folder / STATE_FILE).read_text())["checkpoint"]
+    with tempfile.TemporaryDirectory() as tmp:
+        dcp_to_torch_save(str(folder / name), f"{tmp}/whole.pt")
+        nested = torch.load(f"{tmp}/whole.pt", weights_only=True)
+    flat: dict[str, torch.Tensor] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif torch.is_tensor(value):
+            flat[prefix] = value
+
+    walk("", nested)
+    return flat

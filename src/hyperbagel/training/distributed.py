@@ -41,6 +41,12 @@ def all_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+def any_rank(flag: bool) -> bool:
+    """True when ``flag`` is true in any process: for a data-dependent choice of which sharded forwards to run,
+    which every process must make alike (FSDP2 gathers in each forward)."""
+    return all_sum([float(flag)])[0] > 0 if distributed() else flag
+
+
 def barrier() -> None:
     if distributed():
         dist.barrier()

@@ -54,6 +54,20 @@ def shard(root: nn.Module, cfg: ShardingConfig | None = None,
     return root
 
 
+class Entry(nn.Module):
+    """A model entered through one ``forward``: ``entry(fn, *args)`` runs ``fn(*args)`` (any method of the model:
+    a prefill, a velocity, a sampler's loop) as the root module's forward, so that under FSDP2 the root's parameters
+    are gathered for it, and its gradients reduced after it, on every process alike. In one process it is a plain
+    call."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, fn, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+
 def loss_scale() -> float:
     """What a loss normalised by global counts is multiplied by before ``backward`` (see the module's docstring)."""
     return float(world()[1])

@@ -1,0 +1,30 @@
+"""What the recipe tests share: a script run in N processes (``torchrun`` for more than one, FSDP2 over gloo), and
+two runs' checkpoints compared tensor by tensor."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from hyperbagel.training.checkpoint import read
+
+
+def launch(procs: int, script: str, *args: str, port: int) -> None:
+    """``python -c script args`` in ``procs`` processes (one thread each); fails the test with the error's tail."""
+    runner = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={port}",
+              "--no-python", sys.executable] if procs > 1 else [sys.executable]
+    done = subprocess.run([*runner, "-c", script, *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def assert_same_checkpoint(a: Path, b: Path) -> None:
+    """The last checkpoints of two runs (``RUN/train``) hold the same tensors, bit for bit."""
+    ta, tb = read(Path(a) / "train"), read(Path(b) / "train")
+    assert sorted(ta) == sorted(tb)
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
