@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.recipes.draft import DraftDataConfig, DraftTrainConfig, build_data, train_draft
+from runs import launch
 
 DATA = DraftDataConfig(samples=8, chunk_size=4, max_new_tokens=10, batch=4)
 
@@ -99,3 +100,37 @@ def test_epoch_batches_are_shuffled_length_buckets():
     spread = np.mean([np.ptp(lengths[b]) for b in batches])
     assert spread < 0.25 * np.ptp(lengths)  # a batch holds similar lengths
     assert POOL * 4 < 200  # several pools, so the order of lengths is shuffled too
+
+
+SCRIPT = """
+import sys
+from hyperbagel.recipes.draft import DraftDataConfig, DraftTrainConfig, train_draft
+from hyperbagel.training.distributed import init
+init()
+target, data, out = sys.argv[1:4]
+cfg = DraftTrainConfig(target=target, out=out, data_dir=data, steps=5, batch=4, warmup=1, bf16=False,
+                       ckpt_every=100, log_every=100,
+                       data=DraftDataConfig(samples=8, chunk_size=4, max_new_tokens=10, batch=4))
+train_draft(cfg, progress=False, stop_after=int(sys.argv[4]) if len(sys.argv) > 4 else None)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_resume_across_process_counts(micro_teacher, tmp_path):
+    build_data(DATA, micro_teacher, tmp_path / "data", progress=False)
+
+    def run(procs, out, stop=None):
+        launch(procs, SCRIPT, micro_teacher, tmp_path / "data", tmp_path / out, *([stop] if stop else []),
+               port=29557)
+        return _history(tmp_path / out)
+
+    one = run(1, "one")
+    assert all(h["loss"] > 0 and h["grad_norm"] > 0 for h in one)
+    for other in (run(2, "two"), (run(2, "two-one", stop=2), run(1, "two-one"))[1],
+                  (run(1, "one-two", stop=3), run(2, "one-two"))[1]):
+        assert [h["step"] for h in other] == [1, 2, 3, 4, 5]
+        for a, b in zip(one, other):
+            for k in ("loss", "grad_norm"):
+                assert a[k] == pytest.approx(b[k], rel=1e-5), (a["step"], k)
+            for k in ("kl", "ce", "acc"):  # per draft step; a KL near 0.01 is a difference of close distributions
+                assert a[k] == pytest.approx(b[k], rel=1e-5, abs=1e-6), (a["step"], k)

@@ -300,16 +300,12 @@ def save(out: Path, step: int, trained: dict[str, nn.Module], optimizers: dict[s
 
 
 def resume(out: Path, trained: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> dict | None:
-    """The last checkpoint's state, restored into the roles; a run checkpointed before the distributed checkpoints
-    (safetensors per role) resumes from those, in one process."""
+    """The last checkpoint's state, restored into the roles (a run checkpointed in the older format, safetensors
+    per role, resumes from those in one process)."""
     folder = out / "train"
-    state = ckpt.load(folder, trained, optimizers, trainable_only=True)
-    if state is None and (folder / STATE_FILE).is_file():
-        if distributed():
-            raise HyperBagelError(f"{folder} holds a one-process checkpoint of an older format: resume it in one "
-                                  "process first (it is rewritten in the sharded format at the next checkpoint)")
-        state = _load_roles(folder, {r: m.model if isinstance(m, Entry) else m for r, m in trained.items()},
-                            optimizers)
+    roles = {r: m.model if isinstance(m, Entry) else m for r, m in trained.items()}
+    state = ckpt.resume(folder, trained, optimizers, lambda: _load_roles(folder, roles, optimizers),
+                        trainable_only=True)
     if state:
         log.info("resuming %s at step %d", out, state["step"])
     return state

@@ -16,7 +16,10 @@ Two phases, both resumable:
    to step-0 keys of rows ``≤ i`` and to its own row's keys of steps ``1..j`` — exactly the keys it sees when drafting
    ``j`` tokens ahead. The loss of step ``j`` (weight ``0.8^j``) is ``KL(p_target ‖ p_draft) + λ·CE(argmax
    p_target)`` at the answer positions (λ from the variant), with ``p_target`` the target's distribution for the same
-   token. AdamW, warm-up + cosine, gradient clipping; checkpoints and exact resume as the teacher's.
+   token. Each step's KL and CE are sums over the answer positions divided by their count over every process, so
+   that under ``torchrun`` each process trains on its share of the batch's rows (the draft sharded with FSDP2, the
+   target's embedding and head replicated and frozen) and the step is the one-process step. AdamW, warm-up +
+   cosine, gradient clipping; distributed checkpoints and exact resume as the teacher's.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import hashlib
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from torch import Tensor
+from torch import Tensor, nn
 
 from hyperbagel.decode.draft import VARIANTS, Draft, DraftConfig, TargetHead, build_draft, save_draft
 from hyperbagel.decode.generate import generate_text
@@ -48,11 +50,12 @@ from hyperbagel.model.pixels import to_model_pixels
 from hyperbagel.model.sequence import IGNORE, Block, Text, VaeImage, VitImage, embed, pack
 from hyperbagel.model.siglip import patchify_image, vit_position_ids
 from hyperbagel.model.tokenizer import ShapesTokenizer
-from hyperbagel.recipes.checkpointing import (
-    load_training_state,
-    save_training_state,
-)
+from hyperbagel.recipes.checkpointing import load_training_state
+from hyperbagel.training import checkpoint as ckpt
+from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, is_main, shard_range, world
+from hyperbagel.training.progress import Progress
 from hyperbagel.training.schedule import warmup_cosine
+from hyperbagel.training.sharding import loss_scale, shard
 from hyperbagel.world.captions import caption
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import sample_scene, scene_from_json
@@ -342,15 +345,16 @@ def collate(rows: list[dict[str, Tensor]]) -> DraftBatch:
 # ----- training-time test -----
 @dataclass
 class TTTLoss:
-    loss: Tensor
-    kl: list[float]  # per step
+    loss: Tensor  # this process's share of the step's loss (its sums over the global counts)
+    kl: list[float]  # per step, means over the answer positions of every process
     ce: list[float]
     acc: list[float]  # draft argmax == target argmax, per step
 
 
 def ttt_loss(draft: Draft, head: TargetHead, batch: DraftBatch, steps: int, decay: float, ce_weight: float
              ) -> TTTLoss:
-    """The unrolled draft loss over ``steps`` draft steps (module docstring)."""
+    """The unrolled draft loss over ``steps`` draft steps (module docstring). ``batch`` is this process's share of
+    the rows; each step's KL and CE are normalised by its answer positions over every process (a collective)."""
     B, S = batch.ids.shape
     device = batch.ids.device
     with torch.no_grad():
@@ -370,11 +374,15 @@ def ttt_loss(draft: Draft, head: TargetHead, batch: DraftBatch, steps: int, deca
     rows = (start[:, None] + torch.arange(W, device=device)).clamp_max(S - 1)  # [B, W]
     bidx = torch.arange(B, device=device)[:, None]
     in_seq = start[:, None] + torch.arange(W, device=device) < (length - 1)[:, None]
+    # the positions scored at each step (data only), and their counts over every process
+    targets = [rows + 1 + j for j in range(steps)]
+    scored = [in_seq & (t < S) & batch.answer[bidx, t.clamp_max(S - 1)] for t in targets]
+    counts = all_sum([float(ok.sum()) for ok in scored])
     out = out[bidx, rows]  # [B, W, D]
     eye = torch.eye(W, dtype=torch.bool, device=device).expand(B, W, W)
     step_mask = [mask0[:, 0][bidx, rows]]  # step-0 keys visible to each window row [B, W, S]
     total = out.new_zeros(())
-    kl_log, ce_log, acc_log = [], [], []
+    sums = []  # per step: KL, CE and agreement summed over this process's scored positions
     for j in range(steps):
         if j > 0:
             tok_at = (rows + 1 + j).clamp_max(S - 1)
@@ -382,21 +390,31 @@ def ttt_loss(draft: Draft, head: TargetHead, batch: DraftBatch, steps: int, deca
             step_mask.append(eye)
             mask = torch.cat(step_mask, dim=2)[:, None]
             out = draft(out, head.embed(ids_j), batch.positions[bidx, rows] + j, mask, cache)
-        target_at = rows + 1 + j
-        ok = in_seq & (target_at < S)
-        ok = ok & batch.answer[bidx, target_at.clamp_max(S - 1)]
-        if not bool(ok.any()):
+        ok = scored[j]
+        if not counts[j]:
             continue
         logp = torch.log_softmax(head.logits(out[ok]).float(), -1)
-        t = target_logp[bidx.expand_as(rows)[ok], target_at[ok]]
-        kl = (t.exp() * (t - logp)).sum(-1).mean()
+        t = target_logp[bidx.expand_as(rows)[ok], targets[j][ok]]
+        kl = (t.exp() * (t - logp)).sum()
         best = t.argmax(-1)
-        ce = F.nll_loss(logp, best)
-        total = total + decay**j * (kl + ce_weight * ce)
-        kl_log.append(float(kl.detach()))
-        ce_log.append(float(ce.detach()))
-        acc_log.append(float((logp.argmax(-1) == best).float().mean()))
-    return TTTLoss(total, kl_log, ce_log, acc_log)
+        ce = F.nll_loss(logp, best, reduction="sum")
+        total = total + decay**j * (kl + ce_weight * ce) / counts[j]
+        sums.append((j, float(kl.detach()), float(ce.detach()), float((logp.argmax(-1) == best).float().sum())))
+    logged = all_sum([v for _, *values in sums for v in values])
+    means = [[logged[3 * i + f] / counts[j] for i, (j, *_) in enumerate(sums)] for f in range(3)]
+    return TTTLoss(total, *means)
+
+
+class DraftLoss(nn.Module):
+    """The draft's training forward as one module call: the entry point through which FSDP2 gathers the draft
+    (``training/sharding.py``); the target's embedding and head stay outside, frozen."""
+
+    def __init__(self, draft: Draft, head: TargetHead):
+        super().__init__()
+        self.draft, self.head = draft, head
+
+    def forward(self, batch: DraftBatch, steps: int, decay: float, ce_weight: float) -> TTTLoss:
+        return ttt_loss(self.draft, self.head, batch, steps, decay, ce_weight)
 
 
 # ----- the loop -----
@@ -423,9 +441,12 @@ def epoch_batches(cfg: DraftTrainConfig, epoch: int, lengths: np.ndarray) -> lis
 
 def train_draft(cfg: DraftTrainConfig, progress: bool = True, stop_after: int | None = None) -> Path:
     """Build the data if needed, then train (or resume) the draft; returns the draft folder (``draft.safetensors``,
-    ``draft.json``, ``train/``). ``stop_after`` ends the call after that many total steps with a checkpoint."""
+    ``draft.json``, ``train/``). ``stop_after`` ends the call after that many total steps with a checkpoint. Under
+    ``torchrun`` the data is built by the main process, and each process trains on its share of every batch."""
     out = Path(cfg.out)
-    build_data(cfg.data, cfg.target, cfg.data_dir, progress)
+    if is_main():
+        build_data(cfg.data, cfg.target, cfg.data_dir, progress)
+    barrier()
     model, _ = load_pretrained(cfg.target)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -435,23 +456,25 @@ def train_draft(cfg: DraftTrainConfig, progress: bool = True, stop_after: int | 
     per_epoch, epochs = len(epoch_batches(cfg, 0, lengths)), {}
     if per_epoch == 0:
         raise HyperBagelError(f"{cfg.data.samples} samples do not fill a batch of {cfg.batch}")
+    if cfg.batch < world()[1]:
+        raise HyperBagelError(f"DraftTrainConfig.batch {cfg.batch} is smaller than the {world()[1]} processes")
     dcfg = cfg.draft_config()
-    draft = build_draft(dcfg, model, cfg.seed).train()
-    params = [p for p in draft.parameters() if p.requires_grad]
+    forward = DraftLoss(build_draft(dcfg, model, cfg.seed).train(), head)
+    del model  # the draft trains against the stored states: of the target only the embedding and head stay
+    if distributed():
+        shard(forward)
+    params = [p for p in forward.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    state = load_training_state(out / "train", draft, None, opt)
+    state = ckpt.resume(out / "train", {"draft": forward}, {"draft": opt},
+                        lambda: load_training_state(out / "train", forward.draft, None, opt))
     start = state["step"] if state else 0
     history = state["history"] if state else []
     if state:
         log.info("resuming %s at step %d", out, start)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(json.dumps(cfg.to_dict(), indent=1, default=list) + "\n", out / "train_config.json")
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"draft {cfg.variant}", unit="step", dynamic_ncols=True)
-    t0 = time.perf_counter()
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(json.dumps(cfg.to_dict(), indent=1, default=list) + "\n", out / "train_config.json")
+    bar = Progress(f"draft {cfg.variant}", cfg.steps, start, cfg.log_every, progress, log)
     for step in range(start, cfg.steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(cfg, step)
@@ -459,28 +482,37 @@ def train_draft(cfg: DraftTrainConfig, progress: bool = True, stop_after: int | 
         if epoch not in epochs:
             epochs.clear()
             epochs[epoch] = epoch_batches(cfg, epoch, lengths)
-        batch = collate([data.get(i) for i in epochs[epoch][slot]])
+        rows = epochs[epoch][slot]
+        batch = collate([data.get(rows[i]) for i in shard_range(len(rows))])
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            res = ttt_loss(draft, head, batch, cfg.ttt_steps, cfg.step_decay, dcfg.ce_weight)
-        res.loss.backward()
+            res = forward(batch, cfg.ttt_steps, cfg.step_decay, dcfg.ce_weight)
+        (res.loss * loss_scale()).backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "loss": float(res.loss.detach()), "grad_norm": float(gnorm),
+        loss = sum(cfg.step_decay**j * (kl + dcfg.ce_weight * ce) for j, (kl, ce) in enumerate(zip(res.kl, res.ce)))
+        logged = {"step": step + 1, "lr": lr_at(cfg, step), "loss": loss, "grad_norm": float(full_tensor(gnorm)),
                   "kl": res.kl, "ce": res.ce, "acc": res.acc}
         history.append(logged)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{logged['loss']:.3f}", acc0=f"{res.acc[0]:.3f}" if res.acc else "-")
-        if (step + 1) % cfg.log_every == 0:
-            log.info("step %d loss=%.4f acc=%s (%.1f s)", step + 1, logged["loss"],
-                     " ".join(f"{a:.3f}" for a in res.acc), time.perf_counter() - t0)
+        bar.step(step, {"draft/loss": loss, **({"draft/acc0": res.acc[0]} if res.acc else {})})
         stopping = stop_after is not None and step + 1 >= stop_after
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-            save_training_state(out / "train", draft, None, opt, {"step": step + 1, "history": history})
-            save_draft(out, draft, head)
+            ckpt.save(out / "train", step + 1, {"draft": forward}, {"draft": opt}, {"history": history})
+            _export(out, forward, head)
         if stopping:
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     return out
+
+
+def _export(out: Path, forward: DraftLoss, head: TargetHead) -> None:
+    """``draft.safetensors`` and ``draft.json`` (the weights gathered from every process when sharded)."""
+    if not distributed():
+        save_draft(out, forward.draft, head)
+        return
+    tensors = ckpt.full_state_dict(forward)
+    if is_main():
+        plain = Draft(forward.draft.cfg, forward.draft.llm)
+        plain.load_state_dict({k.removeprefix("draft."): v for k, v in tensors.items()}, strict=True)
+        save_draft(out, plain, head)
+    barrier()

@@ -231,12 +231,8 @@ def train_reward(cfg: RewardTrainConfig, progress: bool = True, stop_after: int 
     reward = Reward(model, tok)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     pool = build_pool(cfg, out)
-    state = ckpt.load(out / "train", {"reward": model}, {"reward": opt})
-    if state is None and (out / "train" / "train_model.safetensors").is_file():  # checkpointed before DCP
-        if distributed():
-            raise HyperBagelError(f"{out / 'train'} holds a one-process checkpoint of an older format: resume it in "
-                                  "one process first")
-        state = load_training_state(out / "train", model, None, opt)
+    state = ckpt.resume(out / "train", {"reward": model}, {"reward": opt},
+                        lambda: load_training_state(out / "train", model, None, opt))
     start, history = (state["step"], state["history"]) if state else (0, [])
     if state:
         log.info("resuming %s at step %d", out, start)

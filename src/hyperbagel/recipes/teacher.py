@@ -22,7 +22,6 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from hyperbagel.errors import HyperBagelError
 from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.bagel import Bagel
@@ -394,7 +393,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
     trained = [p for p in forward.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
-    state = _resume(out / "train", forward, ema, opt, world)
+    state = _resume(out / "train", forward, ema, opt)
     start = state["step"] if state else 0
     history = state["history"] if state else []
     seconds = state.get("seconds", 0.0) if state else vit_seconds  # wall clock over every piece of the run
@@ -436,16 +435,11 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
     return out
 
 
-def _resume(folder: Path, forward: TeacherLosses, ema: nn.Module, opt, world: int) -> dict | None:
+def _resume(folder: Path, forward: TeacherLosses, ema: nn.Module, opt) -> dict | None:
     """The last checkpoint's state, restored into the modules; a run checkpointed before the distributed
     checkpoints (safetensors files) resumes from those, in one process."""
-    state = ckpt.load(folder, {"model": forward, "ema": ema}, {"model": opt})
-    if state is None and (folder / "train_model.safetensors").is_file():
-        if world > 1:
-            raise HyperBagelError(f"{folder} holds a one-process checkpoint of an older format: resume it in one "
-                                  "process first (it is rewritten in the sharded format at the next checkpoint)")
-        state = load_training_state(folder, forward.model, ema, opt, forward.heads)
-    return state
+    return ckpt.resume(folder, {"model": forward, "ema": ema}, {"model": opt},
+                       lambda: load_training_state(folder, forward.model, ema, opt, forward.heads))
 
 
 def _export(out: Path, ema: Bagel, vae: AutoEncoder, tok: ShapesTokenizer) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,8 +27,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from hyperbagel.errors import HyperBagelError
 from hyperbagel.files import atomic_write_text, writing
-from hyperbagel.training.distributed import barrier, is_main
+from hyperbagel.training.distributed import barrier, distributed, is_main
 
 STATE_FILE = "train_state.json"
 
@@ -101,6 +103,20 @@ def load(folder: str | Path, modules: dict[str, nn.Module],
         set_model_state_dict(m, tensors[name], options=options)
     for name, opt in optimizers.items():
         set_optimizer_state_dict(modules[name], opt, tensors[f"{name}.optim"])
+    return state
+
+
+def resume(folder: str | Path, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+           older: Callable[[], dict] | None = None, trainable_only: bool = False) -> dict | None:
+    """``load``, and for a folder checkpointed in a recipe's format from before the distributed checkpoints (a
+    state file without a ``checkpoint``), ``older()``: it restores that one, in one process (the next checkpoint is
+    written in the sharded format)."""
+    state = load(folder, modules, optimizers, trainable_only)
+    if state is None and older is not None and (Path(folder) / STATE_FILE).is_file():
+        if distributed():
+            raise HyperBagelError(f"{folder} holds a one-process checkpoint of an older format: resume it in one "
+                                  "process first (it is rewritten in the sharded format at the next checkpoint)")
+        state = older()
     return state
 
 
