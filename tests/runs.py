@@ -28,3 +28,13 @@ def assert_same_checkpoint(a: Path, b: Path) -> None:
     assert sorted(ta) == sorted(tb)
     for k in ta:
         assert torch.equal(ta[k], tb[k]), k
+
+
+def assert_weights_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rel: float = 1e-4) -> None:
+    """Two runs' weights agree tensor by tensor: ``‖a − b‖ ≤ rel·‖a‖`` (+1e-6). Per tensor, not per element: AdamW
+    turns a gradient that is zero up to rounding into a full-size step, so single elements may differ by far more
+    than the rounding of the reductions that differ between process counts."""
+    assert a.keys() == b.keys()
+    for k in a:
+        diff = torch.linalg.vector_norm((a[k] - b[k]).float())
+        assert diff <= rel * torch.linalg.vector_norm(a[k].float()) + 1e-6, (k, float(diff))

@@ -2,11 +2,10 @@
 checkpoints resume across process counts."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+
+from runs import launch
 
 SCRIPT = """
 import sys
@@ -20,12 +19,7 @@ train_reward(cfg, progress=False, stop_after=int(sys.argv[2]) if len(sys.argv) >
 
 
 def _run(procs, out, stop=None):
-    launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", "--master_port=29547",
-              "--no-python", sys.executable] if procs > 1 else [sys.executable]
-    done = subprocess.run([*launch, "-c", SCRIPT, str(out), *([str(stop)] if stop else [])],
-                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    launch(procs, SCRIPT, out, *([stop] if stop else []), port=29547)
     return json.loads((out / "train" / "train_state.json").read_text())["history"]
 
 

@@ -1,9 +1,6 @@
 """The teacher recipe: it learns, it resumes exactly, and torchrun with two processes computes the same losses."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +11,7 @@ from hyperbagel.model.checkpoint import load_pretrained
 from hyperbagel.model.presets import preset
 from hyperbagel.recipes.teacher import TeacherConfig, train_teacher
 from hyperbagel.recipes.vae import save_autoencoder
+from runs import assert_weights_close, launch
 
 BATCH = {"gen": 2, "edit": 2, "und": 2}
 
@@ -69,14 +67,9 @@ SCRIPT = (
 )
 
 
-def _run(procs: int, vae_file, out, stop: int | None = None, port: int = 29533):
+def _run(procs: int, vae_file, out, stop: int | None = None):
     """The micro teacher in ``procs`` processes (torchrun for 2: FSDP2 over gloo), to ``stop`` steps or all 5."""
-    args = [str(vae_file), str(out), *([str(stop)] if stop else [])]
-    launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={port}",
-              "--no-python", sys.executable] if procs > 1 else [sys.executable]
-    done = subprocess.run([*launch, "-c", SCRIPT, *args], env={**os.environ, "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    launch(procs, SCRIPT, vae_file, out, *([stop] if stop else []), port=29533)
 
 
 def _assert_close(h1, h2, rel=1e-5):
@@ -108,8 +101,7 @@ def test_two_processes_match_one_and_checkpoints_reshard_both_ways(vae_file, tmp
     # the exported model folders agree
     a, _ = load_pretrained(tmp_path / "one")
     b, _ = load_pretrained(tmp_path / "two-one")
-    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
-        torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6, msg=k)
+    assert_weights_close(a.state_dict(), b.state_dict())
 
 
 def test_a_run_checkpointed_in_the_older_safetensors_format_resumes_exactly(vae_file, tmp_path):

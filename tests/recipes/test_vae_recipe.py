@@ -19,6 +19,7 @@ from hyperbagel.recipes.vae import (
     reconstruct,
     train_vae,
 )
+from runs import launch
 
 MICRO = VAEConfig(resolution=16, ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, norm_groups=4)
 
@@ -114,15 +115,7 @@ train_vae(config, toy_image, sys.argv[1], stop_after=stop)
 
 
 def _vae_run(procs, out, stop=None):
-    import os
-    import subprocess
-    import sys
-
-    launch = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", "--master_port=29541",
-              "--no-python", sys.executable] if procs > 1 else [sys.executable]
-    done = subprocess.run([*launch, "-c", VAE_SCRIPT, str(out), *([str(stop)] if stop else [])],
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    launch(procs, VAE_SCRIPT, out, *([stop] if stop else []), port=29541)
     return [s["loss"] for s in json.loads((out / "train" / "train_state.json").read_text())["losses"]]
 
 

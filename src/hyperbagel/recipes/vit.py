@@ -5,11 +5,15 @@ trained jointly with a random ViT learns the answer prior per question long befo
 (docs/teacher.md). So the ViT first learns, on its own, features that say what is where: for every patch, the shape,
 colour and size of the object centred in it (or none), and which palette colours its pixels contain. Labels come
 from the scene itself (the world is exact), so this takes a minute or two on a CPU. The heads are thrown away.
+
+Every image of a step is a pure function of ``(seed, step, index)``. Under ``torchrun`` a copy of the ViT and the
+heads is sharded with FSDP2, each process trains on its share of every batch (the losses weighted by that share),
+and the trained weights are gathered back into the ViT: the same ViT in one process or several.
 """
 
 from __future__ import annotations
 
-import math
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +23,12 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from hyperbagel.model.pixels import to_model_pixels
-from hyperbagel.model.siglip import SiglipVisionTransformer, patchify_image, vit_position_ids
+from hyperbagel.model.siglip import SiglipEncoderLayer, SiglipVisionTransformer, patchify_image, vit_position_ids
 from hyperbagel.recipes.step_data import step_loader
+from hyperbagel.training.distributed import all_sum, distributed, full_tensor, shard_range
+from hyperbagel.training.progress import Progress
+from hyperbagel.training.schedule import warmup_min_cosine
+from hyperbagel.training.sharding import loss_scale, shard
 from hyperbagel.world import palette as P
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import Scene, sample_scene
@@ -75,17 +83,22 @@ def patch_loss(logits: dict[str, Tensor], targets: dict[str, Tensor]) -> Tensor:
     return ce + F.binary_cross_entropy_with_logits(logits["present"], targets["present"].float())
 
 
-def patch_accuracy(logits: dict[str, Tensor], targets: dict[str, Tensor]) -> dict[str, float]:
-    """Per-head accuracy over patches that hold an object centre (the interesting ones), and presence accuracy."""
+def patch_hits(logits: dict[str, Tensor], targets: dict[str, Tensor]) -> dict[str, tuple[float, float]]:
+    """Per head, (correct, scored) over patches that hold an object centre (the interesting ones); for presence,
+    over every patch and colour."""
     has = targets["shape"] > 0
-    acc = {name: float((logits[name].argmax(-1) == targets[name])[has].float().mean()) for name in HEADS}
-    acc["present"] = float(((logits["present"] > 0) == targets["present"]).float().mean())
-    return acc
+    out = {name: (float((logits[name].argmax(-1) == targets[name])[has].sum()), float(has.sum())) for name in HEADS}
+    out["present"] = (float(((logits["present"] > 0) == targets["present"]).sum()), float(targets["present"].numel()))
+    return out
 
 
-def make_batch(rng: np.random.Generator, n: int, resolution: int, patch: int):
-    """``n`` random scenes (either background) as packed ViT patches and their stacked targets."""
-    scenes = [sample_scene(rng, resolution, background=P.BACKGROUND_NAMES[rng.integers(2)]) for _ in range(n)]
+def image_rng(cfg: ViTPretrainConfig, step: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([cfg.seed, 7, step, index])
+
+
+def make_batch(rngs: list[np.random.Generator], resolution: int, patch: int):
+    """One random scene (either background) per generator, as packed ViT patches, and their stacked targets."""
+    scenes = [sample_scene(rng, resolution, background=P.BACKGROUND_NAMES[rng.integers(2)]) for rng in rngs]
     pixels = torch.cat([patchify_image(to_model_pixels(render(s)), patch) for s in scenes])
     per = [patch_targets(s, patch) for s in scenes]
     targets = {k: torch.from_numpy(np.concatenate([t[k] for t in per])) for k in per[0]}
@@ -98,7 +111,8 @@ def vit_features(vit: SiglipVisionTransformer, pixels: Tensor, n_images: int, si
 
 
 class SceneBatches(Dataset):
-    """The batch of each pre-training step: a pure function of (seed, step), so workers can draw steps ahead."""
+    """This process's share of each pre-training step's batch: a pure function of the step, so workers can draw
+    steps ahead."""
 
     def __init__(self, cfg: ViTPretrainConfig, resolution: int, patch: int):
         self.cfg, self.resolution, self.patch = cfg, resolution, patch
@@ -107,7 +121,19 @@ class SceneBatches(Dataset):
         return self.cfg.steps
 
     def __getitem__(self, step: int):
-        return make_batch(np.random.default_rng([self.cfg.seed, 7, step]), self.cfg.batch, self.resolution, self.patch)
+        rows = shard_range(self.cfg.batch)
+        return make_batch([image_rng(self.cfg, step, i) for i in rows], self.resolution, self.patch)
+
+
+class PatchLoss(nn.Module):
+    """The ViT and its heads as one module: the step's entry point for FSDP2 (``training/sharding.py``)."""
+
+    def __init__(self, vit: SiglipVisionTransformer, heads: PatchHeads, side: int, grid: int):
+        super().__init__()
+        self.vit, self.heads, self.side, self.grid = vit, heads, side, grid
+
+    def forward(self, pixels: Tensor, n_images: int) -> dict[str, Tensor]:
+        return self.heads(vit_features(self.vit, pixels, n_images, self.side, self.grid))
 
 
 def pretrain_vit(vit: SiglipVisionTransformer, cfg: ViTPretrainConfig, resolution: int, patch: int, side: int,
@@ -122,33 +148,34 @@ def pretrain_vit(vit: SiglipVisionTransformer, cfg: ViTPretrainConfig, resolutio
             p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
     vit.to(device)
     heads.to(device)
-    params = [*vit.parameters(), *heads.parameters()]
+    # under torchrun a copy is sharded (the ViT itself stays plain: the teacher shards it its own way)
+    model = PatchLoss(copy.deepcopy(vit) if distributed() else vit, heads, side, grid)
+    if distributed():
+        shard(model, layer_types=(SiglipEncoderLayer,))
+    params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
     history = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.steps, desc="vit pre-training", unit="step", dynamic_ncols=True)
-    vit.train()
+    bar = Progress("vit pre-training", cfg.steps, 0, 200, progress)
+    model.train()
+    share = len(shard_range(cfg.batch)) / cfg.batch
     data = step_loader(SceneBatches(cfg, resolution, patch), 0, cfg.steps, workers, device)
     for step, (pixels, targets) in enumerate(data):
-        warm = (step + 1) / cfg.warmup
-        cos = 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * min(warm, cos)
+            g["lr"] = warmup_min_cosine(step, cfg.lr, cfg.warmup, cfg.steps)
         pixels, targets = pixels.to(device), {k: v.to(device) for k, v in targets.items()}
-        logits = heads(vit_features(vit, pixels, cfg.batch, side, grid))
+        logits = model(pixels, len(shard_range(cfg.batch)))
         loss = patch_loss(logits, targets)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * share * loss_scale()).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if step == 0 or (step + 1) % 20 == 0 or step + 1 == cfg.steps:
-            history.append({"step": step + 1, "loss": float(loss.detach()), **patch_accuracy(logits, targets)})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
-    if bar is not None:
-        bar.close()
+            hits = patch_hits(logits, targets)
+            total, *sums = all_sum([float(loss.detach()) * share, *(v for pair in hits.values() for v in pair)])
+            accuracy = {name: sums[2 * i] / max(sums[2 * i + 1], 1) for i, name in enumerate(hits)}
+            history.append({"step": step + 1, "loss": total, **accuracy})
+        bar.step(step, {"vit/loss": float(loss.detach())})
+    bar.close()
+    if distributed():  # every process gets the trained weights whole
+        vit.load_state_dict({k: full_tensor(v.detach()) for k, v in model.vit.state_dict().items()})
     return history

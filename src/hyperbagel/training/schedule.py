@@ -16,3 +16,9 @@ def warmup_cosine(step: int, lr: float, warmup: int, steps: int, min_ratio: floa
 def warmup_constant(step: int, lr: float, warmup: int) -> float:
     """Linear warm-up to ``lr`` over ``warmup`` steps, then constant."""
     return lr * min(1.0, (step + 1) / max(1, warmup))
+
+
+def warmup_min_cosine(step: int, lr: float, warmup: int, steps: int) -> float:
+    """``lr`` times the smaller of a linear warm-up, ``(step + 1) / warmup``, and a cosine from 1 to 0 over
+    ``steps``."""
+    return lr * min((step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * step / steps)))
