@@ -66,6 +66,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--context-tokens", type=int, default=256)
     p.add_argument("--vit-tokens", type=int, default=1024)
     p.add_argument("--no-activation-checkpointing", action="store_true")
+    p.add_argument("--param-dtype", default="bfloat16", choices=("bfloat16", "float32"),
+                   help="the dtype FSDP2 gathers parameters in (the recipes' sharding.param_dtype)")
     p.set_defaults(func=cmd_plan)
 
     p = subparsers.add_parser("generate", help="text-to-image")
@@ -199,6 +201,9 @@ def cmd_train_vae(args) -> int:
             cfg = dataclasses.replace(cfg, checkpoint_every=args.ckpt_every)
     except ValueError as err:  # the config's own checks: --steps, --ckpt-every
         raise HyperBagelError(str(err)) from None
+    from hyperbagel.training.distributed import init
+
+    init()  # the process group under torchrun
     train_vae(cfg, lambda rng: shapes_world_image(rng, vae.resolution), args.out)
     print(f"autoencoder: {args.out / 'ae.safetensors'}")
     return 0
@@ -293,7 +298,7 @@ def cmd_plan(args) -> int:
     if not 1 <= args.gpus <= 4096 or args.gpu_memory <= 0 or args.batch < 1:
         raise HyperBagelError("--gpus must be from 1 to 4096, --batch at least 1 and --gpu-memory positive")
     s = PlanSettings(args.preset, args.gpus, args.gpu_memory, args.batch, args.image_size, args.context_tokens,
-                     args.vit_tokens, not args.no_activation_checkpointing)
+                     args.vit_tokens, not args.no_activation_checkpointing, args.param_dtype)
     print(f"memory plan (GiB per GPU at {s.gpus} GPUs): {settings_line(s)}")
     print(plan_table(stages, s))
     return 0

@@ -5,6 +5,7 @@ import torch
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.presets import preset
 from hyperbagel.model.qwen2_mot import MoTDecoderLayer, Routing, rope_cos_sin
+from hyperbagel.model.student import student_from_teacher
 from hyperbagel.recipes.memory_plan import PlanSettings, layer_activation_bytes, plan_stage
 
 
@@ -47,9 +48,20 @@ def test_teacher_stage_counts_every_parameter_once_and_shards_them():
     assert plan.min_gpus == 1
 
 
-def test_students_share_the_teachers_understanding_weights_in_the_count():
+def test_each_sharded_student_holds_its_own_shard_of_the_understanding_weights():
     s = PlanSettings(preset="micro", image_size=64, context_tokens=8, vit_tokens=16)
     cfg_stage, dmdo = plan_stage("cfg", s), plan_stage("dmdo", s)
-    table = preset("micro").max_latent_size ** 2 * preset("micro").llm.hidden_size  # each student's fixed table
-    assert dmdo.frozen_params == cfg_stage.frozen_params + table  # one teacher, not one per student
+    with torch.device("meta"):
+        student = student_from_teacher(Bagel(preset("micro")))
+    frozen = sum(p.numel() for p in student.parameters() if not p.requires_grad)  # understanding + fixed table
+    assert dmdo.frozen_params == cfg_stage.frozen_params + frozen  # the fake model's copy, as FSDP2 holds it
     assert dmdo.trained_params == 2 * cfg_stage.trained_params  # generator and fake: two generation branches
+
+
+def test_the_draft_keeps_only_the_targets_embedding_and_head_whole_on_every_gpu():
+    s = PlanSettings(preset="micro", gpus=2, image_size=64, context_tokens=8, vit_tokens=16)
+    plan = plan_stage("draft", s)
+    llm = preset("micro").llm
+    head = 2 * llm.vocab_size * llm.hidden_size + llm.hidden_size  # embedding, LM head, final norm
+    assert plan.frozen_params == head
+    assert plan.bytes["frozen params"] == head * 4  # replicated, fp32

@@ -60,16 +60,16 @@ def test_loss_decreases_and_understanding_path_learns(vae_file, tmp_path):
 
 
 SCRIPT = (
-    "import sys; from hyperbagel.recipes.teacher import *; init_distributed();"
+    "import json, sys; from hyperbagel.recipes.teacher import *; init_distributed();"
     f"cfg = TeacherConfig(preset='micro', vae=sys.argv[1], out=sys.argv[2], steps=5, batch={BATCH!r},"
-    "warmup=1, bf16=False, vit_pretrain={'steps': 2, 'batch': 4});"
-    "stop = int(sys.argv[3]) if len(sys.argv) > 3 else None; train_teacher(cfg, progress=False, stop_after=stop)"
+    "warmup=1, bf16=False, vit_pretrain={'steps': 2, 'batch': 4}, sharding=json.loads(sys.argv[4]));"
+    "stop = int(sys.argv[3]) or None; train_teacher(cfg, progress=False, stop_after=stop)"
 )
 
 
-def _run(procs: int, vae_file, out, stop: int | None = None):
+def _run(procs: int, vae_file, out, stop: int | None = None, sharding: dict | None = None):
     """The micro teacher in ``procs`` processes (torchrun for 2: FSDP2 over gloo), to ``stop`` steps or all 5."""
-    launch(procs, SCRIPT, vae_file, out, *([stop] if stop else []), port=29533)
+    launch(procs, SCRIPT, vae_file, out, stop or 0, json.dumps(sharding or {}), port=29533)
 
 
 def _assert_close(h1, h2, rel=1e-5):
@@ -98,6 +98,12 @@ def test_two_processes_match_one_and_checkpoints_reshard_both_ways(vae_file, tmp
     _run(1, vae_file, tmp_path / "one-two", stop=3)
     _run(2, vae_file, tmp_path / "one-two")
     _assert_close(one, _history(tmp_path / "one-two"))
+    # activation checkpointing recomputes each layer in backward: the same losses
+    _run(2, vae_file, tmp_path / "two-ac", sharding={"activation_checkpointing": True})
+    _assert_close(two, _history(tmp_path / "two-ac"), rel=1e-6)
+    # bf16 gathered parameters (FSDP2's MixedPrecisionPolicy; fp32 reductions): close, not equal
+    _run(2, vae_file, tmp_path / "two-bf16", sharding={"param_dtype": "bfloat16"})
+    _assert_close(two, _history(tmp_path / "two-bf16"), rel=3e-3)
     # the exported model folders agree
     a, _ = load_pretrained(tmp_path / "one")
     b, _ = load_pretrained(tmp_path / "two-one")

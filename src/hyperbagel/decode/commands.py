@@ -89,6 +89,9 @@ def cmd_train_draft(args) -> int:
                            "train draft --config")
     if args.steps:
         cfg.steps = args.steps
+    from hyperbagel.training.distributed import init
+
+    init()  # the process group under torchrun
     out = train_draft(cfg)
     print(f"draft: {out}")
     return 0

@@ -107,6 +107,9 @@ def cmd_distill(args) -> int:
     cfg = config_from_json(config_cls, args.config, fields, f"distill {args.stage} --config")
     if args.steps:
         cfg.steps = args.steps
+    from hyperbagel.training.distributed import init
+
+    init()  # the process group under torchrun
     out = train(cfg)
     print(f"{args.stage}-distilled model: {out}")
     return 0
@@ -127,6 +130,9 @@ def cmd_train_reward(args) -> int:
     if cfg.vae is not None and not Path(cfg.vae).is_file():
         raise HyperBagelError(f"autoencoder not found: {cfg.vae} (train one with `hyperbagel train vae`)")
     if not args.report_only:
+        from hyperbagel.training.distributed import init
+
+        init()  # the process group under torchrun
         train_reward(cfg)
     models = args.judge_model
     if models is None:

@@ -51,7 +51,7 @@ from hyperbagel.recipes.checkpointing import load_optimizer
 from hyperbagel.training import checkpoint as ckpt
 from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, is_main, shard_range, world
 from hyperbagel.training.schedule import warmup_constant
-from hyperbagel.training.sharding import Entry, loss_scale, shard
+from hyperbagel.training.sharding import Entry, ShardingConfig, loss_scale, shard
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import sample_scene, scene_from_json
 from hyperbagel.world.tasks import edit as edit_tasks
@@ -86,8 +86,11 @@ class DistillConfig:
     seed: int = 0
     ckpt_every: int = 100
     log_every: int = 20
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)  # under torchrun (docs/scale.md)
 
     def __post_init__(self) -> None:
+        if isinstance(self.sharding, dict):
+            self.sharding = ShardingConfig(**self.sharding)
         self.betas = tuple(self.betas)
         self.text_scale, self.image_scale = tuple(self.text_scale), tuple(self.image_scale)
         if self.steps <= 0:
@@ -183,8 +186,8 @@ def distribute(setup: Setup, cfg: DistillConfig, *models: nn.Module) -> None:
         raise HyperBagelError(f"{type(cfg).__name__}.batch {small}: every group needs at least one row per process "
                               f"({size} processes)")
     for model in models:
-        shard(model)
-    shard(setup.teacher)
+        shard(model, cfg.sharding)
+    shard(setup.teacher, cfg.sharding)
 
 
 def understanding_fingerprint(model: Bagel) -> str:
@@ -251,16 +254,18 @@ def conditions(setup: Setup, cfg: DistillConfig, step: int, group: str, sub: int
     R = pipe.cfg.image_size
     if group == "gen":
         items = [_t2i_item(r, R, cfg.caption_prompts) for r in rngs]
-        branches, _ = setup.teacher(pipe.generation_branches, [it["prompt"] for it, _ in items],
-                                    cfg_branches=cfg_branches)
+        with autocast(cfg, contexts=True):
+            branches, _ = setup.teacher(pipe.generation_branches, [it["prompt"] for it, _ in items],
+                                        cfg_branches=cfg_branches)
         scenes = [s for _, s in items]
         items = [it for it, _ in items]
     else:
         tags = edit_tasks.EDIT_TAGS
         items = [edit_tasks.sample_edit_item(r, tags[r.integers(len(tags))], R) for r in rngs]
         sources = [render(scene_from_json(it["source"])) for it in items]
-        branches, _ = setup.teacher(pipe.edit_branches, sources, [it["instruction"] for it in items], gens,
-                                    cfg_branches=cfg_branches)
+        with autocast(cfg, contexts=True):
+            branches, _ = setup.teacher(pipe.edit_branches, sources, [it["instruction"] for it in items], gens,
+                                        cfg_branches=cfg_branches)
         scenes = [scene_from_json(it["target"]) for it in items]
     lo, hi = cfg.text_scale
     text = torch.stack([lo + (hi - lo) * torch.rand((), generator=g) for g in gens])
@@ -271,8 +276,11 @@ def conditions(setup: Setup, cfg: DistillConfig, step: int, group: str, sub: int
     return Conditions(group, branches, GUIDANCE[group], text, image, noise, x0, gens, items)
 
 
-def autocast(cfg: DistillConfig):
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16)
+def autocast(cfg: DistillConfig, contexts: bool = False):
+    """bf16 autocast for the models' forwards (``cfg.bf16``); the teacher's context prefills (``contexts``) run in
+    fp32 unless the sharded parameters are gathered in bf16, where every forward must compute in bf16."""
+    bf16_params = distributed() and cfg.sharding.param_dtype == "bfloat16"
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_params or (cfg.bf16 and not contexts))
 
 
 def backward_share(loss: Tensor, c: Conditions, cfg: DistillConfig) -> None:

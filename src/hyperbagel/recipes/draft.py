@@ -55,7 +55,7 @@ from hyperbagel.training import checkpoint as ckpt
 from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, is_main, shard_range, world
 from hyperbagel.training.progress import Progress
 from hyperbagel.training.schedule import warmup_cosine
-from hyperbagel.training.sharding import loss_scale, shard
+from hyperbagel.training.sharding import ShardingConfig, loss_scale, shard
 from hyperbagel.world.captions import caption
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import sample_scene, scene_from_json
@@ -111,10 +111,13 @@ class DraftTrainConfig:
     seed: int = 0
     ckpt_every: int = 200
     log_every: int = 50
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)  # under torchrun (docs/scale.md)
 
     def __post_init__(self) -> None:
         if isinstance(self.data, dict):
             self.data = DraftDataConfig(**self.data)
+        if isinstance(self.sharding, dict):
+            self.sharding = ShardingConfig(**self.sharding)
         self.betas = tuple(self.betas)
         if self.variant not in VARIANTS:
             raise ValueError(f"DraftTrainConfig.variant must be one of {sorted(VARIANTS)}, got {self.variant!r}")
@@ -462,7 +465,7 @@ def train_draft(cfg: DraftTrainConfig, progress: bool = True, stop_after: int | 
     forward = DraftLoss(build_draft(dcfg, model, cfg.seed).train(), head)
     del model  # the draft trains against the stored states: of the target only the embedding and head stay
     if distributed():
-        shard(forward)
+        shard(forward, cfg.sharding)
     params = [p for p in forward.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     state = ckpt.resume(out / "train", {"draft": forward}, {"draft": opt},

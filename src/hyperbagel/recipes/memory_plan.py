@@ -1,9 +1,10 @@
 """A memory plan per GPU for every training stage, computed from the real modules built on the meta device.
 
 For each stage the recipe's own models are built as the recipe builds them (``Bagel``, ``student_from_teacher``,
-``LatentDiscriminator``, ``build_draft``, …) with no memory behind them, and their parameters are counted once each
-(a student shares the teacher's understanding weights). Under FSDP2 (``training/sharding.py``) every parameter,
-gradient and optimizer moment is sharded over the GPUs; what is not sharded is per GPU:
+``LatentDiscriminator``, ``build_draft``, …) with no memory behind them, and their parameters are counted per model:
+in one process a student shares the teacher's understanding weights, but under FSDP2 each sharded model holds its
+own shard of them (``recipes/distill_common.distribute``). Every parameter, gradient and optimizer moment of a
+sharded model is divided over the GPUs; what is not is per GPU:
 
 - **gathered**: a unit's parameters while it computes (two units in flight: the one running and the next, prefetched);
 - **activations**: the tensors autograd saves for backward, counted by running one real decoder layer forward on
@@ -12,8 +13,12 @@ gradient and optimizer moment is sharded over the GPUs; what is not sharded is p
   checkpointing each layer keeps only its input, and one layer is recomputed at a time;
 - **context caches**: the keys and values of the prefilled contexts that generation stages denoise against.
 
-Bytes: trained parameters fp32 (4) + gradients fp32 (4) + AdamW moments (8); frozen models bf16 (2), except the
-teacher stage's EMA (fp32, 4); activations and caches bf16. 10 % of each GPU is left for the allocator and runtime.
+- **replicated** frozen parts: the VAE, and the draft stage's target embedding and head (the draft trains on stored
+  target states, so of the target only these stay, whole on every GPU).
+
+Bytes: trained parameters fp32 (4) + gradients fp32 (4) + AdamW moments (8); frozen models fp32 (4), as the recipes
+load them; gathered units in ``param_dtype`` (``ShardingConfig.param_dtype``; bf16 by default here, as the commands
+in docs/scale.md set it); activations and caches bf16. 10 % of each GPU is left for the allocator and runtime.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class PlanSettings:
     context_tokens: int = 256  # text (and other context) tokens per sample
     vit_tokens: int = 1024  # ViT patches of an understanding or editing image
     activation_checkpointing: bool = True
+    param_dtype: str = "bfloat16"  # the dtype units are gathered in (``ShardingConfig.param_dtype``)
 
 
 @dataclass
@@ -53,6 +59,7 @@ class Role:
     name: str
     module: nn.Module
     with_grad: bool  # its forward keeps a graph for backward during the stage's peak step
+    sharded: bool = True  # False: whole on every GPU
 
 
 @dataclass
@@ -115,10 +122,6 @@ def layer_activation_bytes(cfg: LLMConfig, n_und: int, n_gen: int, batch: int = 
     return total
 
 
-def _unique(modules: list[nn.Module]) -> dict[int, nn.Parameter]:
-    return {id(p): p for m in modules for p in m.parameters()}
-
-
 def _units(model: nn.Module) -> list[int]:
     """Parameter counts of the FSDP units of ``model`` (its decoder layers, and the root with the rest)."""
     layers = [m for m in model.modules() if isinstance(m, MoTDecoderLayer)]
@@ -152,12 +155,15 @@ def _roles(stage: str, cfg: BagelConfig) -> list[Role]:
         teacher = Bagel(cfg)
         vae = frozen(AutoEncoder(cfg.vae))
         if stage == "teacher":
-            return [Role("teacher", teacher, True), Role("ema", frozen(Bagel(cfg)), False), Role("vae", vae, False)]
+            return [Role("teacher", teacher, True), Role("ema", frozen(Bagel(cfg)), False),
+                    Role("vae", vae, False, sharded=False)]
         if stage == "draft":
-            return [Role("target", frozen(teacher), False), Role("draft", build_draft(DraftConfig(), teacher), True)]
+            head = frozen(nn.ModuleList([teacher.lm.embed_tokens, teacher.lm.norm, teacher.language_model.lm_head]))
+            return [Role("target head", head, False, sharded=False),
+                    Role("draft", build_draft(DraftConfig(), teacher), True)]
         frozen(teacher)
         student = student_from_teacher(teacher)
-        roles = [Role("teacher", teacher, False), Role("vae", vae, False)]
+        roles = [Role("teacher", teacher, False), Role("vae", vae, False, sharded=False)]
         layers = tuple(range(0, cfg.llm.num_layers, max(1, cfg.llm.num_layers // 4)))[:4]
         if stage == "cfg":
             return [*roles, Role("student", student, True)]
@@ -168,9 +174,9 @@ def _roles(stage: str, cfg: BagelConfig) -> list[Role]:
             return [*roles, Role("generator", student, True), Role("fake", student_from_teacher(teacher), False)]
         if stage == "adp":
             disc = LatentDiscriminator(student_from_teacher(teacher), layers)
-            return [Role("teacher", frozen(student_from_teacher(teacher)), False), Role("vae", vae, False),
-                    Role("generator", student, True), Role("discriminator", disc, True),
-                    Role("pixel_discriminator", PixelDiscriminator(), True)]
+            return [Role("teacher", frozen(student_from_teacher(teacher)), False),
+                    Role("vae", vae, False, sharded=False), Role("generator", student, True),
+                    Role("discriminator", disc, True), Role("pixel_discriminator", PixelDiscriminator(), True)]
         if stage == "refl":
             return [*roles, Role("generator", student, True), Role("reward", frozen(RewardModel(RewardModelConfig())),
                                                                    False)]
@@ -180,13 +186,13 @@ def _roles(stage: str, cfg: BagelConfig) -> list[Role]:
 def plan_stage(stage: str, s: PlanSettings) -> StagePlan:
     cfg = preset(s.preset)
     roles = _roles(stage, cfg)
-    params = _unique([r.module for r in roles])
-    trained = sum(p.numel() for p in params.values() if p.requires_grad)
-    ema = {id(p) for r in roles if r.name == "ema" for p in r.module.parameters()}
-    frozen = sum(p.numel() for k, p in params.items() if not p.requires_grad)
-    frozen_bytes = sum(p.numel() * (4 if k in ema else 2) for k, p in params.items() if not p.requires_grad)
+    # per model: a parameter two models share in one process is a shard of each under FSDP2
+    trained = sum(p.numel() for r in roles for p in r.module.parameters() if p.requires_grad)
+    frozen = {sharded: sum(p.numel() for r in roles if r.sharded == sharded for p in r.module.parameters()
+                           if not p.requires_grad) for sharded in (True, False)}
     bagels = [r.module for r in roles if any(isinstance(m, MoTDecoderLayer) for m in r.module.modules())]
-    units = [n for m in bagels for n in _units(m)] or [max(p.numel() for p in params.values())]
+    units = [n for m in bagels for n in _units(m)] or [max(p.numel() for r in roles for p in r.module.parameters())]
+    gathered_bytes = 2 if s.param_dtype == "bfloat16" else 4
 
     llm, B = cfg.llm, s.batch
     n_gen = (s.image_size // cfg.latent_downsample) ** 2 + 2
@@ -212,11 +218,11 @@ def plan_stage(stage: str, s: PlanSettings) -> StagePlan:
         ctx = s.vit_tokens + n_gen + s.context_tokens
         kv = 3 * B * layers * 2 * ctx * llm.num_kv_heads * llm.head_dim * 2
 
-    plan = StagePlan(stage, trained, frozen)
-    fixed = {"gathered": 2 * max(units) * 2, "activations": activations, "context caches": kv}
+    plan = StagePlan(stage, trained, frozen[True] + frozen[False])
+    fixed = {"gathered": 2 * max(units) * gathered_bytes, "activations": activations, "context caches": kv}
     for n in range(1, 4097):
         sharded = {"trained params": trained * 4 / n, "gradients": trained * 4 / n, "optimizer": trained * 8 / n,
-                   "frozen params": frozen_bytes / n}
+                   "frozen params": frozen[True] * 4 / n + frozen[False] * 4}
         if n == s.gpus:
             plan.bytes = {**sharded, **fixed}
         if plan.min_gpus is None and sum(sharded.values()) + sum(fixed.values()) <= HEADROOM * s.gpu_memory_gib * GIB:

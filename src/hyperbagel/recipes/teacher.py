@@ -46,7 +46,7 @@ from hyperbagel.training.distributed import world as dist_world
 from hyperbagel.training.ema import ema_decay, ema_update
 from hyperbagel.training.progress import Progress
 from hyperbagel.training.schedule import warmup_cosine
-from hyperbagel.training.sharding import loss_scale, shard
+from hyperbagel.training.sharding import ShardingConfig, loss_scale, shard
 from hyperbagel.world.vocab import all_words
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ class TeacherConfig:
     # and losses (each group normalised on its own), a third of the dispatched ops (for a host-bound GPU step), more
     # padding (for a CPU step)
     packed: bool = False
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)  # under torchrun (docs/scale.md)
     image_size: int = 0  # set from the preset
 
     def __post_init__(self) -> None:
@@ -105,6 +106,8 @@ class TeacherConfig:
             self.vit_pretrain = ViTPretrainConfig(**self.vit_pretrain)
         if isinstance(self.align, dict):
             self.align = AlignConfig(**self.align)
+        if isinstance(self.sharding, dict):
+            self.sharding = ShardingConfig(**self.sharding)
         self.betas = tuple(self.betas)
         if self.steps <= 0 or self.grad_accum <= 0:
             raise ValueError("TeacherConfig.steps and grad_accum must be positive")
@@ -388,8 +391,8 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
         p.requires_grad_(False)
     forward = TeacherLosses(model, aligner.heads if aligner else None)
     if world > 1:
-        shard(forward)
-        shard(ema)
+        shard(forward, cfg.sharding)
+        shard(ema, cfg.sharding)
     trained = [p for p in forward.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 

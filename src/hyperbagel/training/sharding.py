@@ -31,6 +31,10 @@ class ShardingConfig:
     activation_checkpointing: bool = False  # recompute each layer's activations in backward
     reshard_after_forward: bool = True  # free gathered parameters after forward (ZeRO-3); False: keep (ZeRO-2)
 
+    def __post_init__(self) -> None:
+        if self.param_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"ShardingConfig.param_dtype must be 'float32' or 'bfloat16', got {self.param_dtype!r}")
+
     def policy(self) -> MixedPrecisionPolicy:
         dtype = getattr(torch, self.param_dtype)
         return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
