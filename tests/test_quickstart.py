@@ -5,53 +5,18 @@ built from its JSON alone; stages whose command does not exist are skipped, sayi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.eval.report import paper_tables, render_html
-from hyperbagel.quickstart import MARKER, MICRO, QuickstartConfig, plan, run_quickstart
+from hyperbagel.quickstart import MARKER, MICRO, SMOKE, QuickstartConfig, deterministic_results, plan, run_quickstart
 
-# micro with every count cut to the bone: the whole pipeline, every stage, in seconds
-SMALL = {"batch": {"gen": 1, "edit": 1}, "warmup": 1, "ckpt_every": 100, "log_every": 100}
-TEST = MICRO.replace(
-    vae_steps=3, teacher_steps=2, draft_steps=2, cfg_steps=2, tscd_steps=2, dmdo_steps=1, reward_steps=2,
-    reward_judge_images=2, adp_steps=1, refl_steps=1, encoder_steps=2, encoder_batch=8, variants=("hyper-bagel",
-                                                                                                   "eagle3"),
-    overrides={"teacher": {"batch": {"gen": 2, "edit": 1, "und": 2}, "warmup": 1, "ckpt_every": 100,
-                           "vit_pretrain": {"steps": 2, "batch": 4}},
-               "draft": {"data": {"samples": 4, "chunk_size": 4, "max_new_tokens": 6, "batch": 4}, "batch": 2,
-                         "warmup": 1},
-               "cfg": {**SMALL, "rollout_timesteps": 4, "states_per_rollout": 2},
-               "tscd": {**SMALL, "steps_per_segment": 2}, "dmdo": {**SMALL, "fake_updates": 1},
-               "reward": {"batch": 4, "warmup": 1, "report_pairs": 8},
-               "adp": dict(SMALL), "refl": {**SMALL, "probe": 1}},
-    bench_limit=2, bench_samples=1, bench_batch=8, bootstrap=10, understand_limit=1, think=1, gammas=(2,),
-    trees=((2, 2, 4),), calibrate=1, max_new_tokens=6, showcase_questions=2, showcase_plans=1, estimates={})
-
-TRAINED = ("teacher", "drafts/hyper-bagel", "drafts/eagle3", "distill-cfg", "distill-tscd", "distill-dmdo",
-           "reward", "distill-adp", "distill-refl")
+TEST = SMOKE
 
 
-def _history(folder: Path) -> list:
+def _history(folder) -> list:
     return json.loads((folder / "train" / "train_state.json").read_text())["history"]
-
-
-def _numbers(run: Path) -> dict:
-    """Every deterministic number of a run: losses, bench scores and forwards, τ and α, the showcase's texts."""
-    out = {"vae": json.loads((run / "vae" / "train" / "train_state.json").read_text())["losses"]}
-    out.update({f: _history(run / f) for f in TRAINED if (run / f / "train").is_dir()})
-    for task in ("generate", "edit"):
-        bench = json.loads((run / f"bench-{task}" / "bench.json").read_text())
-        out[task] = [(r["row"], r["overall"], r["tags"], r["forwards_per_image"], r["kid"]) for r in bench["rows"]]
-    u = json.loads((run / "bench-understand" / "bench.json").read_text())
-    out["understand"] = (u["table1"], [(r["name"], r["splits"]["all"]["tau"], r["splits"]["all"]["tokens"])
-                                       for r in u["rows"]])
-    show = json.loads((run / "showcase" / "showcase.json").read_text())
-    out["showcase"] = ([(a["plain"]["text"], a["speculative"]["text"], a["plain"]["forwards"])
-                        for a in show["answers"]], [g["baseline"]["plan"] for g in show["generations"]])
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +58,8 @@ def test_interrupted_run_continues_and_matches(uninterrupted, tmp_path, monkeypa
     status = {s["name"]: s["status"] for s in last.stages}
     assert all(status[n] == "cached" for n in names[:cut]) and all(status[n] == "ran" for n in names[cut:])
     assert "done already" in capsys.readouterr().err
-    assert _numbers(a) == _numbers(b)  # the same losses, scores, forwards, τ and texts as the uninterrupted run
+    # the same losses, scores, forwards, τ and texts as the uninterrupted run
+    assert deterministic_results(a) == deterministic_results(b)
     # 4. a finished run has nothing left to do
     assert {s["status"] for s in run_quickstart(TEST, b).stages} == {"cached"}
 

@@ -24,6 +24,16 @@ def add_commands(subparsers) -> None:
     p.add_argument("--ckpt-every", type=int, default=None, help="checkpoint every N steps (default 250)")
     p.set_defaults(func=cmd_train_vae)
 
+    p = tsub.add_parser("vit", help="pre-train the teacher's ViT on its own (what `train teacher` does first), for "
+                        "runs that share one (the teacher config's vit_init)")
+    p.add_argument("--preset", default="tiny", choices=("micro", "tiny"))
+    p.add_argument("--vae", type=Path, default=Path("runs/vae/ae.safetensors"))
+    p.add_argument("--out", type=Path, default=Path("runs/vit"),
+                   help="folder for vit.safetensors and vit_pretrain.json")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--config", type=Path, default=None, help="JSON file of ViTPretrainConfig overrides")
+    p.set_defaults(func=cmd_train_vit)
+
     p = tsub.add_parser("teacher", help="train the unified teacher on Shapes World (resumes if OUT has a checkpoint)")
     p.add_argument("--preset", default="tiny", choices=("micro", "tiny"))
     p.add_argument("--vae", type=Path, default=Path("runs/vae/ae.safetensors"))
@@ -41,7 +51,7 @@ def add_commands(subparsers) -> None:
     bench = _group(subparsers, "bench", "benchmarks", "bench_command")
     p = bench.add_parser("kills", help="SIGKILL recipes (micro) at random moments and during checkpoint writes, "
                                        "restart them, and check that they end as an uninterrupted run")
-    p.add_argument("--recipes", default="teacher,vae,reward")
+    p.add_argument("--recipes", default="vae,vit,teacher,draft,reward,cfg,tscd,dmdo,adp,refl,quickstart")
     p.add_argument("--kills", type=int, default=3, help="kills per recipe")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/bench-kills"))
@@ -233,6 +243,7 @@ def cmd_bench_kills(args) -> int:
 
     if args.kills < 1:
         raise HyperBagelError("--kills must be at least 1")
+    args.out = args.out.resolve()  # the recipes run with it as their working directory
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     save_autoencoder(AutoEncoder(preset("micro").vae), args.out / "ae.safetensors")
@@ -301,6 +312,29 @@ def cmd_plan(args) -> int:
                      args.vit_tokens, not args.no_activation_checkpointing, args.param_dtype)
     print(f"memory plan (GiB per GPU at {s.gpus} GPUs): {settings_line(s)}")
     print(plan_table(stages, s))
+    return 0
+
+
+def cmd_train_vit(args) -> int:
+    from hyperbagel.config_types import config_from_json
+    from hyperbagel.files import atomic_write_text
+    from hyperbagel.recipes.teacher import TeacherConfig, save_pretrained_vit
+    from hyperbagel.recipes.vit import ViTPretrainConfig
+    from hyperbagel.training.distributed import init, is_main
+
+    vit = config_from_json(ViTPretrainConfig, args.config, {}, "train vit --config")
+    if args.steps:
+        vit.steps = args.steps
+    if vit.steps <= 0 or vit.batch <= 0:
+        raise HyperBagelError("train vit: steps and batch must be positive")
+    if not args.vae.is_file():
+        raise HyperBagelError(f"autoencoder not found: {args.vae} (train one with `hyperbagel train vae`)")
+    init()  # the process group under torchrun
+    cfg = TeacherConfig(preset=args.preset, vae=str(args.vae), vit_pretrain=vit)
+    history = save_pretrained_vit(cfg, args.out / "vit.safetensors", progress=True)
+    if is_main():
+        atomic_write_text(json.dumps(history) + "\n", args.out / "vit_pretrain.json")
+        print(f"ViT: {args.out / 'vit.safetensors'} (last: {history[-1]})")
     return 0
 
 

@@ -177,7 +177,25 @@ TINY = QuickstartConfig(
                "bench-understand": 202, "bench-generate": 254, "bench-edit": 360, "showcase": 14},
 )
 
-QUICKSTART_PRESETS = {"micro": MICRO, "tiny": TINY}
+# micro with every count cut to the bone: the whole pipeline, every stage, in seconds; it checks that everything runs
+# (the tests, the kill bench), and measures nothing
+_BONE = {"batch": {"gen": 1, "edit": 1}, "warmup": 1, "ckpt_every": 100, "log_every": 100}
+SMOKE = MICRO.replace(
+    vae_steps=3, teacher_steps=2, draft_steps=2, cfg_steps=2, tscd_steps=2, dmdo_steps=1, reward_steps=2,
+    reward_judge_images=2, adp_steps=1, refl_steps=1, encoder_steps=2, encoder_batch=8,
+    variants=("hyper-bagel", "eagle3"),
+    overrides={"teacher": {"batch": {"gen": 2, "edit": 1, "und": 2}, "warmup": 1, "ckpt_every": 100,
+                           "vit_pretrain": {"steps": 2, "batch": 4}},
+               "draft": {"data": {"samples": 4, "chunk_size": 4, "max_new_tokens": 6, "batch": 4}, "batch": 2,
+                         "warmup": 1},
+               "cfg": {**_BONE, "rollout_timesteps": 4, "states_per_rollout": 2},
+               "tscd": {**_BONE, "steps_per_segment": 2}, "dmdo": {**_BONE, "fake_updates": 1},
+               "reward": {"batch": 4, "warmup": 1, "report_pairs": 8},
+               "adp": dict(_BONE), "refl": {**_BONE, "probe": 1}},
+    bench_limit=2, bench_samples=1, bench_batch=8, bootstrap=10, understand_limit=1, think=1, gammas=(2,),
+    trees=((2, 2, 4),), calibrate=1, max_new_tokens=6, showcase_questions=2, showcase_plans=1, estimates={})
+
+QUICKSTART_PRESETS = {"micro": MICRO, "tiny": TINY, "smoke": SMOKE}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -623,6 +641,30 @@ def write_report(run: str | Path) -> dict:
     return data
 
 
+def deterministic_results(run: str | Path) -> dict:
+    """Every deterministic number of a run, for comparing two: the losses of every trained stage, the benches'
+    scores and forwards, τ and α, the showcase's texts (not its timings)."""
+    run = Path(run)
+
+    def history(folder: Path) -> list:
+        return json.loads((folder / "train" / "train_state.json").read_text())["history"]
+
+    out = {"vae": json.loads((run / "vae" / "train" / "train_state.json").read_text())["losses"]}
+    trained = ["teacher", *(f"drafts/{v}" for v in VARIANTS), *(f"distill-{s}" for s in SIX_STEP), "reward",
+               *(f"distill-{s}" for s in ONE_STEP)]
+    out.update({f: history(run / f) for f in trained if (run / f / "train").is_dir()})
+    for task in ("generate", "edit"):
+        bench = json.loads((run / f"bench-{task}" / "bench.json").read_text())
+        out[task] = [(r["row"], r["overall"], r["tags"], r["forwards_per_image"], r["kid"]) for r in bench["rows"]]
+    u = json.loads((run / "bench-understand" / "bench.json").read_text())
+    out["understand"] = (u["table1"], [(r["name"], r["splits"]["all"]["tau"], r["splits"]["all"]["tokens"])
+                                       for r in u["rows"]])
+    show = json.loads((run / "showcase" / "showcase.json").read_text())
+    out["showcase"] = ([(a["plain"]["text"], a["speculative"]["text"], a["plain"]["forwards"])
+                        for a in show["answers"]], [g["baseline"]["plan"] for g in show["generations"]])
+    return out
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # commands
 
@@ -634,8 +676,8 @@ def add_commands(subparsers) -> None:
                     "paper's tables and write RUN/report.html. Every stage is cached: run it again to continue an "
                     "interrupted run or to rebuild only what is missing.")
     p.add_argument("--preset", default="tiny", choices=sorted(QUICKSTART_PRESETS),
-                   help="tiny: the Shapes World models (1 h 54 min measured on two idle cores); micro: a smoke run "
-                        "(under five minutes)")
+                   help="tiny: the Shapes World models (1 h 54 min measured on two idle cores); micro: a small run "
+                        "(under five minutes); smoke: every stage cut to the bone (seconds; measures nothing)")
     p.add_argument("--out", type=Path, default=None, help="the run folder (default: runs/<preset>)")
     p.add_argument("--config", type=Path, default=None, help="JSON file of QuickstartConfig overrides")
     p.add_argument("--stop-after", default=None, metavar="STAGE", help="stop after this stage (as an interruption)")

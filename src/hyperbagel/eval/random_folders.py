@@ -10,8 +10,11 @@ from pathlib import Path
 import torch
 
 
-def random_model_folder(folder: Path, preset_name: str = "micro", seed: int = 0) -> Path:
-    """A model folder (``config.json``, weights, a random autoencoder, the Shapes World tokenizer)."""
+def random_model_folder(folder: Path, preset_name: str = "micro", seed: int = 0, generation_noise: float = 0.0,
+                        init_std: float = 0.05) -> Path:
+    """A model folder (``config.json``, weights, a random autoencoder, the Shapes World tokenizer). With
+    ``generation_noise`` the generation branch is moved off its understanding twin (and ``llm2vae`` off zero) by
+    that much Gaussian noise, so that velocities are not zero and the two branches can be told apart."""
     from hyperbagel.model.autoencoder import AutoEncoder
     from hyperbagel.model.checkpoint import build_model, save_pretrained
     from hyperbagel.model.presets import preset
@@ -23,7 +26,13 @@ def random_model_folder(folder: Path, preset_name: str = "micro", seed: int = 0)
     cfg = preset(preset_name)
     vae = AutoEncoder(cfg.vae).eval()
     model = build_model(dataclasses.replace(cfg, vae=vae.config))
-    init_weights(model, 0.05, torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    init_weights(model, init_std, g)
+    if generation_noise:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if p.requires_grad and ("_moe_gen" in name or name.startswith(("llm2vae", "time_embedder"))):
+                    p.add_(torch.randn(p.shape, generator=g) * generation_noise)
     save_pretrained(folder, model, vae, {"tokenizer.json": ShapesTokenizer.build(list(all_words())).to_json()})
     return folder
 
@@ -52,3 +61,16 @@ def random_accelerated_folders(out: Path) -> tuple[Path, Path]:
     so every task has both modes."""
     teacher = random_model_folder(out / "micro")
     return random_student_folder(teacher, out / "micro-student"), random_draft_folder(teacher, out / "micro-draft")
+
+
+def random_reward_folder(folder: Path, seed: int = 0) -> Path:
+    """An (untrained) small reward model with the Shapes World tokenizer."""
+    from hyperbagel.distill.reward import RewardModel, RewardModelConfig, save_reward
+    from hyperbagel.model.tokenizer import ShapesTokenizer
+    from hyperbagel.world.vocab import all_words
+
+    tok = ShapesTokenizer.build(list(all_words()))
+    torch.manual_seed(seed)
+    model = RewardModel(RewardModelConfig(vocab_size=tok.vocab_size, dim=32, layers=1, heads=2, mlp=64, stem=(8, 16)))
+    save_reward(folder, model, tok)
+    return folder

@@ -41,7 +41,7 @@ from hyperbagel.recipes.vae import load_autoencoder
 from hyperbagel.recipes.vit import ViTPretrainConfig, pretrain_vit
 from hyperbagel.training import checkpoint as ckpt
 from hyperbagel.training.checkpoint import STATE_FILE, full_state_dict
-from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, init, shard_range
+from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, init, is_main, shard_range
 from hyperbagel.training.distributed import world as dist_world
 from hyperbagel.training.ema import ema_decay, ema_update
 from hyperbagel.training.progress import Progress
@@ -321,8 +321,10 @@ def save_pretrained_vit(cfg: TeacherConfig, path: Path, progress: bool = False) 
     mcfg, model = build_teacher(cfg, vae.config)
     vit = model.vit_model.vision_model
     history = pretrain_vit(vit, cfg.vit_pretrain, mcfg.image_size, mcfg.vit.patch_size,
-                           mcfg.vit_max_num_patch_per_side, progress, cfg.device, cfg.workers)
-    atomic_save_tensors(vit.state_dict(), Path(path))
+                           mcfg.vit_max_num_patch_per_side, progress and is_main(), cfg.device, cfg.workers)
+    if is_main():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_save_tensors(vit.state_dict(), Path(path))
     return history
 
 
