@@ -109,7 +109,7 @@ def cmd_distill(args) -> int:
         cfg.steps = args.steps
     from hyperbagel.training.distributed import init
 
-    init()  # the process group under torchrun
+    init(cfg.device)  # the process group under torchrun (nccl for cuda)
     out = train(cfg)
     print(f"{args.stage}-distilled model: {out}")
     return 0

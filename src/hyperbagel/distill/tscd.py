@@ -85,7 +85,7 @@ def solve_to_segment_end(velocity, x: Tensor, n: Tensor, end_index: Tensor, grid
     while agree(bool((idx < end_index).any())):
         rows = (idx < end_index).nonzero().flatten()
         if len(rows) == 0:
-            velocity(x[:1], grid[idx[:1]], torch.zeros(1, dtype=torch.long))
+            velocity(x[:1], grid[idx[:1]], torch.zeros(1, dtype=torch.long, device=x.device))
             continue
         t, t_next = grid[idx[rows]], grid[idx[rows] + 1]
         x[rows] = jump(x[rows], velocity(x[rows], t, rows).to(x.dtype), t, t_next)

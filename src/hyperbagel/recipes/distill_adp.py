@@ -122,9 +122,9 @@ def generator_losses(setup, roles, cfg: ADPConfig, step: int, group: str) -> tup
     disc, pixel_disc = roles["disc"], roles["pixel_disc"]
     c = conditions(setup, cfg, step, group)
     x0 = teacher_path_end(setup, roles["teacher"], c, cfg)
-    t = input_times(c.generators, cfg.one_share, cfg.time_power)
-    s = disc_times(c.generators, *cfg.disc_t_range, cfg.shift)
-    disc_noise = torch.stack([torch.randn(c.noise.shape[1:], generator=g) for g in c.generators])
+    t = input_times(c.generators, cfg.one_share, cfg.time_power).to(c.device)
+    s = disc_times(c.generators, *cfg.disc_t_range, cfg.shift).to(c.device)
+    disc_noise = c.per_row(lambda g: torch.randn(c.noise.shape[1:], generator=g))
     ctx, scales = c.branches.cond, dict(text_scale=c.text_scale, image_scale=c.image_scale)
     with torch.no_grad(), autocast(cfg):
         real_latent = noisy(x0, disc_noise, s)
@@ -162,10 +162,10 @@ def build_roles(setup, cfg: ADPConfig) -> dict:
     teacher = Runner(new_student(setup, cfg.init, trainable=False))
     generator = Runner(new_student(setup, cfg.init))
     layers = cfg.disc_layers or default_layers(setup.pipe.cfg.llm.num_layers)
-    disc = LatentDiscriminator(new_student(setup, cfg.init), layers, cfg.disc_hidden).train()
+    disc = LatentDiscriminator(new_student(setup, cfg.init), layers, cfg.disc_hidden).train().to(cfg.device)
     for name, p in disc.named_parameters():
         p.requires_grad_(is_trainable(name, layers))
-    pixel_disc = PixelDiscriminator(cfg.pixel_channels).train()
+    pixel_disc = PixelDiscriminator(cfg.pixel_channels).train().to(cfg.device)
     return {"teacher": teacher, "generator": generator, "disc": disc, "pixel_disc": pixel_disc}
 
 

@@ -80,7 +80,7 @@ def step_loss(setup, student: Runner, cfg: CFGDistillConfig, step: int, group: s
     xs = torch.stack([step_state[1] for step_state in trajectory])  # [S, B, N, P]
     vs = torch.stack([step_state[2] for step_state in trajectory])
     ts = torch.stack([torch.as_tensor(step_state[0], dtype=torch.float32) for step_state in trajectory])
-    x, target, t = xs[chosen, rows], vs[chosen, rows], ts[chosen]
+    x, target, t = xs[chosen, rows], vs[chosen, rows], ts[chosen].to(c.device)
     ctx = c.branches.cond.select(rows)
     with autocast(cfg):
         v, _ = student.velocity(ctx, x, t, ids, text_scale=c.text_scale[rows], image_scale=c.image_scale[rows])

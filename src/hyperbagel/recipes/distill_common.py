@@ -83,6 +83,7 @@ class DistillConfig:
     image_scale: tuple[float, float] = (1.0, 2.5)  # ~U, editing only (text-to-image feeds 1.0)
     caption_prompts: float = 0.4  # share of text-to-image prompts that are full captions (as the teacher's mix)
     bf16: bool = True
+    device: str = "cpu"  # the models' device; every random draw is made on the CPU (the same on any device)
     seed: int = 0
     ckpt_every: int = 100
     log_every: int = 20
@@ -143,7 +144,7 @@ def load_setup(cfg: DistillConfig) -> Setup:
     teacher = Path(cfg.teacher)
     if not (teacher / "config.json").is_file():
         raise HyperBagelError(f"teacher model folder not found: {teacher} (train one with `hyperbagel train teacher`)")
-    pipe = Pipeline.from_pretrained(teacher, student=False)
+    pipe = Pipeline.from_pretrained(teacher, device=cfg.device, student=False)
     for p in pipe.model.parameters():
         p.requires_grad_(False)
     for p in pipe.vae.parameters():
@@ -221,6 +222,14 @@ class Conditions:
     def batch(self) -> int:
         return self.noise.shape[0]
 
+    @property
+    def device(self) -> torch.device:
+        return self.noise.device
+
+    def per_row(self, draw) -> Tensor:
+        """``draw(generator)`` for each row's generator (on the CPU), stacked and moved to the models' device."""
+        return torch.stack([draw(g) for g in self.generators]).to(self.device)
+
 
 def row_generators(seed: int, step: int, group: str, rows: range, sub: int = 0):
     """numpy and torch generators of each row: a pure function of (seed, step, group, sub, index)."""
@@ -238,9 +247,9 @@ def _t2i_item(rng: np.random.Generator, resolution: int, caption_share: float):
 
 
 def _latents(pipe: Pipeline, scenes, generators) -> Tensor:
-    pixels = torch.stack([to_model_pixels(render(s)) for s in scenes])
+    pixels = torch.stack([to_model_pixels(render(s)) for s in scenes]).to(pipe.fwd.device)
     mean, logvar = pipe.vae.posterior(pixels)
-    eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators])
+    eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators]).to(mean.device)
     return patchify_latents(pipe.vae.scale(mean + torch.exp(0.5 * logvar) * eps), pipe.cfg.latent_patch_size)
 
 
@@ -273,14 +282,17 @@ def conditions(setup: Setup, cfg: DistillConfig, step: int, group: str, sub: int
     image = torch.stack([lo + (hi - lo) * torch.rand((), generator=g) for g in gens])
     noise = torch.stack([torch.randn(len(setup.ids), pipe.cfg.patch_latent_dim, generator=g) for g in gens])
     x0 = _latents(pipe, scenes, gens) if data else None
-    return Conditions(group, branches, GUIDANCE[group], text, image, noise, x0, gens, items)
+    device = pipe.fwd.device
+    return Conditions(group, branches, GUIDANCE[group], text.to(device), image.to(device), noise.to(device), x0,
+                      gens, items)
 
 
 def autocast(cfg: DistillConfig, contexts: bool = False):
     """bf16 autocast for the models' forwards (``cfg.bf16``); the teacher's context prefills (``contexts``) run in
     fp32 unless the sharded parameters are gathered in bf16, where every forward must compute in bf16."""
     bf16_params = distributed() and cfg.sharding.param_dtype == "bfloat16"
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_params or (cfg.bf16 and not contexts))
+    return torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16,
+                          enabled=bf16_params or (cfg.bf16 and not contexts))
 
 
 def backward_share(loss: Tensor, c: Conditions, cfg: DistillConfig) -> None:

@@ -77,7 +77,7 @@ class DMDOConfig(DistillConfig):
 
 def _times(c, cfg: DMDOConfig) -> torch.Tensor:
     lo, hi = cfg.t_range
-    return torch.stack([lo + (hi - lo) * torch.rand((), generator=g) for g in c.generators])
+    return c.per_row(lambda g: lo + (hi - lo) * torch.rand((), generator=g))
 
 
 def rollout(setup, fwd: Runner, c, cfg: DMDOConfig):
@@ -99,8 +99,8 @@ def fake_loss(setup, fwds, cfg: DMDOConfig, c, x0) -> torch.Tensor:
 
 def generator_loss(setup, fwds, cfg: DMDOConfig, c, states, times) -> tuple[torch.Tensor, float]:
     B = c.batch
-    k = torch.stack([torch.randint(len(times), (), generator=g) for g in c.generators])
-    rows = torch.arange(B)
+    k = c.per_row(lambda g: torch.randint(len(times), (), generator=g))
+    rows = torch.arange(B, device=c.device)
     x_k, t_k = states[k, rows], times[k]
     scales = dict(text_scale=c.text_scale, image_scale=c.image_scale)
     with autocast(cfg):

@@ -93,7 +93,7 @@ def judge_rows(c, images: list[np.ndarray]) -> np.ndarray:
 
 def one_step(setup, fwd: Runner, c) -> Tensor:
     """The 1-step sample ``x̂_0 = x_T − v(x_T, 1)`` (with gradient when enabled)."""
-    t = torch.ones(c.batch)
+    t = torch.ones(c.batch, device=c.device)
     v, _ = fwd.velocity(c.branches.cond, c.noise, t, setup.ids, text_scale=c.text_scale, image_scale=c.image_scale)
     return x0_from_velocity(c.noise, v.float(), t)
 
@@ -137,7 +137,9 @@ def train_refl(cfg: ReFLConfig, progress: bool = True, stop_after: int | None = 
     setup = load_setup(cfg)
     fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)
-    roles = {"generator": Runner(new_student(setup, cfg.init)), "reward": load_reward(cfg.reward)}
+    reward = load_reward(cfg.reward)
+    reward.model.to(cfg.device)
+    roles = {"generator": Runner(new_student(setup, cfg.init)), "reward": reward}
     if cfg.anchor_weight > 0:
         roles["anchor"] = Runner(new_student(setup, cfg.init, trainable=False))
     distribute(setup, cfg, *(m if r != "reward" else m.model for r, m in roles.items()))

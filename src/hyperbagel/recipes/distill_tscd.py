@@ -111,15 +111,15 @@ def generator_losses(setup, roles, cfg: TSCDConfig, step: int, group: str) -> tu
     ids = setup.ids
     disc = roles["disc"]
     c = conditions(setup, cfg, step, group, data=True)
-    grid = teacher_grid(cfg.segments, cfg.steps_per_segment, cfg.shift).float()
-    bounds = segment_boundaries(cfg.segments, cfg.shift).float()
-    n = torch.stack([torch.randint(len(grid) - 1, (), generator=g) for g in c.generators])
+    grid = teacher_grid(cfg.segments, cfg.steps_per_segment, cfg.shift).float().to(c.device)
+    bounds = segment_boundaries(cfg.segments, cfg.shift).float().to(c.device)
+    n = c.per_row(lambda g: torch.randint(len(grid) - 1, (), generator=g))
     t, t_next = grid[n], grid[n + 1]
     end, start = segment_end(t, bounds), segment_start(t, bounds)
-    u = torch.stack([torch.rand((), generator=g) for g in c.generators]).clamp(0.02, 0.98)
+    u = c.per_row(lambda g: torch.rand((), generator=g)).clamp(0.02, 0.98)
     s = end + u * (start - end)  # discriminator time: inside the segment above the end
     x_t = noisy(c.x0, c.noise, t)
-    adv_noise = torch.stack([torch.randn(c.noise.shape[1:], generator=g) for g in c.generators])
+    adv_noise = c.per_row(lambda g: torch.randn(c.noise.shape[1:], generator=g))
     ctx, scales = c.branches.cond, dict(text_scale=c.text_scale, image_scale=c.image_scale)
     with torch.no_grad(), autocast(cfg):
         if cfg.real == "ode":
@@ -163,7 +163,7 @@ def build_roles(setup, cfg: TSCDConfig):
     teacher = Runner(new_student(setup, cfg.init, trainable=False))
     student = Runner(new_student(setup, cfg.init))
     layers = cfg.disc_layers or default_layers(setup.pipe.cfg.llm.num_layers)
-    disc = LatentDiscriminator(new_student(setup, cfg.init), layers, cfg.disc_hidden).train()
+    disc = LatentDiscriminator(new_student(setup, cfg.init), layers, cfg.disc_hidden).train().to(cfg.device)
     for name, p in disc.named_parameters():
         p.requires_grad_(is_trainable(name, layers))
     return {"teacher": teacher, "student": student, "disc": disc}
