@@ -11,10 +11,11 @@ import torch
 
 
 def random_model_folder(folder: Path, preset_name: str = "micro", seed: int = 0, generation_noise: float = 0.0,
-                        init_std: float = 0.05) -> Path:
-    """A model folder (``config.json``, weights, a random autoencoder, the Shapes World tokenizer). With
-    ``generation_noise`` the generation branch is moved off its understanding twin (and ``llm2vae`` off zero) by
-    that much Gaussian noise, so that velocities are not zero and the two branches can be told apart."""
+                        init_std: float = 0.05, config=None) -> Path:
+    """A model folder (``config.json``, weights, a random autoencoder, the Shapes World tokenizer) of the preset, or
+    of ``config`` (a ``BagelConfig``) when given. With ``generation_noise`` the generation branch is moved off its
+    understanding twin (and ``llm2vae`` off zero) by that much Gaussian noise, so that velocities are not zero and
+    the two branches can be told apart."""
     from hyperbagel.model.autoencoder import AutoEncoder
     from hyperbagel.model.checkpoint import build_model, save_pretrained
     from hyperbagel.model.presets import preset
@@ -23,7 +24,7 @@ def random_model_folder(folder: Path, preset_name: str = "micro", seed: int = 0,
     from hyperbagel.world.vocab import all_words
 
     torch.manual_seed(seed)
-    cfg = preset(preset_name)
+    cfg = config or preset(preset_name)
     vae = AutoEncoder(cfg.vae).eval()
     model = build_model(dataclasses.replace(cfg, vae=vae.config))
     g = torch.Generator().manual_seed(seed)

@@ -52,6 +52,13 @@ class PlanSettings:
     vit_tokens: int = 1024  # ViT patches of an understanding or editing image
     activation_checkpointing: bool = True
     param_dtype: str = "bfloat16"  # the dtype units are gathered in (``ShardingConfig.param_dtype``)
+    layers: int | None = None  # the language model's depth, when not the preset's (a reduced-depth check)
+
+    def model_config(self) -> BagelConfig:
+        cfg = preset(self.preset)
+        if self.layers is not None:
+            cfg = dataclasses.replace(cfg, llm=dataclasses.replace(cfg.llm, num_layers=self.layers))
+        return dataclasses.replace(cfg, image_size=self.image_size)
 
 
 @dataclass
@@ -184,7 +191,7 @@ def _roles(stage: str, cfg: BagelConfig) -> list[Role]:
 
 
 def plan_stage(stage: str, s: PlanSettings) -> StagePlan:
-    cfg = preset(s.preset)
+    cfg = s.model_config()
     roles = _roles(stage, cfg)
     # per model: a parameter two models share in one process is a shard of each under FSDP2
     trained = sum(p.numel() for r in roles for p in r.module.parameters() if p.requires_grad)

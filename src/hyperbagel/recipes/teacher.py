@@ -355,7 +355,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
     checkpoint, as an interruption would; calling again resumes. Under ``torchrun`` the model, its EMA and the
     auxiliary heads are sharded with FSDP2 (``training/sharding.py``) and each process builds its share of every
     batch."""
-    rank, world = dist_world()
+    rank = dist_world()[0]
     out = Path(cfg.out)
     vae = load_autoencoder(cfg.vae).eval()
     for p in vae.parameters():
@@ -392,7 +392,7 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
     for p in ema.parameters():
         p.requires_grad_(False)
     forward = TeacherLosses(model, aligner.heads if aligner else None)
-    if world > 1:
+    if distributed():
         shard(forward, cfg.sharding)
         shard(ema, cfg.sharding)
     trained = [p for p in forward.parameters() if p.requires_grad]

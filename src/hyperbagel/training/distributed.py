@@ -1,4 +1,5 @@
-"""The process group: joined when launched by ``torchrun`` (gloo on the CPU, nccl on CUDA), absent otherwise."""
+"""The process group: joined when launched by ``torchrun`` (gloo on the CPU, nccl on CUDA), absent otherwise. Under
+``torchrun`` the recipes shard with FSDP2 at any process count, one included (a check of FSDP2 on one GPU)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import torch.distributed as dist
 
 
 def init(device: str = "cpu") -> None:
-    """Join the process group when ``torchrun`` started more than one process; a no-op otherwise."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+    """Join the process group when launched by ``torchrun``; a no-op otherwise."""
+    if "LOCAL_RANK" in os.environ and not dist.is_initialized():
         cuda = torch.device(device).type == "cuda"
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -29,7 +30,8 @@ def is_main() -> bool:
 
 
 def distributed() -> bool:
-    return world()[1] > 1
+    """In a process group (``torchrun``): the models are sharded with FSDP2."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def all_sum(values: list[float]) -> list[float]:
