@@ -1,10 +1,12 @@
-"""Incremental decoding with the KV cache equals one full forward; RoPE positions and routing on a mixed sequence."""
+"""Incremental decoding with the KV cache equals one full forward; RoPE positions and routing on a mixed sequence;
+the buffered cache equals plain concatenation and reallocates O(log T) times while decoding."""
 
 import torch
 
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.checkpoint import build_model, load_pretrained, save_pretrained
 from hyperbagel.model.context import Context, Forwarder
+from hyperbagel.model.kv_cache import KVCache
 from hyperbagel.model.presets import preset
 
 
@@ -67,3 +69,62 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.equal(a, b), k
     for (k, a), (_, b) in zip(vae.state_dict().items(), loaded_vae.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+class _Concatenating:
+    """The cache as it was before buffers: every store concatenates, nothing is written in place."""
+
+    def __init__(self):
+        self.k = self.v = None
+
+    def extend(self, k, v, store):
+        if self.k is not None:
+            k, v = torch.cat([self.k, k], 2), torch.cat([self.v, v], 2)
+        if store:
+            self.k, self.v = k, v
+        return k, v
+
+
+def test_buffered_cache_equals_concatenation_through_stores_crops_copies_and_keeps():
+    g = torch.Generator().manual_seed(0)
+    cache, ref = KVCache(1), _Concatenating()
+    branches = []  # (cache, reference) pairs made by copy, checked at the end
+
+    def new(m):
+        return torch.randn(2, 3, m, 4, generator=g), torch.randn(2, 3, m, 4, generator=g)
+
+    for step in range(60):
+        op = int(torch.randint(6, (), generator=g))
+        if op <= 2 or ref.k is None:  # store 1..8 positions (decoding, a verified draft, a prefill)
+            k, v = new(int(torch.randint(1, 9, (), generator=g)))
+            got, want = cache.extend(0, k, v, store=True), ref.extend(k, v, True)
+        elif op == 3:  # a denoising forward: attend without storing
+            k, v = new(5)
+            got, want = cache.extend(0, k, v, store=False), ref.extend(k, v, False)
+        elif op == 4:  # reject speculative tokens
+            n = int(torch.randint(ref.k.shape[2] + 1, (), generator=g))
+            cache.crop(n)
+            ref.k, ref.v = ref.k[:, :, :n], ref.v[:, :, :n]
+            got, want = (cache.keys[0], cache.values[0]), (ref.k, ref.v)
+        else:  # a branch of this context, which then diverges
+            other, other_ref = cache.copy(), _Concatenating()
+            other_ref.k, other_ref.v = ref.k, ref.v
+            k, v = new(3)
+            other.extend(0, k, v, store=True), other_ref.extend(k, v, True)
+            branches.append((other, other_ref))
+            got, want = (cache.keys[0], cache.values[0]), (ref.k, ref.v)
+        assert cache.length == ref.k.shape[2]
+        for a, b in zip(got, want):
+            assert torch.equal(a, b), step
+    for other, other_ref in branches:  # the original's later stores never reached a branch, nor the other way
+        assert torch.equal(other.keys[0], other_ref.k) and torch.equal(other.values[0], other_ref.v)
+
+
+def test_decoding_token_by_token_reallocates_logarithmically_often():
+    cache = KVCache(1)
+    cache.extend(0, torch.zeros(1, 2, 100, 4), torch.zeros(1, 2, 100, 4))  # a prefilled context: kept, no copy
+    assert cache.allocations == 0
+    for t in range(1000):
+        cache.extend(0, torch.full((1, 2, 1, 4), float(t)), torch.zeros(1, 2, 1, 4))
+    assert cache.length == 1100 and cache.allocations == 4  # 200, 400, 800, 1600 positions
+    assert torch.equal(cache.keys[0][0, 0, 100:, 0], torch.arange(1000.0))
