@@ -65,11 +65,14 @@ def test_the_demo_reads_no_file_path_from_a_request(server, tmp_path):
     assert event == "error" and "not uploaded" in data, data
 
 
-def test_the_server_caps_malloc_arenas_on_glibc():
+def test_the_server_caps_malloc_arenas_and_trims_the_heap_on_glibc():
     import platform
+    import threading
 
-    from hyperbagel.serve.commands import limit_malloc_arenas
+    from hyperbagel.serve.commands import limit_malloc_arenas, trim_malloc_every
 
     if platform.libc_ver()[0] != "glibc":
-        pytest.skip("mallopt(M_ARENA_MAX) is glibc's")
+        pytest.skip("mallopt(M_ARENA_MAX) and malloc_trim are glibc's")
     assert limit_malloc_arenas() is True
+    assert trim_malloc_every(0.01) is True
+    assert any(t.name == "malloc-trim" and t.daemon and t.is_alive() for t in threading.enumerate())
