@@ -340,7 +340,8 @@ def cmd_train_vit(args) -> int:
 
 def cmd_train_teacher(args) -> int:
     from hyperbagel.config_types import config_from_json
-    from hyperbagel.recipes.teacher import TeacherConfig, init_distributed, train_teacher
+    from hyperbagel.recipes.teacher import TeacherConfig, train_teacher
+    from hyperbagel.training.distributed import init, is_main
 
     cfg = config_from_json(TeacherConfig, args.config, {"preset": args.preset, "vae": str(args.vae),
                                                         "out": str(args.out)}, "train teacher --config")
@@ -359,10 +360,8 @@ def cmd_train_teacher(args) -> int:
         if args.workers < 0:
             raise HyperBagelError("--workers must be 0 or more")
         cfg.workers = args.workers
-    init_distributed(cfg.device)
+    init(cfg.device)  # the process group under torchrun
     out = train_teacher(cfg)
-    from hyperbagel.training.distributed import is_main
-
     if is_main():
         print(f"teacher: {out}")
     return 0

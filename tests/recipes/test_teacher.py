@@ -60,7 +60,8 @@ def test_loss_decreases_and_understanding_path_learns(vae_file, tmp_path):
 
 
 SCRIPT = (
-    "import json, sys; from hyperbagel.recipes.teacher import *; init_distributed();"
+    "import json, sys; from hyperbagel.recipes.teacher import *; from hyperbagel.training.distributed import init;"
+    "init();"
     f"cfg = TeacherConfig(preset='micro', vae=sys.argv[1], out=sys.argv[2], steps=5, batch={BATCH!r},"
     "warmup=1, bf16=False, vit_pretrain={'steps': 2, 'batch': 4}, sharding=json.loads(sys.argv[4]));"
     "stop = int(sys.argv[3]) or None; train_teacher(cfg, progress=False, stop_after=stop)"

@@ -55,6 +55,8 @@ class LatentDiscriminator(nn.Module):
         self.backbone = backbone
         self.layers = tuple(layers)
         self.heads = nn.ModuleList(Head(backbone.cfg.llm.hidden_size, hidden) for _ in layers)
+        for name, p in self.named_parameters():  # only what reaches a head trains
+            p.requires_grad_(is_trainable(name, self.layers))
 
     def forward(self, ctx: Context, x: Tensor, t: Tensor, position_ids: Tensor, text_scale: Tensor,
                 image_scale: Tensor) -> Tensor:

@@ -32,7 +32,7 @@ from hyperbagel.distill.adp import (
     input_times,
     pair_mse,
 )
-from hyperbagel.distill.discriminator import LatentDiscriminator, default_layers, is_trainable
+from hyperbagel.distill.discriminator import LatentDiscriminator, default_layers
 from hyperbagel.distill.pixel_discriminator import PixelDiscriminator
 from hyperbagel.flow.sampler import distilled_velocity, euler
 from hyperbagel.flow.schedule import bagel_timesteps, noisy, x0_from_velocity
@@ -163,8 +163,6 @@ def build_roles(setup, cfg: ADPConfig) -> dict:
     generator = Runner(new_student(setup, cfg.init))
     layers = cfg.disc_layers or default_layers(setup.pipe.cfg.llm.num_layers)
     disc = LatentDiscriminator(new_student(setup, cfg.init), layers, cfg.disc_hidden).train().to(cfg.device)
-    for name, p in disc.named_parameters():
-        p.requires_grad_(is_trainable(name, layers))
     pixel_disc = PixelDiscriminator(cfg.pixel_channels).train().to(cfg.device)
     return {"teacher": teacher, "generator": generator, "disc": disc, "pixel_disc": pixel_disc}
 

@@ -58,7 +58,6 @@ from hyperbagel.world.tasks import edit as edit_tasks
 from hyperbagel.world.tasks import t2i
 
 log = logging.getLogger(__name__)
-STATE_FILE = ckpt.STATE_FILE
 
 GROUPS = ("gen", "edit")
 GUIDANCE = {"gen": T2I_GUIDANCE, "edit": EDIT_GUIDANCE}
@@ -333,7 +332,7 @@ def resume(out: Path, trained: dict[str, nn.Module], optimizers: dict[str, torch
 
 def _load_roles(folder: Path, roles: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer]) -> dict:
     """Restore a checkpoint of the older format: per role, trainable tensors and optimizer moments as safetensors."""
-    state = json.loads((folder / STATE_FILE).read_text())
+    state = json.loads((folder / ckpt.STATE_FILE).read_text())
     for role, module in roles.items():
         saved = load_file(folder / f"{role}.safetensors")
         params = {n: p for n, p in module.named_parameters() if p.requires_grad}

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from hyperbagel.distill.discriminator import LatentDiscriminator, default_layers, is_trainable
+from hyperbagel.distill.discriminator import LatentDiscriminator, default_layers
 from hyperbagel.distill.tscd import (
     consistency_mse,
     consistency_target,
@@ -164,8 +164,6 @@ def build_roles(setup, cfg: TSCDConfig):
     student = Runner(new_student(setup, cfg.init))
     layers = cfg.disc_layers or default_layers(setup.pipe.cfg.llm.num_layers)
     disc = LatentDiscriminator(new_student(setup, cfg.init), layers, cfg.disc_hidden).train().to(cfg.device)
-    for name, p in disc.named_parameters():
-        p.requires_grad_(is_trainable(name, layers))
     return {"teacher": teacher, "student": student, "disc": disc}
 
 

@@ -349,6 +349,7 @@ def collate(rows: list[dict[str, Tensor]]) -> DraftBatch:
 @dataclass
 class TTTLoss:
     loss: Tensor  # this process's share of the step's loss (its sums over the global counts)
+    value: float  # the step's loss over every process
     kl: list[float]  # per step, means over the answer positions of every process
     ce: list[float]
     acc: list[float]  # draft argmax == target argmax, per step
@@ -385,7 +386,7 @@ def ttt_loss(draft: Draft, head: TargetHead, batch: DraftBatch, steps: int, deca
     eye = torch.eye(W, dtype=torch.bool, device=device).expand(B, W, W)
     step_mask = [mask0[:, 0][bidx, rows]]  # step-0 keys visible to each window row [B, W, S]
     total = out.new_zeros(())
-    sums = []  # per step: KL, CE and agreement summed over this process's scored positions
+    done, parts = [], []  # the scored steps; per step, KL, CE and agreement summed over this process's positions
     for j in range(steps):
         if j > 0:
             tok_at = (rows + 1 + j).clamp_max(S - 1)
@@ -402,10 +403,11 @@ def ttt_loss(draft: Draft, head: TargetHead, batch: DraftBatch, steps: int, deca
         best = t.argmax(-1)
         ce = F.nll_loss(logp, best, reduction="sum")
         total = total + decay**j * (kl + ce_weight * ce) / counts[j]
-        sums.append((j, float(kl.detach()), float(ce.detach()), float((logp.argmax(-1) == best).float().sum())))
-    logged = all_sum([v for _, *values in sums for v in values])
-    means = [[logged[3 * i + f] / counts[j] for i, (j, *_) in enumerate(sums)] for f in range(3)]
-    return TTTLoss(total, *means)
+        done.append(j)
+        parts += [float(kl.detach()), float(ce.detach()), float((logp.argmax(-1) == best).float().sum())]
+    value, *parts = all_sum([float(total.detach()), *parts])
+    kl, ce, acc = ([parts[3 * i + f] / counts[j] for i, j in enumerate(done)] for f in range(3))
+    return TTTLoss(total, value, kl, ce, acc)
 
 
 class DraftLoss(nn.Module):
@@ -493,11 +495,10 @@ def train_draft(cfg: DraftTrainConfig, progress: bool = True, stop_after: int | 
         (res.loss * loss_scale()).backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        loss = sum(cfg.step_decay**j * (kl + dcfg.ce_weight * ce) for j, (kl, ce) in enumerate(zip(res.kl, res.ce)))
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "loss": loss, "grad_norm": float(full_tensor(gnorm)),
-                  "kl": res.kl, "ce": res.ce, "acc": res.acc}
+        logged = {"step": step + 1, "lr": lr_at(cfg, step), "loss": res.value,
+                  "grad_norm": float(full_tensor(gnorm)), "kl": res.kl, "ce": res.ce, "acc": res.acc}
         history.append(logged)
-        bar.step(step, {"draft/loss": loss, **({"draft/acc0": res.acc[0]} if res.acc else {})})
+        bar.step(step, {"draft/loss": res.value, **({"draft/acc0": res.acc[0]} if res.acc else {})})
         stopping = stop_after is not None and step + 1 >= stop_after
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
             ckpt.save(out / "train", step + 1, {"draft": forward}, {"draft": opt}, {"history": history})

@@ -140,7 +140,7 @@ def _units(model: nn.Module) -> list[int]:
 def _roles(stage: str, cfg: BagelConfig) -> list[Role]:
     """The stage's models, built on the meta device as its recipe builds them."""
     from hyperbagel.decode.draft import DraftConfig, build_draft
-    from hyperbagel.distill.discriminator import LatentDiscriminator
+    from hyperbagel.distill.discriminator import LatentDiscriminator, default_layers
     from hyperbagel.distill.pixel_discriminator import PixelDiscriminator
     from hyperbagel.distill.reward import RewardModel, RewardModelConfig
     from hyperbagel.model.autoencoder import AutoEncoder
@@ -171,7 +171,7 @@ def _roles(stage: str, cfg: BagelConfig) -> list[Role]:
         frozen(teacher)
         student = student_from_teacher(teacher)
         roles = [Role("teacher", teacher, False), Role("vae", vae, False, sharded=False)]
-        layers = tuple(range(0, cfg.llm.num_layers, max(1, cfg.llm.num_layers // 4)))[:4]
+        layers = default_layers(cfg.llm.num_layers)  # the recipes' default
         if stage == "cfg":
             return [*roles, Role("student", student, True)]
         if stage == "tscd":

@@ -41,7 +41,7 @@ from hyperbagel.recipes.vae import load_autoencoder
 from hyperbagel.recipes.vit import ViTPretrainConfig, pretrain_vit
 from hyperbagel.training import checkpoint as ckpt
 from hyperbagel.training.checkpoint import STATE_FILE, full_state_dict
-from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, init, is_main, shard_range
+from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, is_main, shard_range
 from hyperbagel.training.distributed import world as dist_world
 from hyperbagel.training.ema import ema_decay, ema_update
 from hyperbagel.training.progress import Progress
@@ -492,8 +492,3 @@ def _resume_aligner(aligner: Aligner, out: Path, resuming: bool, rank: int) -> N
     elif rank == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save_tensors(aligner.vit.state_dict(), path)
-
-
-def init_distributed(device: str = "cpu") -> None:
-    """Join the process group when launched by torchrun (gloo on the CPU, nccl on CUDA)."""
-    init(device)

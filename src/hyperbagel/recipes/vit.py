@@ -157,13 +157,14 @@ def pretrain_vit(vit: SiglipVisionTransformer, cfg: ViTPretrainConfig, resolutio
     history = []
     bar = Progress("vit pre-training", cfg.steps, 0, 200, progress)
     model.train()
-    share = len(shard_range(cfg.batch)) / cfg.batch
+    mine = len(shard_range(cfg.batch))  # this process's images of every step
+    share = mine / cfg.batch
     data = step_loader(SceneBatches(cfg, resolution, patch), 0, cfg.steps, workers, device)
     for step, (pixels, targets) in enumerate(data):
         for g in opt.param_groups:
             g["lr"] = warmup_min_cosine(step, cfg.lr, cfg.warmup, cfg.steps)
         pixels, targets = pixels.to(device), {k: v.to(device) for k, v in targets.items()}
-        logits = model(pixels, len(shard_range(cfg.batch)))
+        logits = model(pixels, mine)
         loss = patch_loss(logits, targets)
         opt.zero_grad(set_to_none=True)
         (loss * share * loss_scale()).backward()
