@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -10,12 +11,19 @@ import torch.distributed as dist
 
 
 def init(device: str = "cpu") -> None:
-    """Join the process group when launched by ``torchrun``; a no-op otherwise."""
+    """Join the process group when launched by ``torchrun``, and leave it when the process exits (a group still
+    alive at interpreter teardown can abort the process after its work is done); a no-op otherwise."""
     if "LOCAL_RANK" in os.environ and not dist.is_initialized():
         cuda = torch.device(device).type == "cuda"
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo")
+        atexit.register(_leave)
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def world() -> tuple[int, int]:
