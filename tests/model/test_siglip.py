@@ -7,7 +7,7 @@ import torch
 from fixtures import load_fixture, load_weights, manifest, rel_err
 
 from hyperbagel.model.pixels import to_model_pixels
-from hyperbagel.model.siglip import SiglipVisionModel, ViTConfig, patchify_image, vit_position_ids
+from hyperbagel.model.siglip import SiglipVisionModel, ViTConfig, block_diagonal_mask, patchify_image, vit_position_ids
 
 
 def tiny_config() -> ViTConfig:
@@ -64,6 +64,20 @@ def test_packed_images_attend_only_to_themselves(gen):
         alone_a = model(a, pa, [6])
         alone_b = model(b, pb, [4])
     torch.testing.assert_close(packed, torch.cat([alone_a, alone_b]), atol=1e-6, rtol=1e-5)
+
+
+def test_same_size_images_run_as_a_batch_as_they_would_packed(gen):
+    config = ViTConfig(hidden_size=16, intermediate_size=32, num_layers=2, num_heads=2, patch_size=2,
+                       num_positions_side=4)
+    model = SiglipVisionModel(config).eval()
+    tokens = torch.randn(3 * 6, config.patch_dim, generator=gen)
+    positions = vit_position_ids(2, 3, 4).repeat(3)
+    vision = model.vision_model
+    with torch.no_grad():
+        batched = model(tokens, positions, [6, 6, 6])
+        packed = vision.post_layernorm(vision.encoder(vision.embeddings(tokens, positions),
+                                                      block_diagonal_mask([6, 6, 6])))
+    torch.testing.assert_close(batched, packed, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["und_image", "gen_velocity_edit", "edit_loop"])

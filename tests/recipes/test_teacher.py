@@ -206,9 +206,11 @@ def test_curriculum_and_shape_overrides_are_checked(vae_file, tmp_path):
 
 
 def test_packed_steps_train_the_same_samples_to_the_same_losses(vae_file, tmp_path):
-    train_teacher(_cfg(vae_file, tmp_path / "groups", steps=3), progress=False)
-    train_teacher(_cfg(vae_file, tmp_path / "packed", steps=3, packed=True), progress=False)
-    _assert_close(_history(tmp_path / "groups"), _history(tmp_path / "packed"), rel=1e-4)
+    # fp32: under bf16 autocast the two layouts round differently (the ViT runs same-size images as a batch
+    # in one, packed under a mask in the other), and training amplifies that to ~1e-4.
+    train_teacher(_cfg(vae_file, tmp_path / "groups", steps=3, bf16=False), progress=False)
+    train_teacher(_cfg(vae_file, tmp_path / "packed", steps=3, packed=True, bf16=False), progress=False)
+    _assert_close(_history(tmp_path / "groups"), _history(tmp_path / "packed"), rel=1e-6)
     with pytest.raises(ValueError, match="packed"):
         _cfg(vae_file, tmp_path, packed=True, align=ALIGN)
 

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.model.kv_cache import KVCache
+from hyperbagel.model.masks import Append
 from hyperbagel.model.qwen2_mot import LLMConfig, MoTDecoderLayer, Qwen2Model, RMSNorm, rope_cos_sin
 
 DRAFT_FILE, DRAFT_CONFIG = "draft.safetensors", "draft.json"
@@ -150,8 +151,8 @@ class MetaQueryAggregation(nn.Module):
 
 class Draft(nn.Module):
     """Parameters and single-pass functions only; drafting loops live in ``speculative.py`` and the training loop in
-    ``recipes/draft.py``. Rows are ``[B, S, ...]`` with explicit RoPE positions and boolean masks over
-    ``[cached ‖ new]`` keys, as in the target (``model/qwen2_mot.py``)."""
+    ``recipes/draft.py``. Rows are ``[B, S, ...]`` with explicit RoPE positions and a block rule (``Append``) or a
+    boolean mask over ``[cached ‖ new]`` keys, as in the target (``model/qwen2_mot.py``)."""
 
     def __init__(self, cfg: DraftConfig, llm: LLMConfig):
         super().__init__()
@@ -181,7 +182,8 @@ class Draft(nn.Module):
     def _rope(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         return rope_cos_sin(positions, self.llm.head_dim, self.llm.rope_theta, dtype)
 
-    def features(self, states: Tensor, positions: Tensor, mask: Tensor | None, cache: KVCache | None) -> Tensor:
+    def features(self, states: Tensor, positions: Tensor, mask: Tensor | Append | None,
+                 cache: KVCache | None) -> Tensor:
         """Target layer states ``[B, S, L, D]`` → draft input features ``F_in [B, S, D]``; Dec's keys join
         ``cache``."""
         D = self.llm.hidden_size
@@ -201,7 +203,7 @@ class Draft(nn.Module):
         feature: Tensor,
         embedding: Tensor,
         positions: Tensor,
-        mask: Tensor | None,
+        mask: Tensor | Append | None,
         cache: KVCache | None,
         update_cache: bool = True,
     ) -> Tensor:

@@ -36,6 +36,7 @@ from hyperbagel.decode.draft import Draft, TargetHead
 from hyperbagel.decode.generate import GREEDY
 from hyperbagel.decode.sampling import SamplingConfig, probabilities, sample
 from hyperbagel.model.context import Context, Forwarder
+from hyperbagel.model.masks import Append
 
 
 @dataclass(frozen=True)
@@ -178,19 +179,11 @@ class _DraftRows:
         return cls(draft, states, next_ids, positions)
 
 
-def _after(cached: int, new: int, device) -> Tensor | None:
-    """Causal mask ``[1, 1, new, cached + new]`` for rows appended after ``cached`` rows (None for one row)."""
-    if new == 1:
-        return None
-    return torch.ones(new, cached + new, dtype=torch.bool, device=device).tril(cached)[None, None]
-
-
 def _catch_up(draft: Draft, head: TargetHead, rows: _DraftRows) -> Tensor:
     """Step 1: read the pending rows; returns the last row's output ``[1, 1, D]``."""
     states, ids, positions = rows.pending
-    mask = _after(rows.length, ids.shape[1], ids.device)
-    feature = draft.features(states, positions, mask, rows.dec_cache)
-    out = draft(feature, head.embed(ids), positions, mask, rows.cache)
+    feature = draft.features(states, positions, Append("causal"), rows.dec_cache)
+    out = draft(feature, head.embed(ids), positions, Append("causal"), rows.cache)
     rows.length += ids.shape[1]
     return out[:, -1:]
 

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.kv_cache import KVCache
-from hyperbagel.model.masks import append_mask
+from hyperbagel.model.masks import Append
 from hyperbagel.model.qwen2_mot import LMOutput
 
 
@@ -42,6 +42,7 @@ class Context:
     rope: Tensor  # [B] long: the next RoPE position
     # When a list, every prefill appends its block's layer states (for a speculative draft); decoding does not.
     trace: list[TraceBlock] | None = None
+    padded: bool = False  # some cached position is padding (rows of a text block differed in length)
 
     @classmethod
     def empty(cls, model: Bagel, batch: int = 1, trace: bool = False) -> Context:
@@ -63,7 +64,7 @@ class Context:
 
     def copy(self) -> Context:
         trace = None if self.trace is None else list(self.trace)
-        return Context(self.cache.copy(), self.valid.clone(), self.rope.clone(), trace)
+        return Context(self.cache.copy(), self.valid.clone(), self.rope.clone(), trace, self.padded)
 
     def crop(self, length: int) -> None:
         self.cache.crop(length)
@@ -83,7 +84,15 @@ class Context:
     def select(self, batch_index: Tensor) -> Context:
         trace = None if self.trace is None else [
             TraceBlock(*(t[batch_index] for t in (b.states, b.ids, b.positions, b.valid))) for b in self.trace]
-        return Context(self.cache.select(batch_index), self.valid[batch_index], self.rope[batch_index], trace)
+        return Context(self.cache.select(batch_index), self.valid[batch_index], self.rope[batch_index], trace,
+                       self.padded)
+
+    def attention(self, within: str | Tensor, new: int) -> Append:
+        """How ``new`` tokens appended to this context attend (``within``: see ``Append``)."""
+        if not self.padded:
+            return Append(within)
+        ones = torch.ones(self.batch, new, dtype=torch.bool, device=self.valid.device)
+        return Append(within, torch.cat([self.valid, ones], dim=1))
 
 
 class Forwarder:
@@ -130,11 +139,12 @@ class Forwarder:
             ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
         new_valid = torch.arange(S, device=self.device)[None] < lens[:, None]
         positions = ctx.rope[:, None] + torch.arange(S, device=self.device)[None]
-        mask = append_mask(ctx.valid, new_valid, causal=True)
         record = ctx.trace is not None
-        out = self._lm(ctx, self.model.embed_text(ids), positions, None, mask, True, layer_states or record)
+        out = self._lm(ctx, self.model.embed_text(ids), positions, None, ctx.attention("causal", S), True,
+                       layer_states or record)
         self._record(ctx, out, ids, positions, new_valid)
         ctx.valid = torch.cat([ctx.valid, new_valid], dim=1)
+        ctx.padded = ctx.padded or min(len(r) for r in rows) < S
         ctx.rope = ctx.rope + lens
         return out
 
@@ -153,11 +163,8 @@ class Forwarder:
         verification). The caller advances ``ctx.rope``.
         """
         B, S = ids.shape
-        if within is None:
-            within = torch.ones(S, S, dtype=torch.bool, device=self.device).tril()
-        past = ctx.valid[:, None, :].expand(B, S, ctx.length)
-        mask = torch.cat([past, within[None].expand(B, S, S)], dim=2)[:, None]
-        out = self._lm(ctx, self.model.embed_text(ids), positions, None, mask, update_cache, layer_states)
+        attention = ctx.attention("causal" if within is None else within, S)
+        out = self._lm(ctx, self.model.embed_text(ids), positions, None, attention, update_cache, layer_states)
         if update_cache:
             ctx.valid = torch.cat([ctx.valid, torch.ones(B, S, dtype=torch.bool, device=self.device)], dim=1)
         return out
@@ -174,9 +181,8 @@ class Forwarder:
         B, S = x.shape[:2]
         new_valid = torch.ones(B, S, dtype=torch.bool, device=self.device)
         positions = ctx.rope[:, None].expand(B, S)
-        mask = append_mask(ctx.valid, new_valid, causal=False)
         record = update_cache and ctx.trace is not None
-        out = self._lm(ctx, x, positions, gen, mask, update_cache, layer_states or record)
+        out = self._lm(ctx, x, positions, gen, ctx.attention("full", S), update_cache, layer_states or record)
         if record:
             ids = torch.full((B, S), -1, dtype=torch.long, device=self.device)
             ids[:, 0], ids[:, -1] = self.soi, self.eoi

@@ -5,8 +5,9 @@ Every per-token module exists twice: the understanding copy (original Qwen2 name
 per forward into row indices (``Routing``), and all tokens meet in one joint attention. Parameter names are BAGEL's,
 so ``ema.safetensors`` loads by name.
 
-Layout: ``[B, S, D]`` with explicit RoPE positions ``[B, S]`` and an explicit boolean attention mask
-``[B, 1, S, T]`` (True = may attend) over ``[cached keys ‖ new keys]``; see ``masks.py`` for the rules.
+Layout: ``[B, S, D]`` with explicit RoPE positions ``[B, S]``. Attention over ``[cached keys ‖ new keys]`` follows
+either a block rule (``masks.Append``: full or causal blocks over a cache, turned into the cheapest fused attention
+call) or an explicit boolean mask ``[B, 1, S, T]`` (True = may attend; packed training); see ``masks.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyperbagel.model.kv_cache import KVCache
+from hyperbagel.model.masks import Append, sdpa_mask
 
 Module = Callable[[Tensor], Tensor]
 
@@ -160,7 +162,7 @@ class MoTAttention(nn.Module):
         routing: Routing | None,
         cos: Tensor,
         sin: Tensor,
-        mask: Tensor | None,
+        mask: Tensor | Append | None,
         cache: KVCache | None,
         layer: int,
         update_cache: bool,
@@ -174,7 +176,8 @@ class MoTAttention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
             k, v = cache.extend(layer, k, v, store=update_cache)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=H != Hkv)
+        attend = sdpa_mask(mask, S, k.shape[2], q.device)
+        out = F.scaled_dot_product_attention(q, k, v, **attend, enable_gqa=H != Hkv)
         out = out.transpose(1, 2).reshape(B, S, H * hd)
         return route(out, routing, self.o_proj, self.o_proj_moe_gen)
 
@@ -218,7 +221,7 @@ class Qwen2Model(nn.Module):
         x: Tensor,
         positions: Tensor,
         gen: Tensor | None = None,
-        mask: Tensor | None = None,
+        mask: Tensor | Append | None = None,
         cache: KVCache | None = None,
         update_cache: bool = True,
         return_layer_states: bool = False,
@@ -226,8 +229,9 @@ class Qwen2Model(nn.Module):
     ) -> LMOutput:
         """Run embedded tokens ``x [B, S, D]`` through the decoder layers.
 
-        ``gen`` marks generation-expert tokens; ``mask`` is ``[B, 1, S, T+S]`` over cache + new tokens (None: all
-        visible); ``update_cache=False`` attends to the cache without storing the new keys (denoising steps).
+        ``gen`` marks generation-expert tokens; ``mask`` is a block rule (``Append``) or a boolean ``[B, 1, S, T+S]``
+        over cache + new tokens (None: all visible); ``update_cache=False`` attends to the cache without storing the
+        new keys (denoising steps).
         """
         cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         routing = Routing.of(gen)

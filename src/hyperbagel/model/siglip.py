@@ -115,12 +115,13 @@ class SiglipAttention(nn.Module):
         self.v_proj = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        n = x.shape[0]
-        q, k, v = (proj(x).reshape(n, self.num_heads, self.head_dim).transpose(0, 1)
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """``x [..., n, D]``; ``mask [n, n]`` or None (every token sees every other)."""
+        *lead, n, _ = x.shape
+        q, k, v = (proj(x).reshape(*lead, n, self.num_heads, self.head_dim).transpose(-2, -3)
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out_proj(y.transpose(0, 1).reshape(n, -1))
+        return self.out_proj(y.transpose(-2, -3).reshape(*lead, n, -1))
 
 
 class SiglipMLP(nn.Module):
@@ -143,7 +144,7 @@ class SiglipEncoderLayer(nn.Module):
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SiglipMLP(config)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         x = x + self.self_attn(self.layer_norm1(x), mask)
         return x + self.mlp(self.layer_norm2(x))
 
@@ -153,7 +154,7 @@ class SiglipEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(SiglipEncoderLayer(config) for _ in range(config.num_layers))
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         for layer in self.layers:
             x = layer(x, mask)
         return x
@@ -167,9 +168,13 @@ class SiglipVisionTransformer(nn.Module):
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, pixel_tokens: Tensor, position_ids: Tensor, seq_lens: list[int]) -> Tensor:
-        mask = block_diagonal_mask(seq_lens, device=pixel_tokens.device)
+        """Images of one size run as a batch without a mask; mixed sizes are packed under a block-diagonal one."""
         x = self.embeddings(pixel_tokens, position_ids)
-        return self.post_layernorm(self.encoder(x, mask))
+        if len(set(seq_lens)) == 1:
+            x = self.encoder(x.view(len(seq_lens), seq_lens[0], -1), None).flatten(0, 1)
+        else:
+            x = self.encoder(x, block_diagonal_mask(seq_lens, device=pixel_tokens.device))
+        return self.post_layernorm(x)
 
 
 class SiglipVisionModel(nn.Module):

@@ -1,0 +1,99 @@
+"""Block attention rules: the fused arguments ``sdpa_mask`` picks give the dense rule's attention, and the common
+inference forwards build no mask per row of a batch."""
+
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.bias import CausalBias, causal_lower_right
+
+from hyperbagel.model import qwen2_mot
+from hyperbagel.model.masks import Append, sdpa_mask
+from hyperbagel.pipeline import Pipeline, SamplerSettings
+
+
+def _qkv(B, S, K, g):
+    return (torch.randn(B, 4, S, 8, generator=g), torch.randn(B, 2, K, 8, generator=g),
+            torch.randn(B, 2, K, 8, generator=g))
+
+
+def _padding(B, T, g):
+    """Cache validity with at least one real key per row."""
+    valid = torch.rand(B, T, generator=g) > 0.3
+    valid[:, :1] = True
+    return valid
+
+
+@pytest.mark.parametrize("within", ["full", "causal", "tree"])
+@pytest.mark.parametrize(("S", "T"), [(1, 7), (5, 0), (5, 9)])
+@pytest.mark.parametrize("padded", [False, True])
+def test_fused_arguments_attend_as_the_dense_rule(within, S, T, padded):
+    g = torch.Generator().manual_seed(S * 31 + T)
+    B, K = 3, S + T
+    if within == "tree":
+        parents = [-1] + [int(torch.randint(0, i, (), generator=g)) for i in range(1, S)]
+        anc = torch.eye(S, dtype=torch.bool)
+        for i, p in enumerate(parents):
+            if p >= 0:
+                anc[i] |= anc[p]
+        within = anc
+    keys = None
+    if padded:
+        keys = torch.cat([_padding(B, T, g), torch.ones(B, S, dtype=torch.bool)], dim=1)
+    rule = Append(within, keys)
+    q, k, v = _qkv(B, S, K, g)
+    fused = F.scaled_dot_product_attention(q, k, v, **sdpa_mask(rule, S, K, q.device), enable_gqa=True)
+    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=rule.dense(S, K), enable_gqa=True)
+    torch.testing.assert_close(fused, dense, rtol=1e-5, atol=1e-6)
+
+
+def test_dense_rule_is_blockwise_causal_or_full_over_the_real_cache():
+    keys = torch.tensor([[True, False, True, True, True]])
+    causal = Append("causal", keys).dense(3, 5)[0, 0]
+    assert causal.tolist() == [[True, False, True, False, False],
+                               [True, False, True, True, False],
+                               [True, False, True, True, True]]
+    assert Append("full", keys).dense(3, 5)[0, 0].tolist() == [[True, False, True, True, True]] * 3
+    with pytest.raises(ValueError, match="within"):
+        Append("bidirectional")
+
+
+def test_cuda_lower_right_bias_is_the_causal_rule():
+    """The CUDA branch's bias (materialised here by PyTorch on the CPU) is the same rule as the dense one."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = _qkv(2, 4, 10, g)
+    bias = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(4, 10), enable_gqa=True)
+    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=Append("causal").dense(4, 10), enable_gqa=True)
+    torch.testing.assert_close(bias, dense)
+
+
+def test_causal_block_over_a_cache_takes_the_fused_bias_on_cuda():
+    """Device choice only (no GPU needed): CUDA gets PyTorch's lower-right bias; the CPU, which has no fused kernel
+    for it, one ``[1, 1, S, K]`` mask shared by the batch."""
+    assert isinstance(sdpa_mask(Append("causal"), 4, 10, torch.device("cuda"))["attn_mask"], CausalBias)
+    assert sdpa_mask(Append("causal"), 4, 10, torch.device("cpu"))["attn_mask"].shape == (1, 1, 4, 10)
+    assert sdpa_mask(Append("causal"), 4, 4, torch.device("cuda")) == {"is_causal": True}
+
+
+def test_common_inference_forwards_build_no_per_row_mask(micro_folder):
+    """In the decoder, every attention call of generation and editing with CFG (prompts of different lengths in
+    one batch included) and of greedy answering (a prompt, an image block, decode steps) has no mask, a key mask
+    broadcast over the queries, or (a causal text block over a cache, on the CPU) one mask shared by the batch."""
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def record(q, k, v, attn_mask=None, **kw):
+        calls.append((q.shape[0], q.shape[-2], None if attn_mask is None else tuple(attn_mask.shape)))
+        return real(q, k, v, attn_mask=attn_mask, **kw)
+
+    pipe = Pipeline.from_pretrained(micro_folder)
+    with mock.patch.object(qwen2_mot.F, "scaled_dot_product_attention", record):
+        pipe.generate(["a red circle", "two blue squares"], sampler=SamplerSettings(num_timesteps=3))
+        image = pipe.generate("a red circle", sampler=SamplerSettings(num_timesteps=2)).images[0]
+        pipe.edit(image, "make the background gray", sampler=SamplerSettings(num_timesteps=2))
+        pipe.understand(image, "what is in the image?", max_new_tokens=4)
+    masks = {shape for _, _, shape in calls if shape is not None}
+    assert any(B > 1 for B, _, _ in calls), "no batched forward was recorded"
+    assert all(shape[-2] == 1 or shape[0] == 1 for shape in masks), sorted(masks)
+    assert all(shape[-2] == 1 for B, _, shape in calls if shape is not None and B > 1), sorted(masks)
