@@ -69,19 +69,22 @@ class TextResult:
 
 class Pipeline:
     def __init__(self, model: Bagel, vae: AutoEncoder, tokenizer: ShapesTokenizer, student: Bagel | None = None,
-                 student_info: StudentInfo | None = None):
+                 student_info: StudentInfo | None = None, compile: bool = False):
+        """``compile``: decode, draft and denoising steps run through ``torch.compile`` (see ``Forwarder``); the
+        first call of each shape compiles (minutes on a CPU), later ones are faster."""
         self.model, self.vae, self.tokenizer = model.eval(), vae.eval(), tokenizer
-        self.fwd = Forwarder(self.model)
+        self.compile = compile
+        self.fwd = Forwarder(self.model, compile=compile)
         self.cfg = model.cfg
         self.student = student.eval() if student is not None else None
         self.student_info = student_info or (StudentInfo() if student is not None else None)
-        self.student_fwd = Forwarder(self.student) if student is not None else None
+        self.student_fwd = Forwarder(self.student, compile=compile) if student is not None else None
         self.draft: Draft | None = None  # speculative decoding for answers and think plans (load_draft)
         self.spec = SpecConfig()
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "cpu", student: str | Path | bool | None = None
-                        ) -> Pipeline:
+    def from_pretrained(cls, path: str | Path, device: str = "cpu", student: str | Path | bool | None = None,
+                        compile: bool = False) -> Pipeline:
         """``student``: None loads the folder's student if it has one, False never, a path that folder's student
         (on this folder's teacher)."""
         path = resolve(path)  # a folder, or a shipped model's short name
@@ -93,12 +96,14 @@ class Pipeline:
         tokenizer = ShapesTokenizer.load(path / "tokenizer.json")
         tokenizer.check_fits(model.cfg.llm.vocab_size, dataclasses.asdict(model.cfg.special_tokens),
                              str(path / "tokenizer.json"))
-        return cls(model, vae, tokenizer, student_model, info)
+        return cls(model, vae, tokenizer, student_model, info, compile)
 
     def load_draft(self, path: str | Path | None, spec: SpecConfig | None = None) -> None:
         """Decode answers and think plans speculatively with the draft in ``path`` (None: plain decoding again).
         Output is unchanged (greedy: token for token; sampling: in distribution); only the forwards drop."""
         self.draft = None if path is None else load_draft(path, self.model)
+        if self.draft is not None and self.compile:
+            self.draft.forward = torch.compile(self.draft.forward, dynamic=True)  # the draft step
         self.spec = spec or SpecConfig()
 
     def can_accelerate(self, task: str) -> bool:

@@ -8,8 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import CausalBias, causal_lower_right
 
-from hyperbagel.model import qwen2_mot
-from hyperbagel.model.masks import Append, sdpa_mask
+from hyperbagel.model.masks import CAUSAL, NOISE, Append, Attend, Packed, attend, sdpa_mask
 from hyperbagel.pipeline import Pipeline, SamplerSettings
 
 
@@ -43,7 +42,7 @@ def test_fused_arguments_attend_as_the_dense_rule(within, S, T, padded):
         keys = torch.cat([_padding(B, T, g), torch.ones(B, S, dtype=torch.bool)], dim=1)
     rule = Append(within, keys)
     q, k, v = _qkv(B, S, K, g)
-    fused = F.scaled_dot_product_attention(q, k, v, **sdpa_mask(rule, S, K, q.device), enable_gqa=True)
+    fused = attend(q, k, v, sdpa_mask(rule, S, K, q.device), enable_gqa=True)
     dense = F.scaled_dot_product_attention(q, k, v, attn_mask=rule.dense(S, K), enable_gqa=True)
     torch.testing.assert_close(fused, dense, rtol=1e-5, atol=1e-6)
 
@@ -71,9 +70,9 @@ def test_cuda_lower_right_bias_is_the_causal_rule():
 def test_causal_block_over_a_cache_takes_the_fused_bias_on_cuda():
     """Device choice only (no GPU needed): CUDA gets PyTorch's lower-right bias; the CPU, which has no fused kernel
     for it, one ``[1, 1, S, K]`` mask shared by the batch."""
-    assert isinstance(sdpa_mask(Append("causal"), 4, 10, torch.device("cuda"))["attn_mask"], CausalBias)
-    assert sdpa_mask(Append("causal"), 4, 10, torch.device("cpu"))["attn_mask"].shape == (1, 1, 4, 10)
-    assert sdpa_mask(Append("causal"), 4, 4, torch.device("cuda")) == {"is_causal": True}
+    assert isinstance(sdpa_mask(Append("causal"), 4, 10, torch.device("cuda")).mask, CausalBias)
+    assert sdpa_mask(Append("causal"), 4, 10, torch.device("cpu")).mask.shape == (1, 1, 4, 10)
+    assert sdpa_mask(Append("causal"), 4, 4, torch.device("cuda")) == Attend(causal=True)
 
 
 def test_common_inference_forwards_build_no_per_row_mask(micro_folder):
@@ -88,7 +87,7 @@ def test_common_inference_forwards_build_no_per_row_mask(micro_folder):
         return real(q, k, v, attn_mask=attn_mask, **kw)
 
     pipe = Pipeline.from_pretrained(micro_folder)
-    with mock.patch.object(qwen2_mot.F, "scaled_dot_product_attention", record):
+    with mock.patch.object(F, "scaled_dot_product_attention", record):
         pipe.generate(["a red circle", "two blue squares"], sampler=SamplerSettings(num_timesteps=3))
         image = pipe.generate("a red circle", sampler=SamplerSettings(num_timesteps=2)).images[0]
         pipe.edit(image, "make the background gray", sampler=SamplerSettings(num_timesteps=2))
@@ -97,3 +96,59 @@ def test_common_inference_forwards_build_no_per_row_mask(micro_folder):
     assert any(B > 1 for B, _, _ in calls), "no batched forward was recorded"
     assert all(shape[-2] == 1 or shape[0] == 1 for shape in masks), sorted(masks)
     assert all(shape[-2] == 1 for B, _, shape in calls if shape is not None and B > 1), sorted(masks)
+
+
+def _rule(ids: list[int], modes: list[int], q: int, k: int) -> bool:
+    """The training rule, written out one pair at a time (the oracle for ``Packed``)."""
+    if ids[q] < 0 or ids[k] < 0:
+        return q == k
+    same = ids[q] == ids[k]
+    if modes[k] == NOISE and not same:
+        return False
+    return k <= q or (same and modes[q] != CAUSAL)
+
+
+def _random_layout(g, B=3, S=14):
+    ids, modes = torch.full((B, S), -1), torch.full((B, S), CAUSAL)
+    for r in range(B):
+        L = int(torch.randint(4, S + 1, (), generator=g))
+        sizes = []
+        while sum(sizes) < L:
+            sizes.append(int(torch.randint(1, 5, (), generator=g)))
+        pos = 0
+        for b, n in enumerate(sizes):
+            n = min(n, L - pos)
+            ids[r, pos:pos + n] = b
+            modes[r, pos:pos + n] = int(torch.randint(0, 3, (), generator=g))
+            pos += n
+    return Packed(ids, modes)
+
+
+def test_packed_layout_is_the_training_rule():
+    g = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        packed = _random_layout(g)
+        dense = packed.dense()
+        B, S = packed.block_ids.shape
+        ids, modes = packed.block_ids.tolist(), packed.modes.tolist()
+        expected = [[[_rule(ids[r], modes[r], q, k) for k in range(S)] for q in range(S)] for r in range(B)]
+        assert dense[:, 0].tolist() == expected
+
+
+def test_flex_attention_attends_as_the_dense_mask(micro_folder):
+    """The CUDA path (a flex-attention block mask), run eagerly here (forward only: PyTorch has no CPU backward for
+    it): the same hidden states on every real token of a packed training batch."""
+    from hyperbagel.model.checkpoint import load_pretrained
+    from hyperbagel.model.sequence import Text, VaeImage, VitImage, embed, pack
+
+    model, vae = load_pretrained(micro_folder)
+    px = torch.zeros(3, 64, 64)
+    samples = [[Text([5, 6]), VaeImage(px, noised=True)], [VaeImage(px), VitImage(px), Text([7, 8, 9], loss=True)]]
+    batch = pack(samples, model.cfg, vae, [torch.Generator().manual_seed(i) for i in range(2)])
+    real = batch.mask.block_ids >= 0
+    assert not real.all()  # the batch is padded
+    with torch.no_grad():
+        hidden = [model.lm(embed(model, batch), batch.positions, gen=batch.gen,
+                           mask=Packed(batch.mask.block_ids, batch.mask.modes, flex=flex)).hidden[real]
+                  for flex in (False, True)]
+    torch.testing.assert_close(hidden[1], hidden[0], rtol=1e-5, atol=1e-5)

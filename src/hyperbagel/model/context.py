@@ -98,25 +98,36 @@ class Context:
 class Forwarder:
     """Runs blocks through a ``Bagel`` and counts language-model forwards (the NFE the paper reports)."""
 
-    def __init__(self, model: Bagel, autocast: torch.dtype | None = None):
+    def __init__(self, model: Bagel, autocast: torch.dtype | None = None, compile: bool = False):
         self.model = model
         self.forwards = 0
         self.autocast = autocast  # e.g. torch.bfloat16: run the language model under CPU autocast
         tok = model.cfg.special_tokens
         self.bos, self.eos, self.soi, self.eoi = tok.bos, tok.eos, tok.start_of_image, tok.end_of_image
+        # Compiled steps: text steps (decoding, verification) grow the cache, so their shapes are dynamic; a
+        # denoising forward repeats one shape over a fixed context, so it is compiled static, as a CUDA graph on CUDA.
+        # Prefills run once per context and stay eager.
+        self.compiled = compile
+        self._text_step = self._denoise = model.lm
+        if compile:
+            self._text_step = torch.compile(model.lm, dynamic=True)
+            cuda = self.device.type == "cuda"
+            self._denoise = torch.compile(model.lm, dynamic=False, mode="reduce-overhead" if cuda else None)
 
     @property
     def device(self) -> torch.device:
         return self.model.vae2llm.weight.device
 
-    def _lm(self, ctx: Context, x, positions, gen, mask, update_cache, layer_states=False) -> LMOutput:
+    def _lm(self, ctx: Context, x, positions, gen, mask, update_cache, layer_states=False, lm=None) -> LMOutput:
+        """One language-model forward over ``ctx``'s cache, by ``lm`` (default: the eager model)."""
         self.forwards += 1
+        lm = self.model.lm if lm is None else lm
         if self.autocast is None:
-            return self.model.lm(x, positions, gen=gen, mask=mask, cache=ctx.cache, update_cache=update_cache,
-                                 return_layer_states=layer_states)
+            return lm(x, positions, gen=gen, mask=mask, cache=ctx.cache, update_cache=update_cache,
+                      return_layer_states=layer_states)
         with torch.autocast(x.device.type, dtype=self.autocast):
-            out = self.model.lm(x, positions, gen=gen, mask=mask, cache=ctx.cache, update_cache=update_cache,
-                                return_layer_states=layer_states)
+            out = lm(x, positions, gen=gen, mask=mask, cache=ctx.cache, update_cache=update_cache,
+                     return_layer_states=layer_states)
         out.hidden = out.hidden.float()
         if out.layer_states is not None:
             out.layer_states = [s.float() for s in out.layer_states]
@@ -164,7 +175,8 @@ class Forwarder:
         """
         B, S = ids.shape
         attention = ctx.attention("causal" if within is None else within, S)
-        out = self._lm(ctx, self.model.embed_text(ids), positions, None, attention, update_cache, layer_states)
+        out = self._lm(ctx, self.model.embed_text(ids), positions, None, attention, update_cache, layer_states,
+                       self._text_step)
         if update_cache:
             ctx.valid = torch.cat([ctx.valid, torch.ones(B, S, dtype=torch.bool, device=self.device)], dim=1)
         return out
@@ -182,7 +194,8 @@ class Forwarder:
         new_valid = torch.ones(B, S, dtype=torch.bool, device=self.device)
         positions = ctx.rope[:, None].expand(B, S)
         record = update_cache and ctx.trace is not None
-        out = self._lm(ctx, x, positions, gen, ctx.attention("full", S), update_cache, layer_states or record)
+        lm = self.model.lm if update_cache else self._denoise
+        out = self._lm(ctx, x, positions, gen, ctx.attention("full", S), update_cache, layer_states or record, lm)
         if record:
             ids = torch.full((B, S), -1, dtype=torch.long, device=self.device)
             ids[:, 0], ids[:, -1] = self.soi, self.eoi

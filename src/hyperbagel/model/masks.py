@@ -1,37 +1,65 @@
 """Attention masks (True = may attend), as BAGEL defines them.
 
-Training, over one packed sample split into blocks: text blocks are causal; image blocks (ViT, clean VAE, noised
-VAE) are bidirectional inside and causal towards the past; a noised VAE block is invisible to every other block
-(later tokens see its clean copy instead).
+Training, over one packed sample split into blocks (``Packed``): text blocks are causal; image blocks (ViT, clean
+VAE, noised VAE) are bidirectional inside and causal towards the past; a noised VAE block is invisible to every other
+block (later tokens see its clean copy instead).
 
 Inference, a new block over a cache (``Append``): text is causal with *bottom-right* alignment (the new tokens see
 the whole cache, then causal among themselves); image blocks see the whole cache and themselves bidirectionally.
-``sdpa_mask`` turns that structure into the cheapest attention call; only irregular layouts get a dense mask.
+``sdpa_mask`` turns either structure into the cheapest attention call (``attend``); only irregular layouts get a
+dense mask.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.attention.bias import causal_lower_right
+from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 CAUSAL, FULL, NOISE = 0, 1, 2
 
 
-def training_mask(block_ids: Tensor, block_modes: Tensor) -> Tensor:
-    """``block_ids [S]`` (non-decreasing) and per-token modes ``[S]`` → ``[S, S]`` mask for one sample.
+@dataclass(frozen=True)
+class Packed:
+    """Training's layout of a padded batch, kept as structure: each token's block id and mode ``[B, S]``.
 
-    Allowed(q, k) = (k ≤ q or same non-causal block) and not (k in a noise block other than q's).
+    Allowed(q, k) = (k ≤ q or same non-causal block) and not (k in a noise block other than q's). Block id −1 marks
+    padding, which sees only itself and is seen by no other token. On CUDA the rule becomes a flex-attention block
+    mask (``flex``: None = on CUDA), which skips the tiles it hides and never makes the ``[S, S]`` mask.
     """
-    S = block_ids.shape[0]
-    idx = torch.arange(S, device=block_ids.device)
-    same_block = block_ids[:, None] == block_ids[None, :]
-    causal = idx[None, :] <= idx[:, None]
-    bidirectional = same_block & (block_modes[:, None] != CAUSAL)
-    hidden_noise = (block_modes[None, :] == NOISE) & ~same_block
-    return (causal | bidirectional) & ~hidden_noise
+
+    block_ids: Tensor  # [B, S] long, non-decreasing along each row's real tokens; −1 for padding
+    modes: Tensor  # [B, S]: CAUSAL, FULL or NOISE
+    flex: bool | None = None
+
+    def to(self, device: torch.device | str) -> Packed:
+        return Packed(self.block_ids.to(device), self.modes.to(device), self.flex)
+
+    def allowed(self, b: Tensor, q: Tensor, k: Tensor) -> Tensor:
+        """The rule on (broadcasting) row, query and key indices: a flex-attention ``mask_mod``."""
+        bq, bk = self.block_ids[b, q], self.block_ids[b, k]
+        same = bq == bk
+        rule = ((k <= q) | (same & (self.modes[b, q] != CAUSAL))) & ~((self.modes[b, k] == NOISE) & ~same)
+        pad = (bq < 0) | (bk < 0)
+        return (pad & (q == k)) | (~pad & rule)
+
+    def dense(self) -> Tensor:
+        """The rule as a bool mask ``[B, 1, S, S]``."""
+        B, S = self.block_ids.shape
+        idx = torch.arange(S, device=self.block_ids.device)
+        rows = torch.arange(B, device=self.block_ids.device)[:, None, None]
+        return self.allowed(rows, idx[None, :, None], idx[None, None, :])[:, None]
+
+    def block_mask(self):
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        B, S = self.block_ids.shape
+        return create_block_mask(lambda b, h, q, k: self.allowed(b, q, k), B, None, S, S,
+                                 device=self.block_ids.device)
 
 
 @dataclass(frozen=True)
@@ -63,21 +91,54 @@ class Append:
         return mask if self.keys is None else mask & self.keys[:, None, None, :].to(device)
 
 
-def sdpa_mask(attention: Tensor | Append | None, S: int, K: int, device: torch.device) -> dict:
-    """The cheapest ``scaled_dot_product_attention`` mask arguments for ``S`` queries over ``K`` keys.
+@dataclass(frozen=True)
+class Attend:
+    """The mask arguments of one attention call, resolved once per forward for every layer: a mask (or PyTorch's
+    causal bias) and ``is_causal`` for ``scaled_dot_product_attention``, or a flex-attention block mask."""
+
+    mask: Tensor | CausalBias | None = None
+    causal: bool = False
+    block_mask: object | None = None  # torch.nn.attention.flex_attention.BlockMask
+
+
+def sdpa_mask(attention: Tensor | Append | Packed | Attend | None, S: int, K: int, device: torch.device) -> Attend:
+    """The cheapest attention arguments for ``S`` queries over ``K`` keys.
 
     A full block (or one causal token) gets no mask over a clean cache and a key mask broadcast over the queries
     ``[B, 1, 1, K]`` over a padded one; a causal block gets ``is_causal`` without a cache and PyTorch's lower-right
     causal bias on CUDA (fused kernels, nothing made). A dense mask is made only for an explicit pattern, a causal
-    block over a padded cache, and a causal block over a cache on the CPU (whose kernel would build the same one).
+    block over a padded cache, a causal block over a cache on the CPU (whose kernel would build the same one), and
+    training's packed layout on the CPU.
     """
+    if isinstance(attention, Attend):
+        return attention
     if attention is None or isinstance(attention, Tensor):
-        return {"attn_mask": attention}
+        return Attend(attention)
+    if isinstance(attention, Packed):
+        flex = attention.flex if attention.flex is not None else device.type == "cuda"
+        return Attend(block_mask=attention.block_mask()) if flex else Attend(attention.dense())
     if isinstance(attention.within, str) and (attention.within == "full" or S == 1):
-        return {"attn_mask": None if attention.keys is None else attention.keys[:, None, None, :]}
+        return Attend(None if attention.keys is None else attention.keys[:, None, None, :])
     if isinstance(attention.within, str) and attention.keys is None:
         if K == S:
-            return {"is_causal": True}
+            return Attend(causal=True)
         if device.type == "cuda":
-            return {"attn_mask": causal_lower_right(S, K)}
-    return {"attn_mask": attention.dense(S, K, device)}
+            return Attend(causal_lower_right(S, K))
+    return Attend(attention.dense(S, K, device))
+
+
+@functools.cache
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, a: Attend, enable_gqa: bool) -> Tensor:
+    """Attention ``[B, H, S, d]`` of queries over keys and values (``[B, Hkv, K, d]``) under ``a``."""
+    if a.block_mask is not None:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        flex = _compiled_flex() if q.device.type == "cuda" else flex_attention  # eager: the CPU's reference
+        return flex(q, k, v, block_mask=a.block_mask, enable_gqa=enable_gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=a.mask, is_causal=a.causal, enable_gqa=enable_gqa)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyperbagel.model.kv_cache import KVCache
-from hyperbagel.model.masks import Append, sdpa_mask
+from hyperbagel.model.masks import Append, Attend, Packed, attend, sdpa_mask
 
 Module = Callable[[Tensor], Tensor]
 
@@ -115,6 +115,11 @@ def route(x: Tensor, routing: Routing | None, und_fn: Module, gen_fn: Module) ->
     return out.view(*x.shape[:-1], und_out.shape[-1])
 
 
+def keys_after(cache: KVCache | None, new: int) -> int:
+    """How many keys ``new`` tokens attend over: the cached ones and themselves."""
+    return new + (cache.length if cache is not None else 0)
+
+
 def rope_cos_sin(positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Rotate-half RoPE tables for integer positions ``[B, S]`` → cos, sin ``[B, S, head_dim]`` (computed in fp32)."""
     exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device).float() / head_dim
@@ -162,7 +167,7 @@ class MoTAttention(nn.Module):
         routing: Routing | None,
         cos: Tensor,
         sin: Tensor,
-        mask: Tensor | Append | None,
+        mask: Tensor | Append | Packed | Attend | None,
         cache: KVCache | None,
         layer: int,
         update_cache: bool,
@@ -176,8 +181,7 @@ class MoTAttention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
             k, v = cache.extend(layer, k, v, store=update_cache)
-        attend = sdpa_mask(mask, S, k.shape[2], q.device)
-        out = F.scaled_dot_product_attention(q, k, v, **attend, enable_gqa=H != Hkv)
+        out = attend(q, k, v, sdpa_mask(mask, S, k.shape[2], q.device), enable_gqa=H != Hkv)
         out = out.transpose(1, 2).reshape(B, S, H * hd)
         return route(out, routing, self.o_proj, self.o_proj_moe_gen)
 
@@ -221,11 +225,10 @@ class Qwen2Model(nn.Module):
         x: Tensor,
         positions: Tensor,
         gen: Tensor | None = None,
-        mask: Tensor | Append | None = None,
+        mask: Tensor | Append | Packed | Attend | None = None,
         cache: KVCache | None = None,
         update_cache: bool = True,
         return_layer_states: bool = False,
-        layers: range | None = None,
     ) -> LMOutput:
         """Run embedded tokens ``x [B, S, D]`` through the decoder layers.
 
@@ -235,6 +238,7 @@ class Qwen2Model(nn.Module):
         """
         cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         routing = Routing.of(gen)
+        mask = sdpa_mask(mask, x.shape[1], keys_after(cache, x.shape[1]), x.device)
         states = [] if return_layer_states else None
         for i, layer in enumerate(self.layers):
             x = layer(x, routing, cos, sin, mask, cache, i, update_cache)

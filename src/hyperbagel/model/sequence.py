@@ -19,7 +19,7 @@ from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.config import BagelConfig
 from hyperbagel.model.latents import patchify_latents
-from hyperbagel.model.masks import CAUSAL, FULL, NOISE, training_mask
+from hyperbagel.model.masks import CAUSAL, FULL, NOISE, Packed
 from hyperbagel.model.siglip import patchify_image, vit_position_ids
 
 IGNORE = -100
@@ -50,7 +50,7 @@ class Batch:
     text_ids: Tensor  # [B, S]: token ids where text sits (markers included), 0 elsewhere
     positions: Tensor  # [B, S]
     gen: Tensor  # [B, S] bool: generation-expert tokens
-    mask: Tensor  # [B, 1, S, S] bool
+    mask: Packed  # the attention layout: each token's block and its mode
     labels: Tensor  # [B, S]: next-token target at each position, IGNORE elsewhere
     vit_pixels: Tensor | None  # [N_vit, n, 3·p²]
     vit_ids: Tensor | None  # [n]
@@ -139,7 +139,8 @@ def layout(
     positions = torch.zeros(B, S, dtype=torch.long)
     gen = torch.zeros(B, S, dtype=torch.bool)
     labels = torch.full((B, S), IGNORE, dtype=torch.long)
-    mask = torch.eye(S, dtype=torch.bool).repeat(B, 1, 1, 1)
+    block_ids = torch.full((B, S), -1, dtype=torch.long)
+    modes = torch.full((B, S), CAUSAL, dtype=torch.long)
     vit_index, vae_index = [], []
     for r, (ids, pos, g, bid, mode, lab, vit_at, vae_at) in enumerate(rows):
         L = len(ids)
@@ -147,11 +148,11 @@ def layout(
         positions[r, :L] = torch.tensor(pos)
         gen[r, :L] = torch.tensor(g)
         labels[r, :L] = torch.tensor(lab)
-        mask[r, 0, :L, :L] = training_mask(torch.tensor(bid), torch.tensor(mode))
+        block_ids[r, :L], modes[r, :L] = torch.tensor(bid), torch.tensor(mode)
         vit_index += [r * S + s + i for s, n, _, _ in vit_at for i in range(n)]
         vae_index += [r * S + s + i for s, n, _, _ in vae_at for i in range(n)]
 
-    batch = Batch(text_ids, positions, gen, mask, labels, *([None] * 9))
+    batch = Batch(text_ids, positions, gen, Packed(block_ids, modes), labels, *([None] * 9))
     if vit_imgs:
         _, h, w = vit_imgs[0]
         if any((hh, ww) != (h, w) for _, hh, ww in vit_imgs):
