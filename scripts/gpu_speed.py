@@ -512,6 +512,8 @@ def main(argv=None) -> int:
                     help="keep the preset's structure (vocabulary, patch sizes, VAE grid) at smoke-test widths")
     ap.add_argument("--dry-run", action="store_true",
                     help="build on the meta device only: parameter counts, shapes, memory estimate; no allocation")
+    ap.add_argument("--compile", action="store_true",
+                    help="compiled decode, draft and denoising steps (Pipeline(compile=True)); warm-ups compile")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", type=Path, default=None, help="JSON report path")
@@ -613,13 +615,15 @@ def main(argv=None) -> int:
         return 0
 
     tok = ShapesTokenizer.build(list(all_words()))
-    teacher = Pipeline(model, vae, tok)
+    teacher = Pipeline(model, vae, tok, compile=args.compile)
     pipes = {"teacher": (teacher, False, None)}
     info6 = StudentInfo(stage="dmdo", steps=6)
-    pipes["student-6"] = (Pipeline(model, vae, tok, student, info6), True, info6)
+    pipes["student-6"] = (Pipeline(model, vae, tok, student, info6, compile=args.compile), True, info6)
     if not args.skip_one_step:
         info1 = StudentInfo(stage="refl", steps=1)
-        pipes["student-1"] = (Pipeline(model, vae, tok, student, info1), True, info1)
+        pipes["student-1"] = (Pipeline(model, vae, tok, student, info1, compile=args.compile), True, info1)
+    if draft is not None and args.compile:
+        draft.forward = torch.compile(draft.forward, dynamic=True)  # as Pipeline.load_draft does
     timer = Timer(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
     save()

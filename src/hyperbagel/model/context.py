@@ -109,10 +109,10 @@ class Forwarder:
         # Prefills run once per context and stay eager.
         self.compiled = compile
         self._text_step = self._denoise = model.lm
+        self._graphs = compile and self.device.type == "cuda"  # a replay overwrites the previous one's outputs
         if compile:
             self._text_step = torch.compile(model.lm, dynamic=True)
-            cuda = self.device.type == "cuda"
-            self._denoise = torch.compile(model.lm, dynamic=False, mode="reduce-overhead" if cuda else None)
+            self._denoise = torch.compile(model.lm, dynamic=False, mode="reduce-overhead" if self._graphs else None)
 
     @property
     def device(self) -> torch.device:
@@ -196,6 +196,9 @@ class Forwarder:
         record = update_cache and ctx.trace is not None
         lm = self.model.lm if update_cache else self._denoise
         out = self._lm(ctx, x, positions, gen, ctx.attention("full", S), update_cache, layer_states or record, lm)
+        if lm is self._denoise and self._graphs:  # keep this call's outputs past the next replay (CFG's branches)
+            out.hidden = out.hidden.clone()
+            out.layer_states = None if out.layer_states is None else [s.clone() for s in out.layer_states]
         if record:
             ids = torch.full((B, S), -1, dtype=torch.long, device=self.device)
             ids[:, 0], ids[:, -1] = self.soi, self.eoi
