@@ -1,5 +1,5 @@
-"""Block attention rules: the fused arguments ``sdpa_mask`` picks give the dense rule's attention, and the common
-inference forwards build no mask per row of a batch."""
+"""Block attention rules: the fused arguments ``resolve_attention`` picks give the dense rule's attention, and the
+common inference forwards build no mask per row of a batch."""
 
 from unittest import mock
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import CausalBias, causal_lower_right
 
-from hyperbagel.model.masks import CAUSAL, NOISE, Append, Attend, Packed, attend, sdpa_mask
+from hyperbagel.model.masks import CAUSAL, NOISE, Append, Attend, Packed, attend, resolve_attention
 from hyperbagel.pipeline import Pipeline, SamplerSettings
 
 
@@ -42,7 +42,7 @@ def test_fused_arguments_attend_as_the_dense_rule(within, S, T, padded):
         keys = torch.cat([_padding(B, T, g), torch.ones(B, S, dtype=torch.bool)], dim=1)
     rule = Append(within, keys)
     q, k, v = _qkv(B, S, K, g)
-    fused = attend(q, k, v, sdpa_mask(rule, S, K, q.device), enable_gqa=True)
+    fused = attend(q, k, v, resolve_attention(rule, S, K, q.device), enable_gqa=True)
     dense = F.scaled_dot_product_attention(q, k, v, attn_mask=rule.dense(S, K), enable_gqa=True)
     torch.testing.assert_close(fused, dense, rtol=1e-5, atol=1e-6)
 
@@ -70,9 +70,9 @@ def test_cuda_lower_right_bias_is_the_causal_rule():
 def test_causal_block_over_a_cache_takes_the_fused_bias_on_cuda():
     """Device choice only (no GPU needed): CUDA gets PyTorch's lower-right bias; the CPU, which has no fused kernel
     for it, one ``[1, 1, S, K]`` mask shared by the batch."""
-    assert isinstance(sdpa_mask(Append("causal"), 4, 10, torch.device("cuda")).mask, CausalBias)
-    assert sdpa_mask(Append("causal"), 4, 10, torch.device("cpu")).mask.shape == (1, 1, 4, 10)
-    assert sdpa_mask(Append("causal"), 4, 4, torch.device("cuda")) == Attend(causal=True)
+    assert isinstance(resolve_attention(Append("causal"), 4, 10, torch.device("cuda")).mask, CausalBias)
+    assert resolve_attention(Append("causal"), 4, 10, torch.device("cpu")).mask.shape == (1, 1, 4, 10)
+    assert resolve_attention(Append("causal"), 4, 4, torch.device("cuda")) == Attend(causal=True)
 
 
 def test_common_inference_forwards_build_no_per_row_mask(micro_folder):

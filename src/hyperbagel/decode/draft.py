@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.model.kv_cache import KVCache
-from hyperbagel.model.masks import Append, sdpa_mask
+from hyperbagel.model.masks import Append, resolve_attention
 from hyperbagel.model.qwen2_mot import LLMConfig, MoTDecoderLayer, Qwen2Model, RMSNorm, keys_after, rope_cos_sin
 
 DRAFT_FILE, DRAFT_CONFIG = "draft.safetensors", "draft.json"
@@ -195,7 +195,7 @@ class Draft(nn.Module):
             x = x + s[..., 2 * D:]
         if self.dec is not None:
             cos, sin = self._rope(positions, x.dtype)
-            attend = sdpa_mask(mask, x.shape[1], keys_after(cache, x.shape[1]), x.device)
+            attend = resolve_attention(mask, x.shape[1], keys_after(cache, x.shape[1]), x.device)
             x = self.dec(x, None, cos, sin, attend, cache, 0, True)
         return x
 
@@ -214,7 +214,7 @@ class Draft(nn.Module):
         if self.cfg.bypass:
             u = u + feature
         cos, sin = self._rope(positions, u.dtype)
-        attend = sdpa_mask(mask, u.shape[1], keys_after(cache, u.shape[1]), u.device)
+        attend = resolve_attention(mask, u.shape[1], keys_after(cache, u.shape[1]), u.device)
         for i, layer in enumerate(self.layers):
             u = layer(u, None, cos, sin, attend, cache, i, update_cache)
         return u

@@ -6,7 +6,7 @@ block (later tokens see its clean copy instead).
 
 Inference, a new block over a cache (``Append``): text is causal with *bottom-right* alignment (the new tokens see
 the whole cache, then causal among themselves); image blocks see the whole cache and themselves bidirectionally.
-``sdpa_mask`` turns either structure into the cheapest attention call (``attend``); only irregular layouts get a
+``resolve_attention`` turns either structure into the cheapest attention call (``attend``); only irregular layouts get a
 dense mask.
 """
 
@@ -101,7 +101,8 @@ class Attend:
     block_mask: object | None = None  # torch.nn.attention.flex_attention.BlockMask
 
 
-def sdpa_mask(attention: Tensor | Append | Packed | Attend | None, S: int, K: int, device: torch.device) -> Attend:
+def resolve_attention(attention: Tensor | Append | Packed | Attend | None, S: int, K: int,
+                      device: torch.device) -> Attend:
     """The cheapest attention arguments for ``S`` queries over ``K`` keys.
 
     A full block (or one causal token) gets no mask over a clean cache and a key mask broadcast over the queries

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyperbagel.model.kv_cache import KVCache
-from hyperbagel.model.masks import Append, Attend, Packed, attend, sdpa_mask
+from hyperbagel.model.masks import Append, Attend, Packed, attend, resolve_attention
 
 Module = Callable[[Tensor], Tensor]
 
@@ -181,7 +181,7 @@ class MoTAttention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if cache is not None:
             k, v = cache.extend(layer, k, v, store=update_cache)
-        out = attend(q, k, v, sdpa_mask(mask, S, k.shape[2], q.device), enable_gqa=H != Hkv)
+        out = attend(q, k, v, resolve_attention(mask, S, k.shape[2], q.device), enable_gqa=H != Hkv)
         out = out.transpose(1, 2).reshape(B, S, H * hd)
         return route(out, routing, self.o_proj, self.o_proj_moe_gen)
 
@@ -238,7 +238,7 @@ class Qwen2Model(nn.Module):
         """
         cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         routing = Routing.of(gen)
-        mask = sdpa_mask(mask, x.shape[1], keys_after(cache, x.shape[1]), x.device)
+        mask = resolve_attention(mask, x.shape[1], keys_after(cache, x.shape[1]), x.device)
         states = [] if return_layer_states else None
         for i, layer in enumerate(self.layers):
             x = layer(x, routing, cos, sin, mask, cache, i, update_cache)
