@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 
 import torch
@@ -23,6 +24,9 @@ def init(device: str = "cpu") -> None:
 
 def _leave() -> None:
     if dist.is_initialized():
+        # Free what is only held in reference cycles (sharded modules and their hooks, pending gloo work) while the
+        # interpreter is whole: freed during its teardown instead, gloo work can abort a finished process.
+        gc.collect()
         dist.destroy_process_group()
 
 
