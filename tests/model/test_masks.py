@@ -152,3 +152,17 @@ def test_flex_attention_attends_as_the_dense_mask(micro_folder):
                            mask=Packed(batch.mask.block_ids, batch.mask.modes, flex=flex)).hidden[real]
                   for flex in (False, True)]
     torch.testing.assert_close(hidden[1], hidden[0], rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_block_mask_is_the_eager_one():
+    """CUDA builds the block mask compiled (the rule evaluated per tile); here both ways, on the CPU, agree."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    from hyperbagel.model.masks import _compiled
+
+    packed = _random_layout(torch.Generator().manual_seed(5), B=2, S=16)
+    rule = lambda b, h, q, k: packed.allowed(b, q, k)  # noqa: E731
+    compiled = _compiled(create_block_mask)(rule, 2, None, 16, 16, device="cpu", BLOCK_SIZE=4)
+    eager = create_block_mask(rule, 2, None, 16, 16, device="cpu", BLOCK_SIZE=4)
+    assert torch.equal(compiled.to_dense(), eager.to_dense())
+    assert not eager.to_dense().all()  # some tiles are skipped

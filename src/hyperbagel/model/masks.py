@@ -55,11 +55,13 @@ class Packed:
         return self.allowed(rows, idx[None, :, None], idx[None, None, :])[:, None]
 
     def block_mask(self):
+        """The flex-attention block mask; compiled on CUDA, so that the rule is evaluated per tile and the
+        ``[S, S]`` mask never exists (eager ``create_block_mask`` builds it first)."""
         from torch.nn.attention.flex_attention import create_block_mask
 
         B, S = self.block_ids.shape
-        return create_block_mask(lambda b, h, q, k: self.allowed(b, q, k), B, None, S, S,
-                                 device=self.block_ids.device)
+        make = _compiled(create_block_mask) if self.block_ids.device.type == "cuda" else create_block_mask
+        return make(lambda b, h, q, k: self.allowed(b, q, k), B, None, S, S, device=self.block_ids.device)
 
 
 @dataclass(frozen=True)
@@ -129,10 +131,9 @@ def resolve_attention(attention: Tensor | Append | Packed | Attend | None, S: in
 
 
 @functools.cache
-def _compiled_flex():
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention, dynamic=False)
+def _compiled(fn):
+    """``torch.compile(fn)``, made once per function (flex attention's functions are only fused when compiled)."""
+    return torch.compile(fn)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, a: Attend, enable_gqa: bool) -> Tensor:
@@ -140,6 +141,6 @@ def attend(q: Tensor, k: Tensor, v: Tensor, a: Attend, enable_gqa: bool) -> Tens
     if a.block_mask is not None:
         from torch.nn.attention.flex_attention import flex_attention
 
-        flex = _compiled_flex() if q.device.type == "cuda" else flex_attention  # eager: the CPU's reference
+        flex = _compiled(flex_attention) if q.device.type == "cuda" else flex_attention  # eager: the CPU's reference
         return flex(q, k, v, block_mask=a.block_mask, enable_gqa=enable_gqa)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=a.mask, is_causal=a.causal, enable_gqa=enable_gqa)
