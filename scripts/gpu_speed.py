@@ -623,7 +623,7 @@ def main(argv=None) -> int:
         info1 = StudentInfo(stage="refl", steps=1)
         pipes["student-1"] = (Pipeline(model, vae, tok, student, info1, compile=args.compile), True, info1)
     if draft is not None and args.compile:
-        draft.forward = torch.compile(draft.forward, dynamic=True)  # as Pipeline.load_draft does
+        draft.compile(dynamic=True)  # as Pipeline.load_draft does
     timer = Timer(device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
     save()

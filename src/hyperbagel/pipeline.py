@@ -73,7 +73,6 @@ class Pipeline:
         """``compile``: decode, draft and denoising steps run through ``torch.compile`` (see ``Forwarder``); the
         first call of each shape compiles (minutes on a CPU), later ones are faster."""
         self.model, self.vae, self.tokenizer = model.eval(), vae.eval(), tokenizer
-        self.compile = compile
         self.fwd = Forwarder(self.model, compile=compile)
         self.cfg = model.cfg
         self.student = student.eval() if student is not None else None
@@ -102,8 +101,8 @@ class Pipeline:
         """Decode answers and think plans speculatively with the draft in ``path`` (None: plain decoding again).
         Output is unchanged (greedy: token for token; sampling: in distribution); only the forwards drop."""
         self.draft = None if path is None else load_draft(path, self.model)
-        if self.draft is not None and self.compile:
-            self.draft.forward = torch.compile(self.draft.forward, dynamic=True)  # the draft step
+        if self.draft is not None and self.fwd.compiled:
+            self.draft.compile(dynamic=True)  # the draft step
         self.spec = spec or SpecConfig()
 
     def can_accelerate(self, task: str) -> bool:
@@ -178,9 +177,7 @@ class Pipeline:
         return vit_position_ids(side, side, self.cfg.max_latent_size).to(self.fwd.device), side, side
 
     def _encode(self, pixels: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
-        mean, logvar = self.vae.posterior(pixels)
-        eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators]).to(mean.device)
-        return patchify_latents(self.vae.scale(mean + torch.exp(0.5 * logvar) * eps), self.cfg.latent_patch_size)
+        return patchify_latents(self.vae.encode_rows(pixels, generators), self.cfg.latent_patch_size)
 
     def _decode(self, x: torch.Tensor) -> list[np.ndarray]:
         _, h, w = self._latent_ids()

@@ -286,6 +286,13 @@ class AutoEncoder(nn.Module):
             z = mean + torch.exp(0.5 * logvar) * noise
         return self.scale(z)
 
+    def encode_rows(self, x: Tensor, generators: list[torch.Generator]) -> Tensor:
+        """Images [B, C, H, W] → scaled posterior samples, row ``b``'s ε drawn from ``generators[b]`` on the CPU (so
+        a row's latent does not depend on the batch it is in, or on the device)."""
+        mean, logvar = self.posterior(x)
+        eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators]).to(mean.device)
+        return self.scale(mean + torch.exp(0.5 * logvar) * eps)
+
     def decode(self, z: Tensor) -> Tensor:
         """Scaled latents [B, z_channels, h, w] → images [B, out_channels, h·f, w·f] (nominally [-1, 1])."""
         return self.decoder(self.unscale(z))

@@ -194,9 +194,10 @@ class Forwarder:
         new_valid = torch.ones(B, S, dtype=torch.bool, device=self.device)
         positions = ctx.rope[:, None].expand(B, S)
         record = update_cache and ctx.trace is not None
-        lm = self.model.lm if update_cache else self._denoise
+        denoising = not update_cache
+        lm = self._denoise if denoising else self.model.lm
         out = self._lm(ctx, x, positions, gen, ctx.attention("full", S), update_cache, layer_states or record, lm)
-        if lm is self._denoise and self._graphs:  # keep this call's outputs past the next replay (CFG's branches)
+        if denoising and self._graphs:  # keep this call's outputs past the next replay (CFG's branches)
             out.hidden = out.hidden.clone()
             out.layer_states = None if out.layer_states is None else [s.clone() for s in out.layer_states]
         if record:

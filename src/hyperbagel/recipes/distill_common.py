@@ -247,9 +247,7 @@ def _t2i_item(rng: np.random.Generator, resolution: int, caption_share: float):
 
 def _latents(pipe: Pipeline, scenes, generators) -> Tensor:
     pixels = torch.stack([to_model_pixels(render(s)) for s in scenes]).to(pipe.fwd.device)
-    mean, logvar = pipe.vae.posterior(pixels)
-    eps = torch.stack([torch.randn(mean.shape[1:], generator=g) for g in generators]).to(mean.device)
-    return patchify_latents(pipe.vae.scale(mean + torch.exp(0.5 * logvar) * eps), pipe.cfg.latent_patch_size)
+    return patchify_latents(pipe.vae.encode_rows(pixels, generators), pipe.cfg.latent_patch_size)
 
 
 @torch.no_grad()

@@ -190,11 +190,9 @@ def _context(fwd: Forwarder, vae, specs: list[dict], tok: ShapesTokenizer) -> Co
     if kind != "think":
         pixels = torch.stack([_pixels(s) for s in specs])
         if kind == "interleaved":
-            mean, logvar = vae.posterior(pixels)
-            eps = torch.stack([torch.randn(mean.shape[1:], generator=torch.Generator().manual_seed(s["seed"]))
-                               for s in specs])
+            generators = [torch.Generator().manual_seed(s["seed"]) for s in specs]
             side = cfg.image_size // cfg.latent_downsample
-            latents = patchify_latents(vae.scale(mean + torch.exp(0.5 * logvar) * eps), cfg.latent_patch_size)
+            latents = patchify_latents(vae.encode_rows(pixels, generators), cfg.latent_patch_size)
             fwd.prefill_vae(ctx, latents, vit_position_ids(side, side, cfg.max_latent_size))
         p = cfg.vit.patch_size
         tokens = torch.stack([patchify_image(px, p) for px in pixels])
