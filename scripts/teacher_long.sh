@@ -8,9 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/teacher-long}
 mkdir -p "$(dirname "$out")"
-[ -f runs/vae/ae.safetensors ] || hyperbagel train vae --preset tiny --out runs/vae >>runs/vae.log 2>&1
+# this checkout's code, whichever clone an editable install points at (a fresh-clone test run re-points it)
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+[ -f runs/vae/ae.safetensors ] || python -m hyperbagel.cli train vae --preset tiny --out runs/vae >>runs/vae.log 2>&1
 jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 [ -f "$jemalloc" ] && export LD_PRELOAD="$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}"
-TQDM_MININTERVAL=60 nohup hyperbagel train teacher --vae runs/vae/ae.safetensors --out "$out" >>"$out.log" 2>&1 &
+TQDM_MININTERVAL=60 nohup python -m hyperbagel.cli train teacher --vae runs/vae/ae.safetensors --out "$out" >>"$out.log" 2>&1 &
 echo "$!" >"$out.pid"
 echo "teacher run: pid $(cat "$out.pid"), log $out.log"
