@@ -120,15 +120,20 @@ def lr_at(cfg: DistillConfig, step: int, lr: float | None = None) -> float:
 
 class Runner(Entry):
     """A model of a stage entered through one forward (``training/sharding.Entry``), with a ``Forwarder`` on it:
-    ``runner.velocity(...)`` is the forwarder's, and a runner stands in for a forwarder wherever only ``velocity``
-    is called (``distilled_velocity``, ``teacher_guided_velocity``)."""
+    ``runner.velocity(...)`` is the forwarder's velocity (with ``None`` for its ``LMOutput``), and a runner stands in
+    for a forwarder wherever only the velocity is used (``distilled_velocity``, ``teacher_guided_velocity``)."""
 
     def __init__(self, model: Bagel):
         super().__init__(model)
         self.fwd = Forwarder(model)
 
     def velocity(self, *args, **kwargs):
-        return self(self.fwd.velocity, *args, **kwargs)
+        return self(self._velocity, *args, **kwargs)
+
+    def _velocity(self, *args, **kwargs):
+        # Only the velocity leaves the entry: FSDP2 hooks the root's backward on every tensor the entry returns, and
+        # warns for the language model's hidden states, a view, on which an in-place op would drop the hook
+        return self.fwd.velocity(*args, **kwargs)[0], None
 
 
 @dataclass
