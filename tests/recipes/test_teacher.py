@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hyperbagel.errors import HyperBagelError
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.checkpoint import load_pretrained
 from hyperbagel.model.presets import preset
@@ -44,6 +45,18 @@ def test_interrupted_run_resumes_with_identical_losses(vae_file, tmp_path):
     model_b, _ = load_pretrained(tmp_path / "b")
     for (k, a), (_, b) in zip(model_a.state_dict().items(), model_b.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+def test_a_run_refuses_to_resume_with_another_autoencoder(vae_file, tmp_path):
+    train_teacher(_cfg(vae_file, tmp_path / "run", steps=3), progress=False, stop_after=1)
+    torch.manual_seed(1)
+    other = tmp_path / "other-ae.safetensors"
+    save_autoencoder(AutoEncoder(preset("micro").vae), other)
+    with pytest.raises(HyperBagelError, match="another autoencoder"):
+        train_teacher(_cfg(other, tmp_path / "run", steps=3), progress=False)
+    assert len(_history(tmp_path / "run")) == 1  # nothing trained
+    train_teacher(_cfg(vae_file, tmp_path / "run", steps=3), progress=False)  # the same one resumes
+    assert len(_history(tmp_path / "run")) == 3
 
 
 def test_parallel_data_workers_train_the_same_run(vae_file, tmp_path):

@@ -10,7 +10,7 @@ from hyperbagel.errors import HyperBagelError
 from hyperbagel.world import oracle, scoring, suites
 from hyperbagel.world.folders import Record, read_records, write_record
 from hyperbagel.world.render import render
-from hyperbagel.world.scene import sample_scene
+from hyperbagel.world.scene import sample_scene, scene_from_json
 from hyperbagel.world.tasks import edit, t2i
 
 
@@ -51,6 +51,16 @@ def test_oracle_scores_exactly_one_on_every_full_suite():
     vqa = scoring.score_vqa(predictions, items)
     assert vqa["accuracy"] == 1.0 and vqa["description_exact"] == 1.0 and vqa["n_questions"] == 700
     assert set(vqa["templates"].values()) == {1.0}
+
+
+def test_gedit_splits_sc_into_the_edit_done_and_everything_else_kept():
+    items = [i for i in suites.load_suite("gedit-shapes") if i["tag"] == "recolor"][:8]
+    copy = [Record(i, (render(scene_from_json(i["source"])),)) for i in items]  # the source, unedited
+    scores = scoring.score_gedit(copy)
+    assert scores["preserved"]["tags"] == {"recolor": 1.0} and scores["edit_ok"]["tags"] == {"recolor": 0.0}
+    assert scores["SC"]["overall"] == 0.0
+    oracle_scores = scoring.score_gedit(oracle.gedit_records(items, "oracle"))
+    assert oracle_scores["preserved"]["overall"] == oracle_scores["edit_ok"]["overall"] == 1.0
 
 
 def test_chance_scores_far_below_one():

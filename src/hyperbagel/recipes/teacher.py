@@ -22,10 +22,11 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from hyperbagel.errors import HyperBagelError
 from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.bagel import Bagel
-from hyperbagel.model.checkpoint import build_model, save_pretrained
+from hyperbagel.model.checkpoint import AE_FILE, build_model, save_pretrained
 from hyperbagel.model.config import BagelConfig
 from hyperbagel.model.presets import preset
 from hyperbagel.model.sequence import Batch, encode_latents, layout, losses, row_losses
@@ -366,6 +367,8 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
         raise ValueError(f"tokenizer has {tok.vocab_size} words, preset vocab is {base.llm.vocab_size}")
     mcfg, model = build_teacher(cfg, vae.config)
     resuming = (out / "train" / STATE_FILE).is_file()
+    if resuming:
+        _check_same_autoencoder(out, vae, cfg.vae)
     vit_seconds = 0.0
     if cfg.vit_init and not resuming:
         model.vit_model.vision_model.load_state_dict(load_file(cfg.vit_init), strict=True)
@@ -445,6 +448,18 @@ def _resume(folder: Path, forward: TeacherLosses, ema: nn.Module, opt) -> dict |
     checkpoints (safetensors files) resumes from those, in one process."""
     return ckpt.resume(folder, {"model": forward, "ema": ema}, {"model": opt},
                        lambda: load_training_state(folder, forward.model, ema, opt, forward.heads))
+
+
+def _check_same_autoencoder(out: Path, vae: AutoEncoder, given: str) -> None:
+    """A resumed run keeps the autoencoder it started with: the model learned that one's latents. The run folder
+    holds a copy (``ae.safetensors``, written with every export)."""
+    stored = out / AE_FILE
+    if not stored.is_file():
+        return
+    theirs, mine = load_file(stored), vae.state_dict()
+    if theirs.keys() != mine.keys() or any(not torch.equal(theirs[k], mine[k].cpu()) for k in mine):
+        raise HyperBagelError(f"{out} was trained with another autoencoder than {given} (its copy: {stored}); "
+                              "resume with that one, or train into another folder")
 
 
 def _export(out: Path, ema: Bagel, vae: AutoEncoder, tok: ShapesTokenizer) -> None:

@@ -71,8 +71,10 @@ def score_geneval(records: list[Record], run: dict | None = None) -> dict:
 
 
 def score_gedit(records: list[Record], run: dict | None = None) -> dict:
-    """GEdit-style SC / PQ / O per tag (O is ``overall``), plus masked L1 to the source and L1 to the target."""
+    """GEdit-style SC / PQ / O per tag (O is ``overall``), plus masked L1 to the source and L1 to the target, and SC's
+    two halves: the edit done (``edit_ok``) and everything else kept (``preserved``)."""
     sc, pq, o = defaultdict(list), defaultdict(list), defaultdict(list)
+    done, kept = defaultdict(list), defaultdict(list)
     masked, to_target = [], []
     for record in records:
         item = record.item
@@ -83,17 +85,21 @@ def score_gedit(records: list[Record], run: dict | None = None) -> dict:
             sc[item["tag"]].append(s.sc)
             pq[item["tag"]].append(s.pq)
             o[item["tag"]].append(s.o)
+            done[item["tag"]].append(float(s.edit_ok))
+            kept[item["tag"]].append(float(s.preserved))
             to_target.append(s.l1_target)
             if s.masked_l1 is not None:
                 masked.append(s.masked_l1)
     tags = _by_tag(o)
-    sc_tags, pq_tags = _by_tag(sc), _by_tag(pq)
+    sc_tags, pq_tags, done_tags, kept_tags = _by_tag(sc), _by_tag(pq), _by_tag(done), _by_tag(kept)
     scores = {
         "benchmark": "gedit-shapes",
         "overall": _overall(tags),
         "tags": tags,
         "SC": {"overall": _overall(sc_tags), "tags": sc_tags},
         "PQ": {"overall": _overall(pq_tags), "tags": pq_tags},
+        "edit_ok": {"overall": _overall(done_tags), "tags": done_tags},
+        "preserved": {"overall": _overall(kept_tags), "tags": kept_tags},
         "masked_l1": fmean(masked) if masked else None,
         "l1_target": fmean(to_target) if to_target else None,
         "n_images": len(to_target),
