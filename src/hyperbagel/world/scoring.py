@@ -31,6 +31,12 @@ def _overall(tags: dict[str, float]) -> float:
     return fmean(tags.values()) if tags else 0.0
 
 
+def _summary(values: dict[str, list[float]]) -> dict:
+    """The mean per tag (``tags``) and their unweighted mean (``overall``)."""
+    tags = _by_tag(values)
+    return {"overall": _overall(tags), "tags": tags}
+
+
 def score_geneval(records: list[Record], run: dict | None = None) -> dict:
     """Lenient (GenEval-style) and strict accuracy per tag over images, plus think-mode plan agreement."""
     lenient, strict = defaultdict(list), defaultdict(list)
@@ -51,12 +57,10 @@ def score_geneval(records: list[Record], run: dict | None = None) -> dict:
             if j < len(record.plans) and record.plans[j] is not None:
                 agreement.append(float(plan_agrees(record.plans[j], d)))
         any_correct.append(float(any(verdicts)))
-    tags, strict_tags = _by_tag(lenient), _by_tag(strict)
     scores = {
         "benchmark": "geneval-shapes",
-        "overall": _overall(tags),
-        "tags": tags,
-        "strict": {"overall": _overall(strict_tags), "tags": strict_tags},
+        **_summary(lenient),
+        "strict": _summary(strict),
         "prompts_any_correct": fmean(any_correct) if any_correct else 0.0,
         "n_images": len(unexplained),
         "n_prompts": len(records),
@@ -73,8 +77,8 @@ def score_geneval(records: list[Record], run: dict | None = None) -> dict:
 def score_gedit(records: list[Record], run: dict | None = None) -> dict:
     """GEdit-style SC / PQ / O per tag (O is ``overall``), plus masked L1 to the source and L1 to the target, and SC's
     two halves: the edit done (``edit_ok``) and everything else kept (``preserved``)."""
-    sc, pq, o = defaultdict(list), defaultdict(list), defaultdict(list)
-    done, kept = defaultdict(list), defaultdict(list)
+    parts = ("O", "SC", "PQ", "edit_ok", "preserved")
+    per_tag = {name: defaultdict(list) for name in parts}
     masked, to_target = [], []
     for record in records:
         item = record.item
@@ -82,24 +86,15 @@ def score_gedit(records: list[Record], run: dict | None = None) -> dict:
             raise HyperBagelError(f"not a gedit-shapes item: {str(item)[:80]}")
         for image in record.samples:
             s = edit.check_edit(item, image)
-            sc[item["tag"]].append(s.sc)
-            pq[item["tag"]].append(s.pq)
-            o[item["tag"]].append(s.o)
-            done[item["tag"]].append(float(s.edit_ok))
-            kept[item["tag"]].append(float(s.preserved))
+            for name, value in zip(parts, (s.o, s.sc, s.pq, s.edit_ok, s.preserved)):
+                per_tag[name][item["tag"]].append(float(value))
             to_target.append(s.l1_target)
             if s.masked_l1 is not None:
                 masked.append(s.masked_l1)
-    tags = _by_tag(o)
-    sc_tags, pq_tags, done_tags, kept_tags = _by_tag(sc), _by_tag(pq), _by_tag(done), _by_tag(kept)
     scores = {
         "benchmark": "gedit-shapes",
-        "overall": _overall(tags),
-        "tags": tags,
-        "SC": {"overall": _overall(sc_tags), "tags": sc_tags},
-        "PQ": {"overall": _overall(pq_tags), "tags": pq_tags},
-        "edit_ok": {"overall": _overall(done_tags), "tags": done_tags},
-        "preserved": {"overall": _overall(kept_tags), "tags": kept_tags},
+        **_summary(per_tag.pop("O")),  # O is the score itself
+        **{name: _summary(values) for name, values in per_tag.items()},
         "masked_l1": fmean(masked) if masked else None,
         "l1_target": fmean(to_target) if to_target else None,
         "n_images": len(to_target),
