@@ -22,6 +22,8 @@ export TQDM_MININTERVAL=60
 setsid nohup bash -c '
     set -e
     python -m hyperbagel.cli train vae --preset tiny --out runs/vae >>runs/vae.log 2>&1
+    # which autoencoder this start uses, to compare rebuilds on other machines (docs/teacher.md)
+    echo "$(date -u +%FT%TZ) $(hostname) autoencoder sha256 $(sha256sum runs/vae/ae.safetensors)" >>"$1.log"
     exec python -m hyperbagel.cli train teacher --vae runs/vae/ae.safetensors --out "$1" >>"$1.log" 2>&1
 ' teacher-long "$out" </dev/null >/dev/null 2>&1 &
 echo "$!" >"$out.pid"

@@ -119,6 +119,10 @@ def add_commands(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None, help="also write the scores here")
     p.add_argument("--bf16", action="store_true", help="run the language model under bf16 CPU autocast")
+    p.add_argument("--text-scale", type=float, default=None,
+                   help="image suites: text guidance scale (default: the task's, 4.0)")
+    p.add_argument("--image-scale", type=float, default=None,
+                   help="gedit-shapes: image guidance scale (default 1.5)")
     p.set_defaults(func=cmd_eval_model)
 
     p = subparsers.add_parser("ship", help="make a trained model folder a shipped one: bf16 weights, model card, "
@@ -429,8 +433,16 @@ def cmd_understand(args) -> int:
 
 
 def cmd_eval_model(args) -> int:
-    from hyperbagel.eval.model_eval import EvalSettings, evaluate
+    from hyperbagel.eval.model_eval import EvalSettings, evaluate, suite_guidance
 
+    guidance = None
+    if args.text_scale is not None or args.image_scale is not None:
+        if args.suite == "vqa-shapes":
+            raise HyperBagelError("--text-scale and --image-scale apply to the image suites, not to vqa-shapes")
+        try:
+            guidance = suite_guidance(args.suite, args.text_scale, args.image_scale)
+        except ValueError as err:
+            raise HyperBagelError(str(err)) from None
     pipe = _pipeline(args)
     if args.bf16:
         import torch
@@ -439,7 +451,7 @@ def cmd_eval_model(args) -> int:
             if fwd is not None:
                 fwd.autocast = torch.bfloat16
     settings = EvalSettings(args.suite, args.out, args.limit, args.samples, args.batch, args.seed,
-                            precision="bf16-autocast" if args.bf16 else "fp32")
+                            precision="bf16-autocast" if args.bf16 else "fp32", guidance=guidance)
     scores = evaluate(pipe, str(args.ckpt), settings)
     text = json.dumps(scores, indent=2)
     print(text)

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from hyperbagel.errors import HyperBagelError
-from hyperbagel.pipeline import Pipeline
+from hyperbagel.flow.guidance import GuidanceConfig
+from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline
 from hyperbagel.world import folders, scoring, suites
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import scene_from_json
@@ -38,6 +39,15 @@ class EvalSettings:
     max_new_tokens: int = 80
     progress: bool = True
     precision: str = "fp32"
+    guidance: GuidanceConfig | None = None  # image suites: None is the pipeline's default for the task
+
+
+def suite_guidance(suite: str, text_scale: float | None = None, image_scale: float | None = None) -> GuidanceConfig:
+    """The guidance an image suite samples with: the task's default (``T2I_GUIDANCE`` for generation,
+    ``EDIT_GUIDANCE`` for editing) with the scales that are given replaced."""
+    base = EDIT_GUIDANCE if suite == "gedit-shapes" else T2I_GUIDANCE
+    return GuidanceConfig(**{**asdict(base), **{k: v for k, v in (("text_scale", text_scale),
+                                                                  ("image_scale", image_scale)) if v is not None}})
 
 
 def _run_info(pipe_name: str, settings: EvalSettings, sampler: str, forwards: int, calls: int, images: int,
@@ -72,7 +82,11 @@ def evaluate(pipe: Pipeline, model_name: str, settings: EvalSettings, sampler_na
     items = suites.load_suite(settings.suite, settings.limit)
     out = Path(settings.out)
     out.mkdir(parents=True, exist_ok=True)
-    gk = generate_kw or {}
+    gk = dict(generate_kw or {})
+    if settings.suite != "vqa-shapes":
+        gk.setdefault("guidance", settings.guidance or suite_guidance(settings.suite))
+    elif settings.guidance is not None:
+        raise HyperBagelError("guidance applies to the image suites, not to vqa-shapes")
     bar = tqdm(total=len(items), desc=settings.suite, unit="item", disable=not settings.progress)
     start, forwards, calls, outputs = time.perf_counter(), 0, 0, 0
     predictions = []
@@ -102,6 +116,8 @@ def evaluate(pipe: Pipeline, model_name: str, settings: EvalSettings, sampler_na
     bar.close()
     seconds = time.perf_counter() - start
     run = _run_info(model_name, settings, sampler_name, forwards, calls, outputs, seconds)
+    if "guidance" in gk:
+        run["guidance"] = asdict(gk["guidance"])
     folders.write_run(out, run)
     if settings.suite == "vqa-shapes":
         path = folders.write_predictions(out, predictions)
