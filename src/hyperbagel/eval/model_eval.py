@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -46,8 +46,8 @@ def suite_guidance(suite: str, text_scale: float | None = None, image_scale: flo
     """The guidance an image suite samples with: the task's default (``T2I_GUIDANCE`` for generation,
     ``EDIT_GUIDANCE`` for editing) with the scales that are given replaced."""
     base = EDIT_GUIDANCE if suite == "gedit-shapes" else T2I_GUIDANCE
-    return GuidanceConfig(**{**asdict(base), **{k: v for k, v in (("text_scale", text_scale),
-                                                                  ("image_scale", image_scale)) if v is not None}})
+    given = {"text_scale": text_scale, "image_scale": image_scale}
+    return replace(base, **{k: v for k, v in given.items() if v is not None})
 
 
 def _run_info(pipe_name: str, settings: EvalSettings, sampler: str, forwards: int, calls: int, images: int,
