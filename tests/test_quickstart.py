@@ -91,6 +91,36 @@ def test_finished_training_stage_with_other_settings_is_refused(uninterrupted):
         run_quickstart(TEST.replace(teacher_steps=3), a)
 
 
+def test_starts_from_a_pretrained_teacher(uninterrupted, tmp_path):
+    """``--teacher``: a shipped teacher is checked and copied in, no autoencoder or teacher is trained, the stages
+    after it train from it; a run begun from one teacher refuses another, and a damaged one is refused by name."""
+    from hyperbagel.pretrained.ship import ship
+
+    a, _ = uninterrupted
+    shipped, c = tmp_path / "shipped", tmp_path / "c"
+    ship(a / "teacher", shipped, [], "hyperbagel train teacher --preset micro")
+    cfg = TEST.replace(teacher_from=str(shipped))
+    stages = [s.name for s in plan(cfg, c)]
+    assert stages[0] == "pretrained-teacher" and "vae" not in stages and "teacher" not in stages
+    assert f"--vae {c}/teacher/ae.safetensors" in {s.name: s for s in plan(cfg, c)}["reward"].command
+    res = run_quickstart(cfg, c, stop_after="distill-cfg")
+    assert [s["status"] for s in res.stages] == ["ran"] * (stages.index("distill-cfg") + 1)
+    for f in shipped.iterdir():
+        assert (c / "teacher" / f.name).read_bytes() == f.read_bytes(), f.name
+    assert not (c / "vae").exists() and len(_history(c / "distill-cfg")) == TEST.cfg_steps
+    assert {s["status"] for s in run_quickstart(cfg, c, stop_after="distill-cfg").stages} == {"cached"}
+
+    ship(a / "teacher", shipped, [], "hyperbagel train teacher --preset micro", bf16=False)  # other weights
+    with pytest.raises(HyperBagelError, match="pretrained-teacher .* other settings"):
+        run_quickstart(cfg, c)
+    with (shipped / "tokenizer.json").open("a") as f:
+        f.write(" ")
+    with pytest.raises(HyperBagelError, match="tokenizer.json does not match its SHA-256"):
+        run_quickstart(cfg, tmp_path / "d")
+    with pytest.raises(HyperBagelError, match="model folder not found"):
+        plan(TEST.replace(teacher_from=str(tmp_path / "nothing")), c)
+
+
 def test_missing_commands_are_skipped_and_said(monkeypatch, tmp_path):
     import hyperbagel.quickstart as qs
 
@@ -114,6 +144,8 @@ def test_config_validation_names_the_field():
         MICRO.replace(teacher_steps=0)
     with pytest.raises(ValueError, match="variants"):
         MICRO.replace(variants=("eagle3",))
+    with pytest.raises(ValueError, match="teacher_from"):
+        MICRO.replace(teacher_from="")
     with pytest.raises(ValueError, match="unknown QuickstartConfig fields"):
         QuickstartConfig.from_dict({"teacher_step": 3})
     assert QuickstartConfig.from_dict(MICRO.to_dict()) == MICRO

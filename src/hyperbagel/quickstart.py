@@ -51,6 +51,9 @@ class QuickstartConfig:
     stage's command reads with ``--config``)."""
 
     preset: str = "micro"  # the model preset (hyperbagel.model.presets)
+    # a trained or shipped teacher (a model folder or a shipped name such as "shapes-teacher") to start from: copied
+    # into the run in place of training the autoencoder and the teacher; None trains both
+    teacher_from: str | None = None
     vae_steps: int = 200
     teacher_steps: int = 150
     draft_steps: int = 60  # per variant
@@ -112,6 +115,9 @@ class QuickstartConfig:
             raise ValueError(f"QuickstartConfig.gammas must be positive chain lengths, got {self.gammas}")
         if not self.trees or any(len(t) != 3 or min(t) < 1 for t in self.trees):
             raise ValueError(f"QuickstartConfig.trees must be (top_k, depth, total_tokens) triples, got {self.trees}")
+        if self.teacher_from is not None and (not isinstance(self.teacher_from, str) or not self.teacher_from):
+            raise ValueError(f"QuickstartConfig.teacher_from must be a model folder or shipped name, "
+                             f"got {self.teacher_from!r}")
         unknown = sorted(set(self.overrides) - set(OVERRIDE_KEYS))
         if unknown:
             raise ValueError(f"QuickstartConfig.overrides has unknown stages {unknown}; stages are {OVERRIDE_KEYS}")
@@ -246,12 +252,7 @@ def plan(cfg: QuickstartConfig, run: Path) -> list[Stage]:
         return {"argv": [*argv, "--config", f"{cfgdir}/{name}.json"], "config": ov[key],
                 "config_file": f"configs/{name}.json"}
 
-    stages: list[Stage] = []
-    stages.append(Stage("vae", "vae", "the Shapes World autoencoder",
-                        ["train", "vae", "--preset", cfg.preset, "--out", f"{r}/vae", "--steps", str(cfg.vae_steps)]))
-    spec = with_config("teacher", ["train", "teacher", "--preset", cfg.preset, "--vae", f"{r}/vae/ae.safetensors",
-                                         "--out", f"{r}/teacher", "--steps", str(cfg.teacher_steps)], "teacher")
-    stages.append(Stage("teacher", "teacher", "the unified teacher (CE + flow matching)", **spec))
+    stages = _teacher_stages(cfg, run, with_config)
     for variant in cfg.variants:
         spec = with_config("draft", ["train", "draft", "--target", f"{r}/teacher", "--out",
                                            f"{r}/drafts/{variant}", "--variant", variant, "--data",
@@ -269,7 +270,8 @@ def plan(cfg: QuickstartConfig, run: Path) -> list[Stage]:
         stages.append(Stage(f"distill-{stage}", f"distill-{stage}", f"6-step model, stage {stage}", **spec))
         init = stage
     # the 1-step model (issue 6): run when its commands exist
-    spec = with_config("reward", ["train", "reward", "--out", f"{r}/reward", "--vae", f"{r}/vae/ae.safetensors",
+    vae = f"{r}/teacher/ae.safetensors" if cfg.teacher_from else f"{r}/vae/ae.safetensors"
+    spec = with_config("reward", ["train", "reward", "--out", f"{r}/reward", "--vae", vae,
                                         "--steps", str(cfg.reward_steps), "--judge-model", f"{r}/teacher",
                                         "--judge-images", str(cfg.reward_judge_images)], "reward")
     stages.append(Stage("reward", "reward", "the reward model standing in for HPSv3 (for ReFL)", **spec))
@@ -322,6 +324,27 @@ def plan(cfg: QuickstartConfig, run: Path) -> list[Stage]:
                                   f"max_new_tokens={cfg.max_new_tokens})",
                         rerun_on_change=True))
     return stages
+
+
+def _teacher_stages(cfg: QuickstartConfig, run: Path, with_config: Callable[..., dict]) -> list[Stage]:
+    """The autoencoder and the teacher, trained; or a pretrained teacher (its autoencoder inside) copied in. The
+    copy's command names the weights' SHA-256, so a run started from one teacher refuses another."""
+    r = str(run)
+    if cfg.teacher_from:
+        from hyperbagel.model.checkpoint import MODEL_FILE
+        from hyperbagel.pretrained import copy_folder, resolve, sha256
+
+        source = resolve(cfg.teacher_from)
+        digest = sha256(source / MODEL_FILE) if (source / MODEL_FILE).is_file() else "missing"
+        return [Stage("pretrained-teacher", "teacher", f"the pretrained teacher {cfg.teacher_from} (copied in)",
+                      call=lambda: {"files": copy_folder(source, run / "teacher")},
+                      call_text=f"hyperbagel.pretrained.copy_folder({cfg.teacher_from!r}, {r + '/teacher'!r})  "
+                                f"# {MODEL_FILE} sha256 {digest}")]
+    spec = with_config("teacher", ["train", "teacher", "--preset", cfg.preset, "--vae", f"{r}/vae/ae.safetensors",
+                                   "--out", f"{r}/teacher", "--steps", str(cfg.teacher_steps)], "teacher")
+    return [Stage("vae", "vae", "the Shapes World autoencoder",
+                  ["train", "vae", "--preset", cfg.preset, "--out", f"{r}/vae", "--steps", str(cfg.vae_steps)]),
+            Stage("teacher", "teacher", "the unified teacher (CE + flow matching)", **spec)]
 
 
 def _mark_unavailable(stages: list[Stage]) -> None:
@@ -649,7 +672,8 @@ def deterministic_results(run: str | Path) -> dict:
     def history(folder: Path) -> list:
         return json.loads((folder / "train" / "train_state.json").read_text())["history"]
 
-    out = {"vae": json.loads((run / "vae" / "train" / "train_state.json").read_text())["losses"]}
+    vae = run / "vae" / "train" / "train_state.json"  # absent when the run started from a pretrained teacher
+    out = {"vae": json.loads(vae.read_text())["losses"] if vae.is_file() else None}
     trained = ["teacher", *(f"drafts/{v}" for v in VARIANTS), *(f"distill-{s}" for s in SIX_STEP), "reward",
                *(f"distill-{s}" for s in ONE_STEP)]
     out.update({f: history(run / f) for f in trained if (run / f / "train").is_dir()})
@@ -680,6 +704,9 @@ def add_commands(subparsers) -> None:
                         "(under five minutes); smoke: every stage cut to the bone (seconds; measures nothing)")
     p.add_argument("--out", type=Path, default=None, help="the run folder (default: runs/<preset>)")
     p.add_argument("--config", type=Path, default=None, help="JSON file of QuickstartConfig overrides")
+    p.add_argument("--teacher", default=None, metavar="FOLDER",
+                   help="start from this trained teacher (a model folder, or a shipped name such as shapes-teacher) "
+                        "instead of training the autoencoder and the teacher")
     p.add_argument("--stop-after", default=None, metavar="STAGE", help="stop after this stage (as an interruption)")
     p.add_argument("--list", action="store_true", help="list the stages, their commands and state, and exit")
     p.set_defaults(func=cmd_quickstart)
@@ -703,6 +730,8 @@ def load_config(preset: str, overrides: Path | None) -> QuickstartConfig:
 
 def cmd_quickstart(args) -> int:
     cfg = load_config(args.preset, args.config)
+    if args.teacher is not None:
+        cfg = cfg.replace(teacher_from=args.teacher)
     run = args.out or Path("runs") / args.preset
     if args.list:
         for st in plan(cfg, run):

@@ -8,6 +8,7 @@ and ``SHA256SUMS`` (one line per file, as ``sha256sum`` writes it), which ``veri
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 from hyperbagel.errors import HyperBagelError
@@ -59,3 +60,22 @@ def verify(folder: Path) -> dict[str, str]:
             raise HyperBagelError(f"{folder / name} does not match its SHA-256 in {SUMS_FILE}")
         sums[name] = digest
     return sums
+
+
+def copy_folder(source: str | Path, dest: Path) -> dict[str, str]:
+    """Copy a model folder (a path or a shipped name) into ``dest``: its files, not its subfolders (a training run's
+    checkpoints stay behind). A folder with ``SHA256SUMS`` is checked against it first. Returns {file name: SHA-256}
+    of the copies."""
+    source = resolve(source)
+    if (source / SUMS_FILE).is_file():
+        verify(source)
+    if not (source / "config.json").is_file():
+        raise HyperBagelError(f"{source} is not a model folder: config.json is missing")
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = {}
+    for path in sorted(p for p in source.iterdir() if p.is_file()):
+        tmp = dest / (path.name + ".tmp")
+        shutil.copyfile(path, tmp)
+        tmp.replace(dest / path.name)
+        copied[path.name] = sha256(dest / path.name)
+    return copied
