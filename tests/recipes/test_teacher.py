@@ -201,6 +201,31 @@ def test_aligned_run_changes_training_and_plain_run_is_unchanged_by_the_options(
     assert plain[-1]["gen/mse"] != on[-1]["gen/mse"]  # the auxiliary gradient moved it
 
 
+def test_the_default_curriculum_asks_yes_no_questions_on_small_scenes_in_its_phase_only():
+    import numpy as np
+
+    from hyperbagel.model.sequence import Text
+    from hyperbagel.model.tokenizer import ShapesTokenizer
+    from hyperbagel.recipes.shapes_tasks import TaskMix, und_sample
+    from hyperbagel.recipes.teacher import phase_at
+    from hyperbagel.world.vocab import all_words
+
+    cfg = TeacherConfig()
+    assert [phase_at(cfg, s)[1].yes_no for s in (0, 3709, 3710, 4689, 4690, 6999)] == [0, 0, 0.5, 0.5, 0, 0]
+    assert phase_at(cfg, 4000)[0] == cfg.batch
+    tok = ShapesTokenizer.build(list(all_words()))
+
+    def questions(mix: TaskMix) -> list[str]:
+        return [tok.decode([b for b in und_sample(np.random.default_rng(i), tok, 64, mix)
+                            if isinstance(b, Text)][0].ids) for i in range(40)]
+
+    assert {q.split()[0] for q in questions(TaskMix(describe=0.0, yes_no=1.0))} == {"is", "are"}  # exist, compare
+    # switched off, the option draws nothing: the data are the same whatever its scene size
+    assert questions(TaskMix()) == questions(TaskMix(yes_no_objects=4))
+    with pytest.raises(ValueError, match="yes_no"):
+        TaskMix(yes_no=1.5)
+
+
 def test_snapshots_keep_the_ema_model_of_every_nth_step(vae_file, tmp_path):
     train_teacher(_cfg(vae_file, tmp_path, snapshot_every=2), progress=False)
     snaps = sorted(p.name for p in (tmp_path / "snapshots").iterdir())

@@ -236,6 +236,19 @@ def test_vqa_answers_on_a_hand_scene():
     assert vqa.answer_for("describe the image.", scene).startswith("a large red circle at the top left")
 
 
+def test_free_scene_questions_take_an_object_count():
+    """Training curricula ask exist and compare questions on scenes of a given size; the answer still holds."""
+    rng = np.random.default_rng(0)
+    for template in vqa.FREE_SCENE:
+        for n in (1, 2):
+            for answer in vqa.ANSWERS[template]:
+                item = vqa.sample_question(rng, template, answer, n_objects=n)
+                scene = scene_from_json(item["scene"])
+                assert len(scene.objects) == n and vqa.answer_for(item["question"], scene) == answer
+    with pytest.raises(ValueError, match="n_objects"):
+        vqa.sample_question(rng, "color", n_objects=1)
+
+
 def test_vqa_suite_is_balanced_and_correct():
     items = load_suite("vqa-shapes")
     by_template = Counter(item["template"] for item in items)

@@ -19,6 +19,7 @@ from hyperbagel.model.pixels import to_model_pixels
 from hyperbagel.model.sequence import Block, Text, VaeImage, VitImage
 from hyperbagel.model.tokenizer import ShapesTokenizer
 from hyperbagel.world.captions import caption
+from hyperbagel.world.palette import MAX_OBJECTS
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import sample_scene, scene_from_json
 from hyperbagel.world.tasks import edit as edit_tasks
@@ -36,6 +37,16 @@ class TaskMix:
     drop_text: float = 0.1
     drop_images: float = 0.1
     caption_objects: int = 0  # at most this many objects in caption-prompt scenes (0: the world's range)
+    # of question samples, the share drawn as yes/no questions (exist, compare) on scenes of 1..yes_no_objects
+    # objects: a curriculum phase, since on the world's scenes they stay at chance (docs/teacher.md, "Yes/no")
+    yes_no: float = 0.0
+    yes_no_objects: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.yes_no <= 1.0:
+            raise ValueError(f"TaskMix.yes_no must be in [0, 1], got {self.yes_no}")
+        if not 1 <= self.yes_no_objects <= MAX_OBJECTS:
+            raise ValueError(f"TaskMix.yes_no_objects must be in 1..{MAX_OBJECTS}, got {self.yes_no_objects}")
 
 
 def _pixels(scene):
@@ -79,6 +90,10 @@ def edit_sample(rng: np.random.Generator, tok: ShapesTokenizer, resolution: int,
 def und_sample(rng: np.random.Generator, tok: ShapesTokenizer, resolution: int, mix: TaskMix) -> list[Block]:
     if rng.random() < mix.describe:
         item = vqa.sample_description(rng, resolution)
+    elif mix.yes_no and rng.random() < mix.yes_no:  # no draw at all when off: the default data stay as they were
+        template = vqa.FREE_SCENE[rng.integers(len(vqa.FREE_SCENE))]
+        n = int(rng.integers(1, mix.yes_no_objects + 1))
+        item = vqa.sample_question(rng, template, resolution=resolution, n_objects=n)
     else:
         item = vqa.sample_question(rng, vqa.TEMPLATES[rng.integers(len(vqa.TEMPLATES))], resolution=resolution)
     px = _pixels(scene_from_json(item["scene"]))

@@ -112,12 +112,13 @@ def is_correct(item: dict, prediction: str) -> bool:
 # ---------------------------------------------------------------------------------------------------- generation
 
 
-def _question(rng: np.random.Generator, template: str, answer: str, resolution: int) -> tuple[str, Scene] | None:
+def _question(rng: np.random.Generator, template: str, answer: str, resolution: int,
+              n_objects: int | None = None) -> tuple[str, Scene] | None:
     """One attempt at a question of ``template`` whose answer is ``answer``, with its scene (or None)."""
     R = resolution
     pick = lambda seq: seq[rng.integers(len(seq))]  # noqa: E731
     if template == "exist":
-        scene = sample_scene(rng, R)
+        scene = sample_scene(rng, R, n_objects)
         present = sorted({(o.color, o.shape) for o in scene.objects})
         absent = [(c, s) for c in P.COLORS for s in P.SHAPES if (c, s) not in present]
         color, shape = pick(present if answer == "yes" else absent)
@@ -157,11 +158,14 @@ def _question(rng: np.random.Generator, template: str, answer: str, resolution: 
         question = f"what shape is {pick(RELATIONS)} {ref}?"
         return (question, scene) if ref is not None and answer_for(question, scene) == answer else None
     if template == "compare":
-        scene = sample_scene(rng, R)
+        scene = sample_scene(rng, R, n_objects)
         shape1, shape2 = (P.SHAPES[i] for i in rng.choice(len(P.SHAPES), size=2, replace=False))
         question = f"are there more {shape1}s than {shape2}s?"
         return (question, scene) if answer_for(question, scene) == answer else None
     raise ValueError(f"unknown question template {template!r}")
+
+
+FREE_SCENE = ("exist", "compare")  # templates whose scene is any scene (the answer is read off it afterwards)
 
 
 def sample_question(
@@ -170,11 +174,18 @@ def sample_question(
     answer: str | None = None,
     resolution: int = P.DEFAULT_RESOLUTION,
     item_id: str = "",
+    n_objects: int | None = None,
 ) -> dict:
-    """A question item of ``template`` (with the given answer, else a uniformly random one) on a random scene."""
+    """A question item of ``template`` (with the given answer, else a uniformly random one) on a random scene.
+
+    ``n_objects`` fixes the object count of the scene for the templates that draw it freely (``FREE_SCENE``: exist
+    and compare); training curricula use it, the suites never do (None: the world's range, the same draws as ever).
+    """
+    if n_objects is not None and template not in FREE_SCENE:
+        raise ValueError(f"n_objects applies to the {FREE_SCENE} templates only, not {template!r}")
     answer = ANSWERS[template][rng.integers(len(ANSWERS[template]))] if answer is None else answer
     while True:
-        made = _question(rng, template, answer, resolution)
+        made = _question(rng, template, answer, resolution, n_objects)
         if made is not None:
             question, scene = made
             assert answer_for(question, scene) == answer
