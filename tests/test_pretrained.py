@@ -38,11 +38,21 @@ def test_ship_rounds_to_bf16_writes_card_and_hashes(micro_folder, tmp_path):
     assert answer.texts and answer.forwards > 0
 
 
-def test_verify_names_a_changed_file(micro_folder, tmp_path):
-    scores = tmp_path / "s.json"
-    scores.write_text(json.dumps({"benchmark": "vqa-shapes", "overall": 0.0}))
+def test_ships_before_scoring_and_again_with_the_scores(micro_folder, tmp_path):
     out = tmp_path / "shipped"
-    ship(Path(micro_folder), out, [scores], "cmd")
+    ship(Path(micro_folder), out, [], "cmd")
+    assert "Not scored yet." in (out / "MODEL_CARD.md").read_text()
+    scores = tmp_path / "s.json"
+    scores.write_text(json.dumps({"benchmark": "gedit-shapes", "overall": 0.25}))
+    sums = ship(Path(micro_folder), out, [scores], "cmd")
+    assert "| gedit-shapes | 0.250" in (out / "MODEL_CARD.md").read_text() and "scores-gedit-shapes.json" in sums
+    ship(Path(micro_folder), out, [], "cmd")  # shipped again without it: no stale score file stays behind
+    assert not list(out.glob("scores-*.json")) and verify(out)
+
+
+def test_verify_names_a_changed_file(micro_folder, tmp_path):
+    out = tmp_path / "shipped"
+    ship(Path(micro_folder), out, [], "cmd")
     data = bytearray((out / "tokenizer.json").read_bytes())
     data[-2] ^= 1
     (out / "tokenizer.json").write_bytes(bytes(data))

@@ -129,8 +129,9 @@ def add_commands(subparsers) -> None:
                                            "SHA256SUMS")
     p.add_argument("run", type=Path, help="the trained model folder (as train teacher leaves it)")
     p.add_argument("--out", type=Path, required=True, help="e.g. src/hyperbagel/pretrained/shapes-teacher")
-    p.add_argument("--scores", type=Path, nargs="+", required=True,
-                   help="score JSON files of the full suites (eval-model --json) to put in the card")
+    p.add_argument("--scores", type=Path, nargs="*", default=[],
+                   help="score JSON files of the full suites (eval-model --json) to put in the card (none: the card "
+                        "says it is not scored yet; ship again once it is)")
     p.add_argument("--command", required=True, help="the command that trained it, for the card")
     p.add_argument("--fp32", action="store_true", help="keep fp32 weights (default: round to bf16)")
     p.set_defaults(func=cmd_ship)

@@ -28,6 +28,16 @@ def _commit() -> str:
         return "unknown"
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (Linux), else what ``platform`` knows of it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or "unknown CPU"
+
+
 def _score_rows(scores: list[dict]) -> list[str]:
     rows = ["| suite | overall | per tag | images | sampler, precision |", "|---|---|---|---|---|"]
     for s in scores:
@@ -58,6 +68,8 @@ def ship(run: Path, out: Path, scores: list[Path], command: str, bf16: bool = Tr
     state = json.loads(state_file.read_text()) if state_file.is_file() else {}
     if state:
         (out / "history.json").write_text(json.dumps(state["history"]) + "\n")
+    for stale in out.glob("scores-*.json"):  # a folder shipped again carries only this shipping's scores
+        stale.unlink()
     for p, s in zip(scores, results):
         (out / f"scores-{s.get('benchmark', Path(p).stem)}.json").write_text(json.dumps(s, indent=1) + "\n")
     hours = state.get("seconds", 0.0) / 3600
@@ -69,11 +81,13 @@ def ship(run: Path, out: Path, scores: list[Path], command: str, bf16: bool = Tr
         "## How it was made", "",
         f"- command: `{command}`",
         f"- commit: `{_commit()}`",
-        f"- steps: {state.get('step', '?')}; training wall clock {hours:.2f} h (ViT pre-training included)",
-        f"- machine of the shipping step: {platform.machine()}, {platform.processor() or 'unknown CPU'}, "
+        f"- steps: {state.get('step', '?')}; training wall clock {hours:.2f} h "
+        "(ViT pre-training and any pauses included)",
+        f"- machine of the shipping step: {platform.machine()}, {_cpu_name()}, "
         f"torch {torch.__version__}",
         "- configuration: `train_config.json`; losses per step: `history.json`", "",
-        "## Scores (full suites, BAGEL's default samplers)", "", *_score_rows(results), "",
+        "## Scores (full suites, BAGEL's default samplers)", "",
+        *(_score_rows(results) if results else ["Not scored yet."]), "",
         "## Files", "", "SHA-256 of every file: `SHA256SUMS` (`sha256sum -c SHA256SUMS`).", "",
     ]
     (out / "MODEL_CARD.md").write_text("\n".join(card))
