@@ -67,6 +67,7 @@ def test_train_and_bench_commands(micro_teacher, tmp_path, capsys):
     assert report["greedy_identity"]["all_identical"] and report["greedy_identity"]["items"] == 6
     names = [r["name"] for r in report["rows"]]
     assert names[0] == "plain decoding" and any("fastest tree" in n for n in names)
+    assert names[1].startswith("prompt lookup (no draft)") and report["calibration"]["fastest_lookup"]
     assert {t["variant"] for t in report["table1"]} == {"hyper-bagel", "eagle3"}
     plain = report["rows"][0]["splits"]["all"]
     assert plain["tau"] == 1.0 and plain["speedup"] == 1.0

@@ -203,6 +203,32 @@ def _accept_tree_without_renormalising(p, tokens, parents, g):
     return accepted, nxt
 
 
+def _fixed_chain_step(rule):
+    """Prompt lookup's drafts: deterministic (here two fixed tokens after each root), verified as a chain of
+    point-mass drafts by ``rule``."""
+    def step(root, g):
+        tokens = torch.stack([root, (root + 1) % V, (root + 3) % V], 1)
+        accepted, nxt = rule(TARGET[tokens], tokens, [-1, 0, 1], g)
+        return [tokens[i, accepted[i].nonzero().flatten()[1:]].tolist() + [int(nxt[i])] for i in range(len(root))]
+
+    return step
+
+
+def _accept_fixed_chain_resampling_from_p(p, tokens, parents, g):
+    """Known bug: after rejecting a deterministic draft, draw the next token from p, the rejected token included."""
+    B, N, _ = p.shape
+    accepted = torch.zeros(B, N, dtype=torch.bool)
+    accepted[:, 0] = True
+    nxt = torch.zeros(B, dtype=torch.long)
+    for b in range(B):
+        node = 0
+        while node + 1 < N and torch.rand((), generator=g, dtype=p.dtype) < p[b, node, tokens[b, node + 1]]:
+            node += 1
+            accepted[b, node] = True
+        nxt[b] = torch.multinomial(p[b, node], 1, generator=g)
+    return accepted, nxt
+
+
 N_CHAIN, N_TREE = 60_000, 40_000
 
 
@@ -217,6 +243,13 @@ def test_tree_sampling_is_the_target_distribution():
     first, second = _two_tokens(_tree_step(accept_tree), N_TREE, seed=0)
     assert _chi2_pvalue(first, second, N_TREE) > 1e-3
     first, second = _two_tokens(_tree_step(_accept_tree_without_renormalising), 8_000, seed=0)
+    assert _chi2_pvalue(first, second, 8_000) < 1e-6
+
+
+def test_deterministic_drafts_sample_the_target_distribution():
+    first, second = _two_tokens(_fixed_chain_step(accept_tree), N_TREE, seed=0)
+    assert _chi2_pvalue(first, second, N_TREE) > 1e-3
+    first, second = _two_tokens(_fixed_chain_step(_accept_fixed_chain_resampling_from_p), 8_000, seed=0)
     assert _chi2_pvalue(first, second, 8_000) < 1e-6
 
 

@@ -292,7 +292,7 @@ def _greedy_path(best: list[int], tokens: list[int], parents: list[int]) -> list
     return path
 
 
-def _accept(logits: Tensor, ids: Tensor, parents: list[int], q: Tensor | None, sampling: SamplingConfig,
+def accept_path(logits: Tensor, ids: Tensor, parents: list[int], q: Tensor | None, sampling: SamplingConfig,
             generator) -> tuple[list[int], int]:
     """Step 4: the accepted path (node indices, the root first) and the target's token after it."""
     if sampling.greedy:
@@ -307,7 +307,7 @@ def _accept(logits: Tensor, ids: Tensor, parents: list[int], q: Tensor | None, s
     return accepted[0].nonzero().flatten().tolist(), int(nxt[0])
 
 
-def _commit(ctx: Context, length: int, path: list[int]) -> None:
+def commit_path(ctx: Context, length: int, path: list[int]) -> None:
     """Step 5: keep the target's KV rows of the accepted path (``length`` rows were cached before the step)."""
     if path == list(range(len(path))):
         ctx.crop(length + len(path))
@@ -316,6 +316,24 @@ def _commit(ctx: Context, length: int, path: list[int]) -> None:
         ctx.cache.keep(keep)
         ctx.valid = ctx.valid[:, keep]
     ctx.rope = ctx.rope + len(path)
+
+
+def emit(out: list[int], tokens: list[int], eos: int, max_new_tokens: int) -> bool:
+    """Append one verification's tokens to ``out`` until <|im_end|> (True: decoding stops there) or the budget."""
+    for token in tokens:
+        if token == eos:
+            return True
+        out.append(token)
+        if len(out) == max_new_tokens:
+            break
+    return False
+
+
+def rewind(ctx: Context, start_len: int, start_rope: Tensor, emitted: int, stopped: bool) -> None:
+    """Leave ``ctx`` as plain decoding does: it fed the start token and every emitted token but the last."""
+    fed = emitted + 1 if stopped else emitted
+    ctx.crop(start_len + fed)
+    ctx.rope = start_rope + fed
 
 
 @torch.no_grad()
@@ -354,24 +372,16 @@ def speculative_generate(
         draft_forwards += len(ids) - 1 if spec.mode == "chain" else spec.depth
         positions = root_pos + depth.to(device)
         target = fwd.text_forward(ctx, ids[None], positions[None], within=within, layer_states=True)  # 3
-        path, nxt = _accept(fwd.model.logits(target.hidden[0]), ids, parents, q, sampling, generator)  # 4
-        _commit(ctx, length, path)  # 5
+        path, nxt = accept_path(fwd.model.logits(target.hidden[0]), ids, parents, q, sampling, generator)  # 4
+        commit_path(ctx, length, path)  # 5
         accepted.append(len(path) - 1)
         proposed.append(int(depth.max()))
         emitted = ids[path[1:]].tolist() + [nxt]
         index = torch.tensor(path, device=device)
         rows.pending = (torch.stack(target.layer_states, dim=2)[:, index], torch.tensor([emitted], device=device),
                         positions[index][None])
-        for token in emitted:
-            if token == eos:
-                stopped = True
-                break
-            out.append(token)
-            if len(out) == max_new_tokens:
-                break
+        stopped = emit(out, emitted, eos, max_new_tokens)
         root = nxt
-    fed = len(out) + 1 if stopped else len(out)  # what plain decoding feeds: the start token and all but the last
-    ctx.crop(start_len + fed)
-    ctx.rope = start_rope + fed
+    rewind(ctx, start_len, start_rope, len(out), stopped)
     return SpecResult(out, stopped, fwd.forwards - before, draft_forwards, time.perf_counter() - start, accepted,
                       proposed)

@@ -5,13 +5,15 @@ geneval-shapes prompts (*long*). Each item's context is prefilled once (with its
 a copy of it, greedy, fp32, batch 1, the rows interleaved item by item so that machine load drifts alike for all.
 Timing covers decoding only (the draft's read of the context included), not the shared prefill.
 
-Rows: plain decoding; vanilla EAGLE-3 (chain γ = 10 and its fastest γ); Hyper-Bagel chain γ = 10 (the paper's
-metric) and the fastest γ; the fastest Hyper-Bagel tree; and the paper's Table 1 ablations at γ = 10. The fastest
-settings are picked on ``calibrate`` long items spread over the split (every tried setting's τ and speedup are kept in
-``bench.json``'s ``calibration.sweep``: speedup against γ). Metrics: τ = committed tokens (<|im_end|> included) per
-target forward, bonus included; per-position acceptance α_n and the paper's 10-α = accepted / attempted draft
-positions over a 10-token chain (τ ≈ (1 − α¹¹)/(1 − α) if acceptance were position-independent); tokens/s and the
-wall-clock speedup over plain decoding; and token identity with plain decoding on every item.
+Rows: plain decoding; prompt-lookup decoding (no draft model: drafts copied from the prompt and the answer so far,
+at its fastest γ; the free peer every trained draft has to beat); vanilla EAGLE-3 (chain γ = 10 and its fastest γ);
+Hyper-Bagel chain γ = 10 (the paper's metric) and the fastest γ; the fastest Hyper-Bagel tree; and the paper's
+Table 1 ablations at γ = 10. The fastest settings are picked on ``calibrate`` long items spread over the split (every
+tried setting's τ and speedup are kept in ``bench.json``'s ``calibration.sweep``: speedup against γ). Metrics: τ =
+committed tokens (<|im_end|> included) per target forward, bonus included; per-position acceptance α_n and the
+paper's 10-α = accepted / attempted draft positions over a 10-token chain (τ ≈ (1 − α¹¹)/(1 − α) if acceptance were
+position-independent); tokens/s and the wall-clock speedup over plain decoding; and token identity with plain
+decoding on every item.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 
 from hyperbagel.decode.draft import VARIANTS, load_draft
 from hyperbagel.decode.generate import generate_text
+from hyperbagel.decode.lookup import LookupConfig, lookup_generate
 from hyperbagel.decode.speculative import SpecConfig, speculative_generate
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.files import atomic_write_text
@@ -104,16 +107,19 @@ def _draft_name(folder: Path) -> str:
 class _Row:
     name: str
     draft: str | None
-    spec: SpecConfig | None
+    spec: SpecConfig | LookupConfig | None  # None: plain decoding
     runs: dict[str, dict] = field(default_factory=dict)  # item id → run record
 
 
-def _decode(pipe: Pipeline, drafts: dict, ctx: Context, row: _Row, max_new: int) -> dict:
+def _decode(pipe: Pipeline, drafts: dict, ctx: Context, prompt: list[int], row: _Row, max_new: int) -> dict:
     if row.spec is None:
         res = generate_text(pipe.fwd, ctx.copy(), max_new)
         return {"tokens": res.tokens[0], "committed": len(res.tokens[0]) + int(res.stopped[0]),
                 "forwards": res.forwards, "seconds": res.seconds, "accepted": [], "proposed": []}
-    res = speculative_generate(pipe.fwd, drafts[row.draft], ctx.copy(), max_new, spec=row.spec)
+    if isinstance(row.spec, LookupConfig):
+        res = lookup_generate(pipe.fwd, ctx.copy(), prompt, max_new, cfg=row.spec)
+    else:
+        res = speculative_generate(pipe.fwd, drafts[row.draft], ctx.copy(), max_new, spec=row.spec)
     return {"tokens": res.tokens, "committed": res.committed, "forwards": res.forwards, "seconds": res.seconds,
             "accepted": res.accepted, "proposed": res.proposed}
 
@@ -161,25 +167,26 @@ def _time_rows(pipe, drafts, items, rows, max_new, progress, desc) -> None:
 
         bar = tqdm(total=len(items), desc=desc, unit="item", dynamic_ncols=True)
     for item in items:
-        ctx = _context(pipe, item)
+        ctx, prompt = _context(pipe, item), pipe.tokenizer.encode(item.question)
         for row in rows:
-            row.runs[item.id] = _decode(pipe, drafts, ctx, row, max_new)
+            row.runs[item.id] = _decode(pipe, drafts, ctx, prompt, row, max_new)
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
 
 
-def _fastest(pipe, drafts, items, draft: str, specs: list[SpecConfig], max_new, progress,
-             sweep: list[dict] | None = None) -> SpecConfig:
-    """The fastest of ``specs`` on ``items``; each setting's τ and speedup are appended to ``sweep``."""
+def _fastest(pipe, drafts, items, draft: str | None, specs: list, max_new, progress,
+             sweep: list[dict] | None = None):
+    """The fastest of ``specs`` on ``items`` (``draft`` None: prompt lookup's settings); each setting's τ and speedup
+    are appended to ``sweep``."""
     plain = _Row("plain", None, None)
     rows = [_Row(s.label, draft, s) for s in specs]
-    _time_rows(pipe, drafts, items, [plain, *rows], max_new, progress, f"calibrate {draft}")
+    _time_rows(pipe, drafts, items, [plain, *rows], max_new, progress, f"calibrate {draft or 'lookup'}")
     ids = [it.id for it in items]
     summaries = {r.name: _summary(r, plain, ids) for r in rows}
     speed = {name: s["speedup"] for name, s in summaries.items()}
-    log.info("calibration %s: %s", draft, ", ".join(f"{k} {v:.2f}×" for k, v in speed.items()))
+    log.info("calibration %s: %s", draft or "lookup", ", ".join(f"{k} {v:.2f}×" for k, v in speed.items()))
     if sweep is not None:
         sweep += [{"draft": draft, "spec": asdict(r.spec), "label": r.name, "items": len(ids),
                    "tau": summaries[r.name]["tau"], "speedup": speed[r.name]} for r in rows]
@@ -210,8 +217,11 @@ def run_understand_bench(settings: UnderstandBench) -> dict:
     best_base = (_fastest(pipe, drafts, calib, BASELINE, chains, settings.max_new_tokens, settings.progress, sweep)
                  if BASELINE in drafts else None)
 
+    best_lookup = _fastest(pipe, drafts, calib, None, [LookupConfig(gamma=g) for g in settings.gammas],
+                           settings.max_new_tokens, settings.progress, sweep)
+
     plain = _Row("plain decoding", None, None)
-    rows = [plain]
+    rows = [plain, _Row(f"prompt lookup (no draft), {best_lookup.label} (fastest)", None, best_lookup)]
     ten = SpecConfig("chain", gamma=10)
     if BASELINE in drafts:
         rows += [_Row(f"vanilla EAGLE-3, {ten.label}", BASELINE, ten),
@@ -250,6 +260,7 @@ def run_understand_bench(settings: UnderstandBench) -> dict:
                     "torch": torch.__version__, "threads": torch.get_num_threads(), "dtype": "float32",
                     "batch": 1, "decoding": "greedy"},
         "calibration": {"fastest_chain": best_chain.label, "fastest_tree": best_tree.label,
+                        "fastest_lookup": best_lookup.label,
                         "fastest_eagle3_chain": best_base.label if best_base else None,
                         "items": [it.id for it in calib], "sweep": sweep},
         "rows": report_rows,
@@ -267,7 +278,7 @@ def run_understand_bench(settings: UnderstandBench) -> dict:
 def format_table(report: dict) -> str:
     lines = ["| configuration | split | τ | 10-α | tokens/s | speedup | identical |", "|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
-        is_ten = row["spec"] is not None and row["spec"]["mode"] == "chain" and row["spec"]["gamma"] == 10
+        is_ten = row["spec"] is not None and row["spec"].get("mode") == "chain" and row["spec"]["gamma"] == 10
         for split in ("short", "long"):
             s = row["splits"].get(split)
             if s is None:

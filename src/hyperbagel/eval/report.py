@@ -198,15 +198,16 @@ def plot_speedup_gamma(data: dict) -> str | None:
     """Wall-clock speedup (and τ) against the chain length γ, from the bench's calibration sweep."""
     u = data.get("understand")
     sweep = (u or {}).get("calibration", {}).get("sweep") or []
-    chains = [s for s in sweep if s["spec"]["mode"] == "chain"]
+    chains = [s for s in sweep if s["spec"].get("mode", "chain") == "chain"]  # prompt lookup's have no mode
     if not chains:
         return None
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for draft in dict.fromkeys(s["draft"] for s in chains):
         pts = sorted((s["spec"]["gamma"], s["speedup"], s["tau"]) for s in chains if s["draft"] == draft)
-        a1.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=draft)
-        a2.plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=draft)
+        label = draft or "prompt lookup (no draft)"
+        a1.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+        a2.plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=label)
     a1.axhline(1.0, color="k", lw=0.8, ls="--")
     a1.set_xlabel("γ (draft tokens per verification)")
     a1.set_ylabel("speedup over plain decoding")
