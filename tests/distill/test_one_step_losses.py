@@ -13,7 +13,15 @@ from scipy import stats
 from hyperbagel.distill.adp import adp_discriminator_loss, adp_generator_loss, disc_times, input_times, pair_mse
 from hyperbagel.distill.pixel_discriminator import PixelDiscriminator
 from hyperbagel.distill.refl import refl_objective
-from hyperbagel.distill.reward import RewardModel, RewardModelConfig, encode_texts, refl_loss, reward_bce
+from hyperbagel.distill.reward import (
+    HardenedReward,
+    RewardModel,
+    RewardModelConfig,
+    encode_texts,
+    refl_loss,
+    reward_bce,
+    shift_images,
+)
 from hyperbagel.eval.reward_eval import agreement, auc, spearman
 from hyperbagel.flow.schedule import shift_time
 from hyperbagel.model.tokenizer import ShapesTokenizer
@@ -124,6 +132,54 @@ def test_reward_ignores_padding_and_passes_gradient_to_pixels(small_reward):
     assert x.grad.abs().sum() > 0 and all(p.grad is not None for p in model.parameters())
     with pytest.raises(ValueError):
         encode_texts(tok, ["a red circle " * 20], model.cfg.max_text)
+
+
+def test_shift_images_by_hand():
+    x = torch.zeros(2, 3, 5, 5)
+    x[:, :, 2, 2] = 1.0  # one lit pixel in the centre
+    x[1, :, 0, :] = 0.5  # and, in the second image, its top row at 0.5
+    shifted = shift_images(x, torch.tensor([[1, -2], [-1, 0]]))
+    assert shifted[0, 0, 3, 0] == 1 and shifted[0].sum() == 3  # down 1, left 2
+    assert shifted[1, 0, 1, 2] == 1  # up 1
+    assert torch.equal(shifted[1, :, 4], x[1, :, 4]) and shifted[1, 0, 0, 0] == 0  # the bottom row repeats; the old
+    # top row left the frame
+    assert torch.equal(shift_images(x, torch.zeros(2, 2, dtype=torch.long)), x)
+    g = x.clone().requires_grad_(True)
+    shift_images(g, torch.tensor([[2, 2], [0, 1]])).sum().backward()
+    assert g.grad.abs().sum() > 0
+
+
+class _Stub:
+    """A reward that is ``scale`` × the mean brightness of the image's top-left quarter (so shifts matter)."""
+
+    def __init__(self, scale):
+        self.scale, self.model = scale, None
+
+    def __call__(self, pixels, texts):
+        assert len(texts) == len(pixels)
+        return self.scale * pixels[:, :, :32, :32].mean((1, 2, 3))
+
+
+def test_hardened_reward_combines_models_and_averages_shifted_views():
+    pixels = torch.zeros(3, 3, 64, 64)
+    pixels[:, :, :32, :32] = torch.tensor([1.0, -1.0, 0.5])[:, None, None, None]
+    texts = ["a", "b", "c"]
+    low, high = _Stub(1.0), _Stub(3.0)
+    plain = HardenedReward([low])(pixels, texts)
+    assert torch.allclose(plain, torch.tensor([1.0, -1.0, 0.5]))
+    assert torch.allclose(HardenedReward([low, high], "min")(pixels, texts), torch.tensor([1.0, -3.0, 0.5]))
+    assert torch.allclose(HardenedReward([low, high], "mean")(pixels, texts), torch.tensor([2.0, -2.0, 1.0]))
+    hard = HardenedReward([low], views=4, max_shift=8)
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(3)]  # noqa: E731
+    a, b = hard(pixels, texts, gens()), hard(pixels, texts, gens())
+    assert torch.equal(a, b)  # the shifts are the generators' draws
+    assert not torch.allclose(a, plain) and (a.abs() <= plain.abs() + 1e-6).all()  # shifted views see less of it
+    assert torch.equal(hard(pixels, texts), plain)  # no generators: no shift
+    for bad in (dict(combine="max"), dict(views=0), dict(max_shift=-1)):
+        with pytest.raises(ValueError):
+            HardenedReward([low], **bad)
+    with pytest.raises(ValueError):
+        HardenedReward([])
 
 
 # ----- judge-labelled pairs -----

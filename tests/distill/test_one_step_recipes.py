@@ -86,10 +86,17 @@ def chain(micro_teacher, dmdo_folder, vae_file, tmp_path_factory):
     out["refl"] = _twice(train_refl, lambda o: ReFLConfig(
         teacher=str(micro_teacher), init=str(out["adp"][0]), reward=str(out["reward"][0]), out=str(o), steps=3,
         lr=1e-3, probe=2, **SMALL), root, "refl")
+    second = root / "reward-seed1"  # a second reward model, on its own seed, for the ensemble
+    train_reward(RewardTrainConfig(out=str(second), vae=str(vae_file), model=REWARD_MODEL, steps=3, batch=8, warmup=1,
+                                   report_pairs=16, generators=[str(dmdo_folder)], pool_images=6, seed=1),
+                 progress=False)
+    out["refl-hardened"] = _twice(train_refl, lambda o: ReFLConfig(
+        teacher=str(micro_teacher), init=str(out["adp"][0]), reward=str(out["reward"][0]), ensemble=[str(second)],
+        views=2, max_shift=3, out=str(o), steps=3, lr=1e-3, probe=2, **SMALL), root, "refl-hardened")
     return out
 
 
-@pytest.mark.parametrize("recipe", ["reward", "adp", "refl"])
+@pytest.mark.parametrize("recipe", ["reward", "adp", "refl", "refl-hardened"])
 def test_recipe_resumes_exactly(chain, recipe):
     a, b = chain[recipe]
     assert _state(a)["history"] == _state(b)["history"]
@@ -137,6 +144,12 @@ def test_adp_trains_both_discriminators_and_the_generator(chain):
     h = _state(a)["history"]
     assert all(r["disc_grad_norm"] > 0 and r["pixel_grad_norm"] > 0 for r in h)
     assert all(k in h[0] for k in ("gen/g_adv", "gen/d_latent", "gen/d_pixel", "edit/g_adv"))
+
+
+def test_a_hardened_reward_is_another_objective(chain):
+    plain, hardened = (_state(chain[name][0])["history"] for name in ("refl", "refl-hardened"))
+    assert [h["gen/reward"] for h in plain] != [h["gen/reward"] for h in hardened]
+    assert json.loads((chain["refl-hardened"][0] / "distill_config.json").read_text())["ensemble"]
 
 
 def test_refl_logs_the_exact_judge_beside_the_reward(chain):
@@ -192,8 +205,10 @@ def test_one_step_commands_end_to_end(micro_teacher, dmdo_folder, vae_file, tmp_
                  str(tmp_path / "adp"), "--steps", "1", "--config", str(tmp_path / "adp.json")]) == 0
     (tmp_path / "refl.json").write_text(json.dumps({"batch": {"gen": 1, "edit": 1}, "warmup": 1, "probe": 1}))
     assert main(["distill", "refl", "--teacher", str(micro_teacher), "--init", str(tmp_path / "adp"), "--reward",
-                 str(tmp_path / "reward"), "--out", str(tmp_path / "refl"), "--steps", "1", "--config",
-                 str(tmp_path / "refl.json")]) == 0
+                 str(tmp_path / "reward"), str(tmp_path / "reward"), "--out", str(tmp_path / "refl"), "--steps", "1",
+                 "--config", str(tmp_path / "refl.json")]) == 0  # two reward folders: an ensemble
+    written = json.loads((tmp_path / "refl" / "distill_config.json").read_text())
+    assert (written["reward"], written["ensemble"]) == (str(tmp_path / "reward"), [str(tmp_path / "reward")])
     capsys.readouterr()
     png = tmp_path / "g.png"
     assert main(["generate", "--ckpt", str(tmp_path / "refl"), "a blue square", "--out", str(png)]) == 0

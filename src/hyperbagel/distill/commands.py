@@ -42,7 +42,9 @@ def add_commands(subparsers) -> None:
         p.add_argument("--steps", type=int, default=None)
         p.add_argument("--config", type=Path, default=None, help="JSON file of config overrides")
         if stage == "refl":
-            p.add_argument("--reward", type=Path, default=Path("runs/reward"), help="the reward model's folder")
+            p.add_argument("--reward", type=Path, nargs="+", default=[Path("runs/reward")], metavar="FOLDER",
+                           help="the reward model's folder; more folders make an ensemble (the config's `combine`: "
+                                "their min by default)")
         p.set_defaults(func=cmd_distill, stage=stage)
 
     tsub = _group(subparsers, "train", "train a model", "train_command", "MODEL")
@@ -103,7 +105,9 @@ def cmd_distill(args) -> int:
     if getattr(args, "init", None) is not None:
         fields["init"] = str(args.init)
     if getattr(args, "reward", None) is not None:
-        fields["reward"] = str(args.reward)
+        fields["reward"] = str(args.reward[0])
+        if len(args.reward) > 1:
+            fields["ensemble"] = [str(f) for f in args.reward[1:]]
     cfg = config_from_json(config_cls, args.config, fields, f"distill {args.stage} --config")
     if args.steps:
         cfg.steps = args.steps

@@ -141,6 +141,56 @@ class Reward:
         return self.model(pixels, ids, valid)
 
 
+def shift_images(pixels: Tensor, offsets: Tensor) -> Tensor:
+    """Each image of ``pixels [B, 3, H, W]`` translated by its integer ``offsets [B, 2]`` (down, right; edges
+    repeated, so a uniform background stays uniform), differentiable in the pixels."""
+    B, _, H, W = pixels.shape
+    m = int(offsets.abs().max()) if offsets.numel() else 0
+    if m == 0:
+        return pixels
+    padded = F.pad(pixels, (m, m, m, m), mode="replicate")
+    return torch.stack([padded[b, :, m - int(dy): m - int(dy) + H, m - int(dx): m - int(dx) + W]
+                        for b, (dy, dx) in enumerate(offsets.tolist())])
+
+
+class HardenedReward:
+    """What ReFL climbs when one reward model is too easy to fool (docs/one_step.md, "the reward is hacked"): the
+    ensemble's ``min`` (or ``mean``) over independently trained reward models, averaged over ``views`` random
+    translations of each image by up to ``max_shift`` pixels. A pattern that fools one model, or one alignment of a
+    model's stride-8 stem, no longer raises the reward. One model, one view and no shift is the plain reward."""
+
+    def __init__(self, rewards: list[Reward], combine: str = "min", views: int = 1, max_shift: int = 0):
+        if not rewards:
+            raise ValueError("HardenedReward needs at least one reward model")
+        self.check(combine, views, max_shift)
+        self.rewards, self.combine, self.views, self.max_shift = rewards, combine, views, max_shift
+
+    @staticmethod
+    def check(combine: str, views: int, max_shift: int) -> None:
+        if combine not in ("min", "mean"):
+            raise ValueError(f"the reward ensemble's combine must be 'min' or 'mean', got {combine!r}")
+        if views < 1 or max_shift < 0:
+            raise ValueError(f"the reward needs views ≥ 1 and max_shift ≥ 0, got {views}, {max_shift}")
+
+    def __call__(self, pixels: Tensor, texts: list[str], generators: list[torch.Generator] | None = None) -> Tensor:
+        """Rewards ``[B]``; ``generators`` (one per row) draw the row's shifts: none, no shift (one view)."""
+        B = pixels.shape[0]
+        if generators is None or self.max_shift == 0:
+            views = [pixels]
+        else:
+            offsets = torch.stack([torch.randint(-self.max_shift, self.max_shift + 1, (self.views, 2), generator=g)
+                                   for g in generators], dim=1)  # [views, B, 2]
+            views = [shift_images(pixels, o) for o in offsets]
+        x = torch.cat(views)
+        scores = torch.stack([r(x, texts * len(views)) for r in self.rewards])  # [models, views·B]
+        combined = scores.min(0).values if self.combine == "min" else scores.mean(0)
+        return combined.view(len(views), B).mean(0)
+
+    @property
+    def models(self) -> list[RewardModel]:
+        return [r.model for r in self.rewards]
+
+
 def save_reward(folder: str | Path, model: RewardModel, tokenizer: ShapesTokenizer) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from hyperbagel.distill.refl import refl_objective
-from hyperbagel.distill.reward import load_reward
+from hyperbagel.distill.reward import HardenedReward, load_reward
 from hyperbagel.flow.schedule import x0_from_velocity
 from hyperbagel.model.pixels import to_uint8
 from hyperbagel.model.student import generation_params
@@ -63,6 +63,13 @@ class ReFLConfig(DistillConfig):
     init: str | None = "runs/distill-adp"
     out: str = "runs/distill-refl"
     reward: str = "runs/reward"  # the reward model's folder
+    # a harder reward to hack (distill/reward.py, HardenedReward): more reward folders, each trained on its own seed,
+    # combined with ``reward`` by their min or mean; and the mean over ``views`` random shifts of up to ``max_shift``
+    # pixels of each image. Off by default: one model, no shift
+    ensemble: list[str] = dataclasses.field(default_factory=list)
+    combine: str = "min"
+    views: int = 1
+    max_shift: int = 0
     steps: int = 200
     lr: float = 1e-5
     alpha: float = 3.0  # the reward threshold (the reward's logit: σ(3) ≈ 0.95); no gradient above it
@@ -75,6 +82,7 @@ class ReFLConfig(DistillConfig):
             raise ValueError("ReFLConfig.init must be the 1-step (adp) folder")
         if self.anchor_weight < 0 or self.probe < 0:
             raise ValueError("ReFLConfig.anchor_weight and probe must be non-negative")
+        HardenedReward.check(self.combine, self.views, self.max_shift)
 
 
 def reward_texts(c) -> list[str]:
@@ -107,7 +115,7 @@ def step_loss(setup, roles, cfg: ReFLConfig, step: int, group: str) -> dict[str,
     if "anchor" in roles:
         with torch.no_grad(), autocast(cfg):
             anchor = one_step(setup, roles["anchor"], c)
-    rewards = roles["reward"](pixels, reward_texts(c))
+    rewards = roles["reward"](pixels, reward_texts(c), c.generators)  # each row's shifts from its own generator
     loss, hinge, anchor_mse = refl_objective(rewards, cfg.alpha, x0_hat, anchor, cfg.anchor_weight)
     backward_share(loss, c, cfg)
     judged = judge_rows(c, list(to_uint8(pixels)))
@@ -137,12 +145,14 @@ def train_refl(cfg: ReFLConfig, progress: bool = True, stop_after: int | None = 
     setup = load_setup(cfg)
     fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)
-    reward = load_reward(cfg.reward)
-    reward.model.to(cfg.device)
+    reward = HardenedReward([load_reward(f) for f in (cfg.reward, *cfg.ensemble)], cfg.combine, cfg.views,
+                            cfg.max_shift)
+    for model in reward.models:
+        model.to(cfg.device)
     roles = {"generator": Runner(new_student(setup, cfg.init)), "reward": reward}
     if cfg.anchor_weight > 0:
         roles["anchor"] = Runner(new_student(setup, cfg.init, trainable=False))
-    distribute(setup, cfg, *(m if r != "reward" else m.model for r, m in roles.items()))
+    distribute(setup, cfg, roles["generator"], *reward.models, *([roles["anchor"]] if "anchor" in roles else []))
     params = generation_params(roles["generator"].model)
     opts = {"generator": torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)}
     state = resume(out, {"generator": roles["generator"]}, opts)
