@@ -91,8 +91,8 @@ class TeacherConfig:
     # phases of the run, in order: {"until": fraction of steps, "batch": {...}, "mix": {TaskMix overrides}}; a phase
     # leaves out what it does not change, and steps past the last phase use ``batch`` and ``mix``. The default's one
     # phase (steps 3,710-4,689 of 7,000) draws half the questions as yes/no questions on 1-2-object scenes, where
-    # fine-tunes broke them out of chance; added at step 3,200 of the long run, and kept so that a rebuild makes the
-    # same run, though in it they stayed at chance (docs/teacher.md, "Yes/no questions")
+    # fine-tunes broke them out of chance; added at step 3,200 of the long run, where they left chance between steps
+    # 4,700 and 6,000 (docs/teacher.md, "Yes/no questions")
     curriculum: list[dict] = field(default_factory=lambda: [{"until": 0.53}, {"until": 0.67, "mix": {"yes_no": 0.5}}])
     llm: dict = field(default_factory=dict)  # overrides of the preset's LLMConfig (width, depth, heads)
     snapshot_every: int = 0  # also keep the EMA model folder of every N-th step under OUT/snapshots/STEP
