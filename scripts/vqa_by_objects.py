@@ -25,10 +25,10 @@ def main() -> None:
             pred = json.loads(line)
             item = items[pred["id"]]
             n = len(item["scene"]["objects"])
-            for key in ((item["template"], n), ("all questions", n) if item["template"] != vqa.DESCRIBE else None):
-                if key is not None:
-                    right[key] += vqa.is_correct(item, pred["answer"])
-                    seen[key] += 1
+            keys = [item["template"]] + (["all questions"] if item["template"] != vqa.DESCRIBE else [])
+            for key in keys:
+                right[key, n] += vqa.is_correct(item, pred["answer"])
+                seen[key, n] += 1
     counts = sorted({n for _, n in seen})
     print("| template | " + " | ".join(f"{n} object{'s' * (n > 1)}" for n in counts) + " |")
     print("|---" * (len(counts) + 1) + "|")

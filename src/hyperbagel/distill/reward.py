@@ -144,7 +144,7 @@ class Reward:
 def shift_images(pixels: Tensor, offsets: Tensor) -> Tensor:
     """Each image of ``pixels [B, 3, H, W]`` translated by its integer ``offsets [B, 2]`` (down, right; edges
     repeated, so a uniform background stays uniform), differentiable in the pixels."""
-    B, _, H, W = pixels.shape
+    H, W = pixels.shape[-2:]
     m = int(offsets.abs().max()) if offsets.numel() else 0
     if m == 0:
         return pixels
