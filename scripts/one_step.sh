@@ -2,10 +2,10 @@
 # The 1-step model on a trained teacher and its 6-step model (scripts/distill.sh first): ADP, the reward model, ReFL,
 # the reward's report on generated images, then both benches with the teacher, the 6-step and the two 1-step rows on
 # the same noise. Each command resumes when re-run. Costs and what to read: docs/one_step.md.
-# Usage: bash scripts/one_step.sh [TEACHER_FOLDER]   (OMP_NUM_THREADS as the machine allows)
+# Usage: bash scripts/one_step.sh [TEACHER_FOLDER or shipped name]   (OMP_NUM_THREADS as the machine allows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-T="${1:-runs/teacher}"
+T="${1:-shapes-teacher}"  # default: the pretrained teacher
 hyperbagel distill adp  --teacher "$T" --init runs/distill-dmdo --out runs/distill-adp
 hyperbagel train reward --out runs/reward --judge-model runs/distill-adp \
   --generator runs/distill-adp --generator runs/distill-dmdo       # also learns from their samples, judged

@@ -121,6 +121,20 @@ def test_starts_from_a_pretrained_teacher(uninterrupted, tmp_path):
         plan(TEST.replace(teacher_from=str(tmp_path / "nothing")), c)
 
 
+def test_train_teacher_flag_trains_instead_of_copying(tmp_path, capsys):
+    """``tiny`` starts from the shipped teacher; ``--train-teacher`` plans the autoencoder and a teacher instead, and
+    asking for both a teacher to copy and one to train is refused."""
+    from hyperbagel.cli import main
+    from hyperbagel.quickstart import TINY
+
+    assert TINY.teacher_from == "shapes-teacher"
+    assert main(["quickstart", "--preset", "tiny", "--train-teacher", "--list", "--out", str(tmp_path)]) == 0
+    listed = capsys.readouterr().out.split()
+    assert "vae" in listed and "teacher" in listed and "pretrained-teacher" not in listed
+    assert main(["quickstart", "--train-teacher", "--teacher", "shapes-teacher", "--list"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+
+
 def test_missing_commands_are_skipped_and_said(monkeypatch, tmp_path):
     import hyperbagel.quickstart as qs
 

@@ -10,6 +10,7 @@ in the package and these tests are skipped, saying so."""
 import json
 
 import pytest
+import torch
 
 from hyperbagel.pretrained import HERE, resolve, verify
 from hyperbagel.world.render import render
@@ -54,3 +55,24 @@ def test_shipped_teacher_answers_the_fixed_questions():
     answers = pipe.understand(images, [q["question"] for q in questions], max_new_tokens=8).texts
     accuracy = sum(a.strip() == q["answer"] for a, q in zip(answers, questions)) / len(questions)
     assert accuracy >= BAR, f"accuracy {accuracy:.3f} on the 64 fixed questions"
+
+
+def test_commands_default_to_the_shipped_teacher(tmp_path, capsys):
+    """Every command that takes a model folder uses the shipped teacher when given none; so do the recipes'
+    configs and ``hyperbagel quickstart`` (tiny)."""
+    from PIL import Image
+
+    from hyperbagel.cli import main
+    from hyperbagel.model.checkpoint import load_pretrained
+    from hyperbagel.quickstart import TINY, plan
+    from hyperbagel.recipes.distill_common import DistillConfig, load_setup
+    from hyperbagel.recipes.draft import DraftTrainConfig
+
+    question = next(q for q in load_suite("vqa-shapes") if q["template"] != "describe")
+    Image.fromarray(render(scene_from_json(question["scene"]))).save(tmp_path / "scene.png")
+    assert main(["understand", str(tmp_path / "scene.png"), question["question"], "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out.strip()
+    teacher, _ = load_pretrained(FOLDER)
+    assert torch.equal(next(load_setup(DistillConfig()).pipe.model.parameters()), next(teacher.parameters()))
+    assert DraftTrainConfig().target == "shapes-teacher"
+    assert plan(TINY, tmp_path / "run")[0].name == "pretrained-teacher"

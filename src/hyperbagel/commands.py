@@ -11,6 +11,7 @@ import numpy as np
 
 from hyperbagel.decode.commands import add_draft_args, load_draft_from_args
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.pretrained import DEFAULT_MODEL, MODEL_HELP
 
 
 def add_commands(subparsers) -> None:
@@ -110,7 +111,7 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=cmd_understand)
 
     p = subparsers.add_parser("eval-model", help="run a model on a suite, write its result folder, score it")
-    p.add_argument("--ckpt", type=Path, required=True, help="model folder")
+    p.add_argument("--ckpt", type=Path, default=Path(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--suite", required=True, choices=("geneval-shapes", "gedit-shapes", "vqa-shapes"))
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--limit", type=int, default=None)
@@ -138,14 +139,14 @@ def add_commands(subparsers) -> None:
 
     p = subparsers.add_parser("sheet", help="one PNG of a model's images, edits and answers on the first item of each "
                                             "suite tag, each judged")
-    p.add_argument("--ckpt", type=Path, default=Path("runs/teacher"), help="model folder")
+    p.add_argument("--ckpt", type=Path, default=Path(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--out", type=Path, default=Path("sheet.png"))
     p.add_argument("--per-row", type=int, default=6)
     p.set_defaults(func=cmd_sheet)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", type=Path, default=Path("runs/teacher"), help="model folder")
+    p.add_argument("--ckpt", type=Path, default=Path(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decode, draft and denoising steps (pays off over many calls; CUDA graphs "

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from hyperbagel.decode.draft import VARIANTS as DRAFT_VARIANTS
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.pretrained import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +166,12 @@ MICRO = QuickstartConfig(
                "bench-understand": 6, "bench-generate": 3, "bench-edit": 7, "showcase": 3},
 )
 
-# tiny: the README's main command. The estimates are the stage times of its measured run on a fresh clone, two
-# threads on a two-core machine: 1 h 53 min 52 s in all (docs/quickstart.md).
+# tiny: the README's main command. It starts from the pretrained teacher (``--train-teacher`` trains the autoencoder
+# and a teacher with the short recipe below instead). The estimates are the stage times of its measured run on a
+# fresh clone, two threads on a two-core machine (docs/quickstart.md).
 TINY = QuickstartConfig(
-    preset="tiny", vae_steps=2000, teacher_steps=680, draft_steps=400, cfg_steps=40, tscd_steps=150, dmdo_steps=80,
+    preset="tiny", teacher_from=DEFAULT_MODEL, vae_steps=2000, teacher_steps=680, draft_steps=400, cfg_steps=40,
+    tscd_steps=150, dmdo_steps=80,
     reward_steps=600, reward_judge_images=64, adp_steps=100, refl_steps=60, encoder_steps=800, encoder_batch=64,
     overrides={"draft": {"data": {"samples": 4096}},
                # the 45-minute recipe of docs/teacher.md's third run (the default recipe is the 12-hour one)
@@ -707,6 +710,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--teacher", default=None, metavar="FOLDER",
                    help="start from this trained teacher (a model folder, or a shipped name such as shapes-teacher) "
                         "instead of training the autoencoder and the teacher")
+    p.add_argument("--train-teacher", action="store_true",
+                   help="train the autoencoder and the teacher from scratch with the preset's recipe instead of "
+                        "starting from the pretrained one (tiny starts from shapes-teacher)")
     p.add_argument("--stop-after", default=None, metavar="STAGE", help="stop after this stage (as an interruption)")
     p.add_argument("--list", action="store_true", help="list the stages, their commands and state, and exit")
     p.set_defaults(func=cmd_quickstart)
@@ -730,8 +736,12 @@ def load_config(preset: str, overrides: Path | None) -> QuickstartConfig:
 
 def cmd_quickstart(args) -> int:
     cfg = load_config(args.preset, args.config)
+    if args.teacher is not None and args.train_teacher:
+        raise HyperBagelError("--teacher and --train-teacher exclude each other")
     if args.teacher is not None:
         cfg = cfg.replace(teacher_from=args.teacher)
+    if args.train_teacher:
+        cfg = cfg.replace(teacher_from=None)
     run = args.out or Path("runs") / args.preset
     if args.list:
         for st in plan(cfg, run):

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.pretrained import DEFAULT_MODEL, MODEL_HELP
 
 VARIANT_NAMES = ("hyper-bagel", "eagle3", "no-zero-init", "no-ce", "no-zero-init-no-ce")
 
@@ -24,7 +25,7 @@ def add_commands(subparsers) -> None:
     train = _group(subparsers, "train", "train a model", "train_command")
     p = train.add_parser("draft", help="train a speculative-decoding draft for a target (builds its data first; "
                                        "resumes if OUT has a checkpoint)")
-    p.add_argument("--target", type=Path, default=Path("runs/teacher"), help="the target model folder")
+    p.add_argument("--target", type=Path, default=Path(DEFAULT_MODEL), help="the target: " + MODEL_HELP)
     p.add_argument("--out", type=Path, default=Path("runs/draft"))
     p.add_argument("--variant", default="hyper-bagel", choices=VARIANT_NAMES,
                    help="the paper's method or one of its Table 1 ablations")
@@ -37,7 +38,7 @@ def add_commands(subparsers) -> None:
     bench = _group(subparsers, "bench", "benchmarks", "bench_command")
     p = bench.add_parser("understand", help="speculative decoding vs plain decoding on vqa-shapes and think plans: "
                                             "τ, acceptance, tokens/s, speedup, greedy identity, Table 1 ablations")
-    p.add_argument("--target", type=Path, default=Path("runs/teacher"))
+    p.add_argument("--target", type=Path, default=Path(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--drafts", type=Path, nargs="+", required=True,
                    help="draft folders (their variant names come from their train_config.json)")
     p.add_argument("--out", type=Path, default=Path("out/bench-understand"))

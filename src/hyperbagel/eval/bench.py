@@ -34,6 +34,7 @@ from hyperbagel.files import atomic_write_text
 from hyperbagel.flow.solvers import prepare
 from hyperbagel.model.student import has_student, load_student, read_student_info
 from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline, SamplerSettings
+from hyperbagel.pretrained import resolve
 from hyperbagel.world import folders, scoring, suites
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import scene_from_json
@@ -269,7 +270,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
 
 def _fingerprint(teacher: Path, stages: dict[str, Path], rows: list[Row], settings: BenchSettings, items: int) -> dict:
     """What a resumed bench must share with the run it continues."""
-    return {"teacher": str(Path(teacher).resolve()),
+    return {"teacher": str(resolve(teacher).resolve()),
             "stages": {k: str(Path(v).resolve()) for k, v in stages.items() if k in {r.model for r in rows}},
             "rows": [[r.name, r.describe, r.model, list(astuple(r.sampler)), r.accelerated] for r in rows],
             "task": settings.task, "items": items, "samples": settings.samples, "batch": settings.batch,

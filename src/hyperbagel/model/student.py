@@ -27,6 +27,7 @@ from hyperbagel.errors import HyperBagelError
 from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.model.bagel import Bagel, guidance_embedder
 from hyperbagel.model.checkpoint import AE_FILE, CONFIG_FILE, MODEL_FILE, read_tensors
+from hyperbagel.pretrained import resolve
 
 STUDENT_FILE, STUDENT_INFO = "student.safetensors", "student.json"
 GEN_PREFIXES = ("time_embedder.", "vae2llm.", "llm2vae.", "latent_pos_embed.", "text_scale_embedder.",
@@ -150,7 +151,7 @@ def save_student(folder: str | Path, student: Bagel | dict[str, torch.Tensor], i
                  teacher_folder: str | Path) -> Path:
     """A deployable model folder: the teacher's files (hard-linked when possible) + ``student.safetensors`` (from
     the student, or its generation-branch tensors as ``generation_state`` gives them)."""
-    folder, teacher_folder = Path(folder), Path(teacher_folder)
+    folder, teacher_folder = Path(folder), resolve(teacher_folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in (CONFIG_FILE, MODEL_FILE, AE_FILE, "tokenizer.json"):
         if (teacher_folder / name).exists() and teacher_folder.resolve() != folder.resolve():

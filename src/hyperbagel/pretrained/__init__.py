@@ -15,6 +15,8 @@ from hyperbagel.errors import HyperBagelError
 
 HERE = Path(__file__).resolve().parent
 NAMES = ("shapes-teacher",)
+DEFAULT_MODEL = "shapes-teacher"  # what every command that takes a model folder uses when given none
+MODEL_HELP = f"model folder, or a shipped model's name (default: {DEFAULT_MODEL}, the pretrained teacher)"
 SUMS_FILE = "SHA256SUMS"
 
 

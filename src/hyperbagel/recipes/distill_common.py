@@ -47,6 +47,7 @@ from hyperbagel.model.student import (
     student_from_teacher,
 )
 from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline
+from hyperbagel.pretrained import DEFAULT_MODEL, resolve
 from hyperbagel.recipes.checkpointing import load_optimizer
 from hyperbagel.training import checkpoint as ckpt
 from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, is_main, shard_range, world
@@ -67,7 +68,7 @@ GUIDANCE = {"gen": T2I_GUIDANCE, "edit": EDIT_GUIDANCE}
 class DistillConfig:
     """Fields every stage has; each stage's config adds its own."""
 
-    teacher: str = "runs/teacher"  # the teacher's model folder
+    teacher: str = DEFAULT_MODEL  # the teacher's model folder, or a shipped model's name
     init: str | None = None  # the previous stage's folder (its student.safetensors); None: the teacher
     out: str = "runs/distill"
     steps: int = 1000
@@ -145,7 +146,7 @@ class Setup:
 
 
 def load_setup(cfg: DistillConfig) -> Setup:
-    teacher = Path(cfg.teacher)
+    teacher = resolve(cfg.teacher)
     if not (teacher / "config.json").is_file():
         raise HyperBagelError(f"teacher model folder not found: {teacher} (train one with `hyperbagel train teacher`)")
     pipe = Pipeline.from_pretrained(teacher, device=cfg.device, student=False)

@@ -50,6 +50,7 @@ from hyperbagel.model.pixels import to_model_pixels
 from hyperbagel.model.sequence import IGNORE, Block, Text, VaeImage, VitImage, embed, pack
 from hyperbagel.model.siglip import patchify_image, vit_position_ids
 from hyperbagel.model.tokenizer import ShapesTokenizer
+from hyperbagel.pretrained import DEFAULT_MODEL, resolve
 from hyperbagel.recipes.checkpointing import load_training_state
 from hyperbagel.training import checkpoint as ckpt
 from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, is_main, shard_range, world
@@ -91,7 +92,7 @@ class DraftDataConfig:
 
 @dataclass
 class DraftTrainConfig:
-    target: str = "runs/teacher"
+    target: str = DEFAULT_MODEL  # a model folder, or a shipped model's name
     out: str = "runs/draft"
     data_dir: str = "runs/draft-data"
     variant: str = "hyper-bagel"
@@ -244,7 +245,7 @@ def build_data(cfg: DraftDataConfig, target: str | Path, folder: str | Path, pro
     """Write the chunks that are missing (resumable; a folder built for another target or config is refused)."""
     folder = Path(folder)
     model, vae = load_pretrained(target)
-    tok = ShapesTokenizer.load(Path(target) / "tokenizer.json")
+    tok = ShapesTokenizer.load(resolve(target) / "tokenizer.json")
     fwd = Forwarder(model)
     fp = data_fingerprint(cfg, TargetHead.of(model))
     meta_path = folder / "data.json"

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from hyperbagel.decode.commands import _group, add_draft_args
+from hyperbagel.pretrained import DEFAULT_MODEL, MODEL_HELP
 
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("serve", help="web demo: text-to-image, editing and understanding in the browser")
-    p.add_argument("--ckpt", type=Path, default=Path("runs/teacher"), help="model folder")
+    p.add_argument("--ckpt", type=Path, default=Path(DEFAULT_MODEL), help=MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860)
     add_draft_args(p)
