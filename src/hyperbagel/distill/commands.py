@@ -61,7 +61,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--config", type=Path, default=None, help="JSON file of RewardTrainConfig overrides")
     p.add_argument("--judge-model", type=Path, action="append", default=None, metavar="FOLDER",
                    help="a model folder whose generated images the report scores (repeatable; its student samples "
-                        "if it has one); default: the pretrained teacher if installed")
+                        "if it has one); none by default: generating its images is most of the report's cost")
     p.add_argument("--judge-images", type=int, default=256, help="generated images per --judge-model")
     p.add_argument("--generator", type=Path, action="append", default=None, metavar="FOLDER",
                    help="a model folder whose own samples, judged, join the training data (repeatable; the "
@@ -149,13 +149,7 @@ def cmd_train_reward(args) -> int:
 
         init()  # the process group under torchrun
         train_reward(cfg)
-    models = args.judge_model
-    if models is None:
-        try:
-            models = [resolve(DEFAULT_MODEL)]
-        except HyperBagelError:  # an installation without the shipped weights
-            models = []
-    report = write_report(args.out, cfg, models, args.judge_images)
+    report = write_report(args.out, cfg, args.judge_model or [], args.judge_images)
     print(report["table"])
     print(f"reward model: {args.out} (report: {args.out / 'report.md'})")
     return 0
