@@ -135,6 +135,22 @@ def test_train_teacher_flag_trains_instead_of_copying(tmp_path, capsys):
     assert "exclude each other" in capsys.readouterr().err
 
 
+def test_time_left_scales_by_measured_stages_only(tmp_path):
+    """A stage without an estimate (the pretrained teacher's copy, done in no time) does not shrink the time left."""
+    import io
+
+    from hyperbagel.quickstart import Display
+
+    stages = plan(SMOKE.replace(teacher_from=str(tmp_path)), tmp_path / "run")
+    estimates = {s.name: 60.0 for s in stages[1:]}
+    shown = Display(stages, estimates, io.StringIO())
+    before = shown._left(1)
+    shown.finish(0, stages[0], 0.0)
+    assert stages[0].name == "pretrained-teacher" and shown._left(1) == before
+    shown.finish(1, stages[1], 120.0)  # twice its estimate: the rest is expected to take twice as long too
+    assert shown._left(2) == 2 * 60.0 * (len(stages) - 2)
+
+
 def test_missing_commands_are_skipped_and_said(monkeypatch, tmp_path):
     import hyperbagel.quickstart as qs
 

@@ -527,8 +527,9 @@ class Display:
                   "checkpoint")
 
     def finish(self, i: int, stage: Stage, seconds: float) -> None:
-        self.spent += seconds
-        self.expected += self.estimates.get(stage.name, 30.0)
+        if stage.name in self.estimates:  # a stage without a measured estimate says nothing of this machine's pace
+            self.spent += seconds
+            self.expected += self.estimates[stage.name]
         self._say(f"{self._tag(i, stage)}  done in {_clock(seconds)} · about {_clock(self._left(i + 1))} left")
 
 
