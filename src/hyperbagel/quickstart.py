@@ -30,7 +30,7 @@ from pathlib import Path
 
 from hyperbagel.decode.draft import VARIANTS as DRAFT_VARIANTS
 from hyperbagel.errors import HyperBagelError
-from hyperbagel.pretrained import DEFAULT_MODEL
+from hyperbagel.pretrained import DEFAULT_MODEL, copy_folder, resolve, sha256
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,6 @@ def _teacher_stages(cfg: QuickstartConfig, run: Path, with_config: Callable[...,
     r = str(run)
     if cfg.teacher_from:
         from hyperbagel.model.checkpoint import MODEL_FILE
-        from hyperbagel.pretrained import copy_folder, resolve, sha256
 
         source = resolve(cfg.teacher_from)
         digest = sha256(source / MODEL_FILE) if (source / MODEL_FILE).is_file() else "missing"

@@ -123,8 +123,10 @@ def cmd_distill(args) -> int:
 
 def _default_autoencoder() -> Path:
     """The pretrained teacher's autoencoder where it is installed, else the one ``train vae`` leaves."""
+    from hyperbagel.model.checkpoint import AE_FILE
+
     try:
-        return resolve(DEFAULT_MODEL) / "ae.safetensors"
+        return resolve(DEFAULT_MODEL) / AE_FILE
     except HyperBagelError:
         return Path("runs/vae/ae.safetensors")
 
