@@ -76,3 +76,16 @@ def test_commands_default_to_the_shipped_teacher(tmp_path, capsys):
     assert torch.equal(next(load_setup(DistillConfig()).pipe.model.parameters()), next(teacher.parameters()))
     assert DraftTrainConfig().target == "shapes-teacher"
     assert plan(TINY, tmp_path / "run")[0].name == "pretrained-teacher"
+
+
+def test_its_autoencoder_loads_on_its_own():
+    """``train reward``'s default ``--vae`` (and the quickstart's, started from this teacher) is the folder's
+    ``ae.safetensors``, which embeds no config of its own: it is read from the folder's ``config.json``."""
+    from hyperbagel.distill.commands import _default_autoencoder
+    from hyperbagel.model.checkpoint import load_pretrained
+    from hyperbagel.recipes.vae import load_autoencoder
+
+    assert _default_autoencoder() == FOLDER / "ae.safetensors"
+    alone, (_, inside) = load_autoencoder(_default_autoencoder()), load_pretrained(FOLDER)
+    assert alone.config == inside.config
+    assert all(torch.equal(a, b) for a, b in zip(alone.state_dict().values(), inside.state_dict().values()))

@@ -1,10 +1,12 @@
 """Incremental decoding with the KV cache equals one full forward; RoPE positions and routing on a mixed sequence;
 the buffered cache equals plain concatenation and reallocates O(log T) times while decoding."""
 
+import json
+
 import torch
 
-from hyperbagel.model.autoencoder import AutoEncoder
-from hyperbagel.model.checkpoint import build_model, load_pretrained, save_pretrained
+from hyperbagel.model.autoencoder import AutoEncoder, VAEConfig
+from hyperbagel.model.checkpoint import build_model, load_pretrained, open_safetensors, save_pretrained
 from hyperbagel.model.context import Context, Forwarder
 from hyperbagel.model.kv_cache import KVCache
 from hyperbagel.model.presets import preset
@@ -69,6 +71,8 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.equal(a, b), k
     for (k, a), (_, b) in zip(vae.state_dict().items(), loaded_vae.state_dict().items()):
         assert torch.equal(a, b), k
+    with open_safetensors(tmp_path / "ae.safetensors") as f:  # the autoencoder file also describes itself
+        assert VAEConfig.from_dict(json.loads(f.metadata()["config"])) == vae.config
 
 
 class _Concatenating:

@@ -85,6 +85,19 @@ def test_train_checkpoint_and_exact_resume(tmp_path):
     assert saved == config
 
 
+def test_a_file_without_config_is_refused_unless_a_model_config_sits_beside_it(tmp_path):
+    from hyperbagel.errors import HyperBagelError
+    from hyperbagel.model.autoencoder import AutoEncoder
+    from hyperbagel.model.checkpoint import save_module
+
+    bare = tmp_path / "bare" / "ae.safetensors"
+    bare.parent.mkdir()
+    save_module(AutoEncoder(MICRO), bare, {"format": "pt"})
+    with pytest.raises(HyperBagelError, match="no embedded VAE config and no model config.json"):
+        load_autoencoder(bare)
+    assert load_autoencoder(bare, MICRO).config == MICRO
+
+
 def test_shapes_world_training_images_cover_both_backgrounds():
     import numpy as np
 

@@ -105,7 +105,7 @@ def save_pretrained(
     cfg_json = model.cfg.to_json()
     atomic_write_text(cfg_json + "\n", folder / CONFIG_FILE)
     save_module(model, folder / MODEL_FILE, {"config": cfg_json, "format": "pt"})
-    save_module(vae, folder / AE_FILE, {"format": "pt"})
+    save_module(vae, folder / AE_FILE, {"format": "pt", "config": json.dumps(vae.config.to_dict())})
     for name, text in (extra_files or {}).items():
         atomic_write_text(text, folder / name)
 

@@ -203,20 +203,29 @@ def save_autoencoder(ae: AutoEncoder, path: str | Path) -> None:
     atomic_save_tensors(tensors, Path(path), {"format": "pt", "config": json.dumps(ae.config.to_dict())})
 
 
+def stored_config(path: Path) -> VAEConfig:
+    """The :class:`VAEConfig` embedded in the file, else, for a model folder's ``ae.safetensors`` (older folders,
+    the shipped teacher's among them, embed none), the ``vae`` entry of the ``config.json`` beside it."""
+    from hyperbagel.model.checkpoint import CONFIG_FILE, load_config, open_safetensors
+
+    with open_safetensors(path) as f:
+        meta = f.metadata() or {}
+    if "config" in meta:
+        return VAEConfig.from_dict(json.loads(meta["config"]))
+    if (path.parent / CONFIG_FILE).is_file():
+        return load_config(path.parent).vae
+    raise HyperBagelError(f"{path} has no embedded VAE config and no model {CONFIG_FILE} beside it; pass config=")
+
+
 def load_autoencoder(path: str | Path, config: VAEConfig | None = None) -> AutoEncoder:
     """An autoencoder saved by :func:`save_autoencoder` (or a FLUX ``ae.safetensors`` with ``config`` given):
-    built on the meta device, loaded strictly, fp32."""
-    from hyperbagel.model.checkpoint import open_safetensors
-
+    built on the meta device, loaded strictly, fp32. A model folder's ``ae.safetensors`` takes its config from the
+    folder (:func:`stored_config`)."""
     path = Path(path)
     if not path.is_file():
         raise HyperBagelError(f"autoencoder weights not found: {path}")
     if config is None:
-        with open_safetensors(path) as f:
-            meta = f.metadata() or {}
-        if "config" not in meta:
-            raise HyperBagelError(f"{path} has no embedded VAE config; pass config=")
-        config = VAEConfig.from_dict(json.loads(meta["config"]))
+        config = stored_config(path)
     with torch.device("meta"):
         ae = AutoEncoder(config)
     tensors = {k: v.float() for k, v in load_file(str(path)).items()}
