@@ -167,8 +167,9 @@ MICRO = QuickstartConfig(
 )
 
 # tiny: the README's main command. It starts from the pretrained teacher (``--train-teacher`` trains the autoencoder
-# and a teacher with the short recipe below instead). The estimates are the stage times of its measured run on a
-# fresh clone, two threads on a two-core machine (docs/quickstart.md).
+# and a teacher with the short recipe below instead). The estimates are the stage times of its measured runs on a
+# fresh clone, two threads on a two-core machine (docs/quickstart.md): from the shipped teacher (2026-12-05), and
+# for vae and teacher the --train-teacher run.
 TINY = QuickstartConfig(
     preset="tiny", teacher_from=DEFAULT_MODEL, vae_steps=2000, teacher_steps=680, draft_steps=400, cfg_steps=40,
     tscd_steps=150, dmdo_steps=80,
@@ -180,10 +181,10 @@ TINY = QuickstartConfig(
     bench_limit=96, bench_samples=2, bench_batch=32, bench_bf16=True, bootstrap=2000,
     understand_limit=100, think=40, gammas=(2, 3, 4, 5, 6, 8, 10), trees=((4, 4, 16), (4, 6, 24), (6, 6, 32)),
     calibrate=10, max_new_tokens=80, showcase_questions=6, showcase_plans=4,
-    estimates={"vae": 355, "teacher": 2374, "draft-hyper-bagel": 234, "draft-eagle3": 46, "draft-no-zero-init": 110,
-               "draft-no-ce": 101, "draft-no-zero-init-no-ce": 103, "distill-cfg": 820, "distill-tscd": 414,
-               "distill-dmdo": 738, "reward": 286, "distill-adp": 330, "distill-refl": 59, "shapes-encoder": 26,
-               "bench-understand": 202, "bench-generate": 254, "bench-edit": 360, "showcase": 14},
+    estimates={"vae": 355, "teacher": 2374, "draft-hyper-bagel": 264, "draft-eagle3": 68, "draft-no-zero-init": 151,
+               "draft-no-ce": 155, "draft-no-zero-init-no-ce": 153, "distill-cfg": 1152, "distill-tscd": 682,
+               "distill-dmdo": 988, "reward": 322, "distill-adp": 419, "distill-refl": 64, "shapes-encoder": 31,
+               "bench-understand": 301, "bench-generate": 286, "bench-edit": 343, "showcase": 15},
 )
 
 # micro with every count cut to the bone: the whole pipeline, every stage, in seconds; it checks that everything runs
