@@ -96,6 +96,11 @@ def save_module(module: nn.Module, path: str | Path, metadata: dict[str, str] | 
     atomic_save_tensors(module.state_dict(), Path(path), metadata)
 
 
+def save_autoencoder(vae: AutoEncoder, path: str | Path) -> None:
+    """Weights as safetensors, the :class:`VAEConfig` in the metadata (key ``config``), so the file loads alone."""
+    save_module(vae, path, {"format": "pt", "config": json.dumps(vae.config.to_dict())})
+
+
 def save_pretrained(
     folder: str | Path, model: Bagel, vae: AutoEncoder, extra_files: dict[str, str] | None = None
 ) -> None:
@@ -105,7 +110,7 @@ def save_pretrained(
     cfg_json = model.cfg.to_json()
     atomic_write_text(cfg_json + "\n", folder / CONFIG_FILE)
     save_module(model, folder / MODEL_FILE, {"config": cfg_json, "format": "pt"})
-    save_module(vae, folder / AE_FILE, {"format": "pt", "config": json.dumps(vae.config.to_dict())})
+    save_autoencoder(vae, folder / AE_FILE)
     for name, text in (extra_files or {}).items():
         atomic_write_text(text, folder / name)
 

@@ -33,8 +33,10 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from hyperbagel.errors import HyperBagelError
-from hyperbagel.files import atomic_save_tensors, atomic_write_text
+from hyperbagel.files import atomic_write_text
 from hyperbagel.model.autoencoder import AutoEncoder, VAEConfig
+from hyperbagel.model.checkpoint import CONFIG_FILE as MODEL_CONFIG_FILE
+from hyperbagel.model.checkpoint import load_config, open_safetensors, save_autoencoder
 from hyperbagel.model.pixels import to_model_pixels
 from hyperbagel.training import checkpoint as ckpt
 from hyperbagel.training.checkpoint import full_state_dict
@@ -197,24 +199,17 @@ def reconstruct(ae: AutoEncoder, x: Tensor, generator: torch.Generator | None = 
 # ---------------------------------------------------------------------------------------------------- checkpoints
 
 
-def save_autoencoder(ae: AutoEncoder, path: str | Path) -> None:
-    """Weights as safetensors, the :class:`VAEConfig` in the metadata (key ``config``)."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in ae.state_dict().items()}
-    atomic_save_tensors(tensors, Path(path), {"format": "pt", "config": json.dumps(ae.config.to_dict())})
-
-
 def stored_config(path: Path) -> VAEConfig:
     """The :class:`VAEConfig` embedded in the file, else, for a model folder's ``ae.safetensors`` (older folders,
     the shipped teacher's among them, embed none), the ``vae`` entry of the ``config.json`` beside it."""
-    from hyperbagel.model.checkpoint import CONFIG_FILE, load_config, open_safetensors
-
     with open_safetensors(path) as f:
         meta = f.metadata() or {}
     if "config" in meta:
         return VAEConfig.from_dict(json.loads(meta["config"]))
-    if (path.parent / CONFIG_FILE).is_file():
+    if (path.parent / MODEL_CONFIG_FILE).is_file():
         return load_config(path.parent).vae
-    raise HyperBagelError(f"{path} has no embedded VAE config and no model {CONFIG_FILE} beside it; pass config=")
+    raise HyperBagelError(f"{path} has no embedded VAE config and no model {MODEL_CONFIG_FILE} beside it; "
+                          "pass config=")
 
 
 def load_autoencoder(path: str | Path, config: VAEConfig | None = None) -> AutoEncoder:
