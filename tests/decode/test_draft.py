@@ -139,3 +139,32 @@ def test_meta_query_aggregation_equals_attention_over_projected_states(target):
         p.data.normal_(0, 0.3)
     states = torch.randn(2, 5, target.cfg.llm.num_layers, target.cfg.llm.hidden_size) * 4
     torch.testing.assert_close(agg(states), agg.reference(states), rtol=1e-5, atol=1e-5)
+
+
+def test_decoding_layers_compute_the_draft_and_follow_its_weights(target, data):
+    """``fused_layers()`` gives the modules' outputs (catch-up block, then one step over the cache), and is rebuilt
+    after a weight changes in place."""
+    draft = build_draft(VARIANTS["hyper-bagel"], target, seed=2).eval()
+    for p in draft.parameters():
+        p.data.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.02)
+    head = TargetHead.of(target)
+    row = data.get(0)
+    states, ids, pos = row["states"][None], row["ids"][None], row["positions"][None]
+    from hyperbagel.model.masks import Append
+
+    def run(layers):
+        dec, cache = draft.new_caches()
+        f = draft.features(states, pos, Append("causal"), dec, layers)
+        out = draft(f, head.embed(ids), pos, Append("causal"), cache, layers=layers)
+        step = draft(out[:, -1:], head.embed(ids[:, :1]), pos[:, -1:] + 1, None, cache, layers=layers)
+        return out, step
+
+    with torch.no_grad():
+        fused = draft.fused_layers()
+        assert draft.fused_layers() is fused  # nothing changed: not rebuilt
+        for got, want in zip(run(fused), run(None)):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        draft.layers[0].mlp.down_proj.weight.mul_(2)
+        assert draft.fused_layers() is not fused
+        for got, want in zip(run(draft.fused_layers()), run(None)):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.model.fused_layer import FusedLayer
 from hyperbagel.model.kv_cache import KVCache
 from hyperbagel.model.masks import Append, resolve_attention
 from hyperbagel.model.qwen2_mot import LLMConfig, MoTDecoderLayer, Qwen2Model, RMSNorm, keys_after, rope_cos_sin
@@ -149,6 +150,14 @@ class MetaQueryAggregation(nn.Module):
         return self.o_proj(out).flatten(-2)
 
 
+@dataclass(frozen=True)
+class DraftLayers:
+    """A draft's decoder layers in their decoding form (``Draft.fused_layers``)."""
+
+    dec: FusedLayer | None
+    layers: list[FusedLayer]
+
+
 class Draft(nn.Module):
     """Parameters and single-pass functions only; drafting loops live in ``speculative.py`` and the training loop in
     ``recipes/draft.py``. Rows are ``[B, S, ...]`` with explicit RoPE positions and a block rule (``Append``) or a
@@ -164,6 +173,16 @@ class Draft(nn.Module):
         self.dec = understanding_layer(llm) if cfg.intermediate else None
         self.fc2 = nn.Linear(2 * D, D, bias=False)
         self.layers = nn.ModuleList(understanding_layer(llm) for _ in range(cfg.num_layers))
+        self._fused: tuple[tuple, DraftLayers] | None = None
+
+    def fused_layers(self) -> DraftLayers:
+        """Dec and the draft layers as ``FusedLayer`` copies for decoding (the same function in fewer kernels),
+        rebuilt only when a weight has changed since the last call."""
+        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
+        if self._fused is None or self._fused[0] != key:
+            self._fused = key, DraftLayers(FusedLayer(self.dec) if self.dec is not None else None,
+                                           [FusedLayer(layer) for layer in self.layers])
+        return self._fused[1]
 
     def zero_init_modules(self) -> dict[str, nn.Linear]:
         """The layers the paper zero-initialises (present in this configuration)."""
@@ -183,9 +202,9 @@ class Draft(nn.Module):
         return rope_cos_sin(positions, self.llm.head_dim, self.llm.rope_theta, dtype)
 
     def features(self, states: Tensor, positions: Tensor, mask: Tensor | Append | None,
-                 cache: KVCache | None) -> Tensor:
+                 cache: KVCache | None, layers: DraftLayers | None = None) -> Tensor:
         """Target layer states ``[B, S, L, D]`` → draft input features ``F_in [B, S, D]``; Dec's keys join
-        ``cache``."""
+        ``cache``. ``layers``: ``fused_layers()`` to decode with (default: the modules)."""
         D = self.llm.hidden_size
         s = states[:, :, list(self.skip)].flatten(-2)  # EAGLE-3's low, mid, high
         if self.aggregate is not None:
@@ -196,7 +215,8 @@ class Draft(nn.Module):
         if self.dec is not None:
             cos, sin = self._rope(positions, x.dtype)
             attend = resolve_attention(mask, x.shape[1], keys_after(cache, x.shape[1]), x.device)
-            x = self.dec(x, None, cos, sin, attend, cache, 0, True)
+            dec = self.dec if layers is None else layers.dec
+            x = dec(x, None, cos, sin, attend, cache, 0, True)
         return x
 
     def forward(
@@ -207,15 +227,17 @@ class Draft(nn.Module):
         mask: Tensor | Append | None,
         cache: KVCache | None,
         update_cache: bool = True,
+        layers: DraftLayers | None = None,
     ) -> Tensor:
         """One draft step over rows: ``feature`` (``F_in`` or the previous output) and the next token's embedding,
-        both ``[B, S, D]`` → the draft's output ``[B, S, D]`` before the final norm."""
+        both ``[B, S, D]`` → the draft's output ``[B, S, D]`` before the final norm. ``layers``: as in
+        ``features``."""
         u = self.fc2(torch.cat([embedding, feature], dim=-1))
         if self.cfg.bypass:
             u = u + feature
         cos, sin = self._rope(positions, u.dtype)
         attend = resolve_attention(mask, u.shape[1], keys_after(cache, u.shape[1]), u.device)
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers if layers is None else layers.layers):
             u = layer(u, None, cos, sin, attend, cache, i, update_cache)
         return u
 

@@ -160,10 +160,12 @@ def accept_tree(p: Tensor, tokens: Tensor, parents: list[int], generator: torch.
 
 # ----- the draft's rows -----
 class _DraftRows:
-    """The draft's view of one sequence: Dec's and the draft layers' KV caches, how many rows they hold, and the
-    rows the target has verified but the draft has not read (states ``[1, n, L, D]``, next ids, positions)."""
+    """The draft's view of one sequence: its layers in decoding form, Dec's and the draft layers' KV caches, how
+    many rows they hold, and the rows the target has verified but the draft has not read (states ``[1, n, L, D]``,
+    next ids, positions)."""
 
     def __init__(self, draft: Draft, states: Tensor, next_ids: Tensor, positions: Tensor):
+        self.layers = draft.fused_layers()
         self.dec_cache, self.cache = draft.new_caches()
         self.length = 0
         self.pending = (states, next_ids, positions)
@@ -182,8 +184,8 @@ class _DraftRows:
 def _catch_up(draft: Draft, head: TargetHead, rows: _DraftRows) -> Tensor:
     """Step 1: read the pending rows; returns the last row's output ``[1, 1, D]``."""
     states, ids, positions = rows.pending
-    feature = draft.features(states, positions, Append("causal"), rows.dec_cache)
-    out = draft(feature, head.embed(ids), positions, Append("causal"), rows.cache)
+    feature = draft.features(states, positions, Append("causal"), rows.dec_cache, rows.layers)
+    out = draft(feature, head.embed(ids), positions, Append("causal"), rows.cache, layers=rows.layers)
     rows.length += ids.shape[1]
     return out[:, -1:]
 
@@ -203,7 +205,7 @@ def _draft_chain(draft, head, rows, out, root_pos: int, gamma: int, eos: int, sa
         tokens.append(token)
         if j + 1 < gamma and int(token) != eos:
             pos = torch.full((1, 1), root_pos + j, dtype=torch.long, device=token.device)
-            out = draft(out, head.embed(token[:, None]), pos, None, rows.cache)
+            out = draft(out, head.embed(token[:, None]), pos, None, rows.cache, layers=rows.layers)
         else:
             break
     rows.cache.crop(rows.length)
@@ -248,7 +250,7 @@ def _draft_tree(draft: Draft, head: TargetHead, rows: _DraftRows, out: Tensor, r
                           torch.from_numpy(anc).to(device)], dim=1)[None, None]
         ftok = torch.cat(cand_tok)[frontier]
         pos = torch.full((1, k), root_pos + d - 1, dtype=torch.long, device=device)
-        new = draft(frontier_out, head.embed(ftok[None]), pos, mask, rows.cache)  # [1, k, D]
+        new = draft(frontier_out, head.embed(ftok[None]), pos, mask, rows.cache, layers=rows.layers)  # [1, k, D]
         logp = torch.log_softmax(head.logits(new[0]).float(), -1)  # [k, V]
         s, t = (torch.cat(cand_score)[frontier][:, None] + logp).topk(k, dim=-1)  # [k, k]
         first = sum(len(x) for x in cand_tok)
