@@ -5,7 +5,9 @@ draft steps, the target's verification and the bookkeeping, for each draft folde
         --items 12 --gamma 10
 
 Prints one JSON line per draft and split with the milliseconds per item of each phase (medians over repeats) and,
-with ``--ops``, the top operators of the draft's own forwards by self CPU time.
+with ``--ops``, the top operators of the draft's own forwards by self CPU time. ``--layer`` adds one line per
+draft: a draft layer's cost for one token over a 300-key cache, as the module and as the ``FusedLayer`` copy that
+decoding uses (median µs over 3,000 calls, and profiler events per call).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ops", action="store_true", help="also profile operators of the draft forwards")
+    ap.add_argument("--layer", action="store_true", help="also time one draft layer, module against fused copy")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -89,6 +92,8 @@ def main() -> None:
             med["other"] = med["total"] - sum(v for k, v in med.items() if k != "total")
             print(json.dumps({"draft": name, "split": split, "items": n, "tau": tokens / forwards,
                               "ms_per_item": {k: round(v, 2) for k, v in med.items()}}), flush=True)
+        if args.layer:
+            print(json.dumps({"draft": name, **layer_cost(draft)}), flush=True)
         if args.ops:
             from torch.profiler import ProfilerActivity, profile
 
@@ -98,6 +103,46 @@ def main() -> None:
                     sp.speculative_generate(pipe.fwd, draft, ctx.copy(), 80, spec=spec)
             assert Draft.forward is forward
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
+def layer_cost(draft) -> dict:
+    """The first draft layer, module and fused, on one token after a 300-token context."""
+    import statistics
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from hyperbagel.model.fused_layer import FusedLayer
+    from hyperbagel.model.kv_cache import KVCache
+    from hyperbagel.model.masks import Append
+    from hyperbagel.model.qwen2_mot import rope_cos_sin
+
+    module = draft.layers[0]
+    llm = draft.llm
+    g = torch.Generator().manual_seed(0)
+    rope = lambda p: rope_cos_sin(p, llm.head_dim, llm.rope_theta, torch.float32)  # noqa: E731
+    out = {}
+    with torch.inference_mode():
+        for name, layer in (("module", module), ("fused", FusedLayer(module))):
+            cache = KVCache(1)
+            positions = torch.arange(300)[None]
+            layer(torch.randn(1, 300, llm.hidden_size, generator=g), None, *rope(positions), Append("causal"), cache,
+                  0, True)
+            x, cos_sin = torch.randn(1, 1, llm.hidden_size, generator=g), rope(torch.full((1, 1), 300))
+
+            def call():
+                layer(x, None, *cos_sin, None, cache, 0, True)
+                cache.crop(300)
+
+            times = []
+            for _ in range(3000):
+                t = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - t)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                call()
+            out[name] = {"us": round(1e6 * statistics.median(times), 1),
+                         "events": sum(e.count for e in prof.key_averages())}
+    return {"layer_one_token": out}
 
 
 if __name__ == "__main__":
