@@ -5,8 +5,9 @@ launching operators, not multiplying. The module's layer (``MoTDecoderLayer``, k
 checkpoints load by name) runs 256 profiler events for one token over a 300-key cache; this copy runs 189. q, k
 and v come from one projection, the MLP's gate and up from another, q and k are normalised and rotated together,
 and a single query attends by two grouped matmuls. At the shipped teacher's size a layer then costs about 170 µs
-instead of about 285 (``scripts/spec_phase_cost.py --layer``; docs/speculative.md, "The draft step's cost"). The weights are concatenated once, when the copy is
-built: it is a snapshot, rebuilt by its owner when a weight changes (``Draft.fused_layers``).
+instead of about 285 (``scripts/spec_phase_cost.py --layer``; docs/speculative.md, "The draft step's cost").
+The weights are concatenated once, when the copy is built: it is a snapshot, rebuilt by its owner when a weight
+changes (``Draft.fused_layers``).
 
 Only the understanding expert exists here (no routing): the draft reads text and target features, never VAE
 tokens. Same call signature as ``MoTDecoderLayer`` with ``routing=None``; tests/model/test_fused_layer.py checks
