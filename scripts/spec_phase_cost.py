@@ -129,7 +129,7 @@ def layer_cost(draft) -> dict:
                   0, True)
             x, cos_sin = torch.randn(1, 1, llm.hidden_size, generator=g), rope(torch.full((1, 1), 300))
 
-            def call():
+            def call(layer=layer, x=x, cos_sin=cos_sin, cache=cache):
                 layer(x, None, *cos_sin, None, cache, 0, True)
                 cache.crop(300)
 

@@ -12,7 +12,6 @@ from hyperbagel.model.masks import Append
 from hyperbagel.model.presets import preset
 from hyperbagel.model.qwen2_mot import MoTDecoderLayer, rope_cos_sin
 
-
 HEAD_DIM = preset("micro").llm.head_dim
 
 
