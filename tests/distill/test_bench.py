@@ -138,7 +138,7 @@ def test_interrupted_bench_resumes_to_the_same_report(micro_teacher, tmp_path, m
     assert not (out / "resume.safetensors").exists()
     assert [s["from_item"] for s in split["sessions"]] == [0, 1]
     for a, b in zip(whole["rows"], split["rows"]):
-        for key in ("overall", "tags", "forwards_per_image", "pixel_l1_to_teacher", "kid"):
+        for key in ("overall", "tags", "forwards_per_image", "pixel_l1_to_teacher", "kid", "colour"):
             assert a[key] == b[key], (a["row"], key)
         assert a.get("vs_teacher") == b.get("vs_teacher")
     assert main(["eval", "geneval", str(out / "euler-6f")]) == 0

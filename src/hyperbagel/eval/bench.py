@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.eval.bench_tally import RESUME_FILE, Tally, load_tally, save_tally
+from hyperbagel.eval.colour import BRIGHT, colour_stats
 from hyperbagel.eval.model_eval import SEED_RULE, sample_seed
 from hyperbagel.eval.paired import PerImage, compare, judge_image, overall
 from hyperbagel.eval.shapes_encoder import encode, kid, load_encoder
@@ -225,7 +226,8 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
     score, verdict, stats = tally.score, tally.verdict, tally.stats
 
     tags = np.array([it["tag"] for it in items])
-    reference = encode(encoder, _reference_images(task, items, S, settings.seed))
+    real = _reference_images(task, items, S, settings.seed)
+    reference = encode(encoder, real)
     base = PerImage(tags, score["teacher"], verdict["teacher"])
     t_img = stats["teacher"]["seconds"] / stats["teacher"]["images"]
     t_smp = stats["teacher"]["sample_seconds"] / stats["teacher"]["images"]
@@ -243,6 +245,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
         if abs(overall(tags, mine.score) - scores["overall"]) > 1e-9:
             raise HyperBagelError(f"bench row {row.name}: per-image scores disagree with the scorer")
         k_mean, k_std = kid(torch.cat(tally.feats[row.name]), reference)
+        records = folders.read_records(out / row.name)
         res = {
             "row": row.name, "describe": row.describe, "overall": scores["overall"], "tags": scores["tags"],
             "forwards_per_image": st["forwards"] / st["calls"],
@@ -252,6 +255,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
             "sample_speedup": t_smp / (st["sample_seconds"] / st["images"]),
             "pixel_l1_to_teacher": float(np.mean(tally.pixel[row.name])),
             "kid": k_mean, "kid_std": k_std, "scores": scores,
+            "colour": colour_stats(im for rec in records for im in rec.samples),
         }
         if row.name != "teacher":
             res["vs_teacher"] = compare(base, mine, settings.bootstrap, settings.seed)
@@ -259,7 +263,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
     report = {"task": task, "suite": SUITE[task], "items": n_items, "samples": S, "batch": settings.batch,
               "bf16": settings.bf16,
               "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads",
-              "sessions": tally.sessions, "rows": results}
+              "sessions": tally.sessions, "rows": results, "real_colour": colour_stats(real)}
     report["table"] = table(report)
     atomic_write_text(json.dumps(report, indent=1) + "\n", out / "bench.json")
     (out / "bench.md").write_text(report["table"] + "\n")
@@ -314,7 +318,7 @@ def table(report: dict) -> str:
     rows = report["rows"]
     tag_names = list(rows[0]["tags"])
     head = ["row", "fwd/img", "s/img", "speed-up (sampling)", "overall", *tag_names, "Δ vs teacher [95% CI]",
-            "McNemar p", "agree", "|Δpx|", "KID×10³"]
+            "McNemar p", "agree", "|Δpx|", "KID×10³", "bright / sat"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         vs = r.get("vs_teacher")
@@ -323,11 +327,18 @@ def table(report: dict) -> str:
                  f"{r['speedup']:.1f}× ({r['sample_speedup']:.1f}×)", f"{r['overall']:.3f}",
                  *(f"{r['tags'][t]:.3f}" for t in tag_names), delta,
                  f"{vs['mcnemar_p']:.3g}" if vs else "—", f"{vs['agreement']:.3f}" if vs else "—",
-                 f"{r['pixel_l1_to_teacher']:.1f}", f"{1e3 * r['kid']:.2f}"]
+                 f"{r['pixel_l1_to_teacher']:.1f}", f"{1e3 * r['kid']:.2f}", _colour_cell(r.get("colour"))]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     bf16 = ", bf16" if report.get("bf16") else ""
     lines.append(f"{report['suite']}: {report['items']} items × {report['samples']} samples, batch "
                  f"{report['batch']}{bf16}, {report['machine']}; s/img end to end (prefill, sampling, decode), "
                  "speed-up over the teacher end to end and (sampling loop alone).")
+    if "real_colour" in report:
+        lines.append(f"bright / sat: share of pixels brighter than {BRIGHT} (max channel) / their mean saturation "
+                     f"(eval/colour.py); real renders {_colour_cell(report['real_colour'])}.")
     return "\n".join(lines)
+
+
+def _colour_cell(colour: dict | None) -> str:
+    return "—" if colour is None else f"{100 * colour['bright']:.1f} % / {colour['saturation']:.2f}"
