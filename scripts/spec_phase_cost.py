@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ops", action="store_true", help="also profile operators of the draft forwards")
     ap.add_argument("--layer", action="store_true", help="also time one draft layer, module against fused copy")
+    ap.add_argument("--fused-target", action="store_true", help="the target's text steps through fused copies")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -39,7 +40,7 @@ def main() -> None:
     from hyperbagel.eval.bench_understand import UnderstandBench, _context, _items, calibration_items
     from hyperbagel.pipeline import Pipeline
 
-    pipe = Pipeline.from_pretrained(args.target, student=False)
+    pipe = Pipeline.from_pretrained(args.target, student=False, fused_text=args.fused_target)
     drafts = {str(f): load_draft(f, pipe.model) for f in args.drafts}
     items = _items(UnderstandBench(Path(args.target), [], Path(".")))
     splits = {s: calibration_items([it for it in items if it.split == s], args.items) for s in ("short", "long")}

@@ -69,11 +69,14 @@ class TextResult:
 
 class Pipeline:
     def __init__(self, model: Bagel, vae: AutoEncoder, tokenizer: ShapesTokenizer, student: Bagel | None = None,
-                 student_info: StudentInfo | None = None, compile: bool = False):
+                 student_info: StudentInfo | None = None, compile: bool = False, fused_text: bool = False):
         """``compile``: decode, draft and denoising steps run through ``torch.compile`` (see ``Forwarder``); the
-        first call of each shape compiles (minutes on a CPU), later ones are faster."""
+        first call of each shape compiles (minutes on a CPU), later ones are faster. ``fused_text``: the teacher's
+        text steps (decoding, verification) run through fused copies of its understanding layers
+        (``model/fused_layer.py``): faster at small sizes, about half the language model's weights again in
+        memory."""
         self.model, self.vae, self.tokenizer = model.eval(), vae.eval(), tokenizer
-        self.fwd = Forwarder(self.model, compile=compile)
+        self.fwd = Forwarder(self.model, compile=compile, fused_text=fused_text)
         self.cfg = model.cfg
         self.student = student.eval() if student is not None else None
         self.student_info = student_info or (StudentInfo() if student is not None else None)
@@ -83,7 +86,7 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "cpu", student: str | Path | bool | None = None,
-                        compile: bool = False) -> Pipeline:
+                        compile: bool = False, fused_text: bool = False) -> Pipeline:
         """``student``: None loads the folder's student if it has one, False never, a path that folder's student
         (on this folder's teacher)."""
         path = resolve(path)  # a folder, or a shipped model's short name
@@ -95,7 +98,7 @@ class Pipeline:
         tokenizer = ShapesTokenizer.load(path / "tokenizer.json")
         tokenizer.check_fits(model.cfg.llm.vocab_size, dataclasses.asdict(model.cfg.special_tokens),
                              str(path / "tokenizer.json"))
-        return cls(model, vae, tokenizer, student_model, info, compile)
+        return cls(model, vae, tokenizer, student_model, info, compile, fused_text)
 
     def load_draft(self, path: str | Path | None, spec: SpecConfig | None = None) -> None:
         """Decode answers and think plans speculatively with the draft in ``path`` (None: plain decoding again).

@@ -161,10 +161,10 @@ def test_decoding_layers_compute_the_draft_and_follow_its_weights(target, data):
 
     with torch.no_grad():
         fused = draft.fused_layers()
-        assert draft.fused_layers() is fused  # nothing changed: not rebuilt
+        assert draft.fused_layers().layers[0] is fused.layers[0]  # nothing changed: not rebuilt
         for got, want in zip(run(fused), run(None)):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         draft.layers[0].mlp.down_proj.weight.mul_(2)
-        assert draft.fused_layers() is not fused
+        assert draft.fused_layers().layers[0] is not fused.layers[0]
         for got, want in zip(run(draft.fused_layers()), run(None)):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -262,3 +262,17 @@ def test_sampled_decoding_runs_and_is_reproducible(pipe):
         runs = [speculative_generate(pipe.fwd, draft, ctx.copy(), 12, sampling, spec,
                                      torch.Generator().manual_seed(3)).tokens for _ in range(2)]
         assert runs[0] == runs[1] and 0 < len(runs[0]) <= 12
+
+
+def test_fused_target_text_steps_decode_as_the_modules(micro_teacher, pipe):
+    """``fused_text``: plain and speculative decoding through fused copies of the target's layers give the
+    modules' answers token for token."""
+    fused = Pipeline.from_pretrained(micro_teacher, fused_text=True)
+    draft = build_draft(VARIANTS["hyper-bagel"], fused.model).eval()
+    for it in _items(6):
+        image = [render(scene_from_json(it["scene"]))]
+        plain = generate_text(pipe.fwd, pipe.context_for_question(image, [it["question"]]), 24)
+        ctx = fused.context_for_question(image, [it["question"]], trace=True)
+        assert generate_text(fused.fwd, ctx.copy(), 24).tokens == plain.tokens, it["id"]
+        res = speculative_generate(fused.fwd, draft, ctx, 24, spec=SpecConfig(gamma=5))
+        assert res.tokens == plain.tokens[0], it["id"]

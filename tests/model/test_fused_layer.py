@@ -67,3 +67,36 @@ def test_bf16_normalises_as_the_module_does():
 def test_refuses_routed_tokens():
     with pytest.raises(ValueError, match="understanding expert only"):
         FusedLayer(_layer(True))(torch.zeros(1, 1, 8), object(), None, None, None, None, 0, True)
+
+
+def test_a_forwarder_with_fused_text_steps_trains_through_the_modules():
+    """Under autograd the text step takes the modules (the copies hold no gradient); without it, the copies, which
+    follow an in-place weight change."""
+    from hyperbagel.model.checkpoint import build_model
+    from hyperbagel.model.context import Context, Forwarder
+
+    torch.manual_seed(0)
+    model = build_model(preset("micro"))
+    fwd = Forwarder(model, fused_text=True)
+
+    def step():
+        ctx = Context.empty(model, 1)
+        with torch.no_grad():
+            fwd.prefill_text(ctx, [[3, 4, 5]])
+        return fwd.text_forward(ctx, torch.tensor([[6, 7]]), torch.tensor([[3, 4]])).hidden
+
+    step().sum().backward()
+    q = model.lm.layers[0].self_attn.q_proj.weight
+    assert q.grad is not None and q.grad.abs().sum() > 0
+    with torch.no_grad():
+        before = step()
+        q.mul_(1.5)
+        after = step()
+        model.lm.layers[0].self_attn.q_proj.weight.div_(1.5)
+    assert not torch.allclose(before, after)  # the copies were rebuilt after the change
+    unfused = Forwarder(model)
+    with torch.no_grad():
+        ctx = Context.empty(model, 1)
+        unfused.prefill_text(ctx, [[3, 4, 5]])
+        want = unfused.text_forward(ctx, torch.tensor([[6, 7]]), torch.tensor([[3, 4]])).hidden
+        torch.testing.assert_close(step(), want, rtol=1e-5, atol=1e-5)

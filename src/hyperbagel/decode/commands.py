@@ -51,6 +51,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--calibrate", type=int, default=None,
                    help="long items, spread over the split, used to pick the fastest settings (default: 20)")
     p.add_argument("--max-new-tokens", type=int, default=80)
+    p.add_argument("--module-target", action="store_true",
+                   help="run the target's text steps through its modules, not fused copies of its layers (every "
+                        "row, plain decoding included, uses the same target path either way)")
     p.set_defaults(func=cmd_bench_understand)
 
 
@@ -113,7 +116,7 @@ def cmd_bench_understand(args) -> int:
     if args.calibrate is not None:
         given["calibrate"] = args.calibrate
     settings = UnderstandBench(args.target, list(args.drafts), args.out, args.limit, args.think, trees=trees,
-                               max_new_tokens=args.max_new_tokens, **given)
+                               max_new_tokens=args.max_new_tokens, fused_target=not args.module_target, **given)
     report = run_understand_bench(settings)
     print(report["table"])
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")

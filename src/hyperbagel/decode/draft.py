@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyperbagel.errors import HyperBagelError
-from hyperbagel.model.fused_layer import FusedLayer
+from hyperbagel.model.fused_layer import FusedLayer, FusedStack
 from hyperbagel.model.kv_cache import KVCache
 from hyperbagel.model.masks import Append, resolve_attention
 from hyperbagel.model.qwen2_mot import LLMConfig, MoTDecoderLayer, Qwen2Model, RMSNorm, keys_after, rope_cos_sin
@@ -173,16 +173,15 @@ class Draft(nn.Module):
         self.dec = understanding_layer(llm) if cfg.intermediate else None
         self.fc2 = nn.Linear(2 * D, D, bias=False)
         self.layers = nn.ModuleList(understanding_layer(llm) for _ in range(cfg.num_layers))
-        self._fused: tuple[tuple, DraftLayers] | None = None
+        self._fused = FusedStack([*([self.dec] if self.dec is not None else []), *self.layers])
 
     def fused_layers(self) -> DraftLayers:
         """Dec and the draft layers as ``FusedLayer`` copies for decoding (the same function in fewer kernels),
         rebuilt only when a weight has changed since the last call."""
-        key = tuple((p.data_ptr(), p._version) for p in self.parameters())
-        if self._fused is None or self._fused[0] != key:
-            self._fused = key, DraftLayers(FusedLayer(self.dec) if self.dec is not None else None,
-                                           [FusedLayer(layer) for layer in self.layers])
-        return self._fused[1]
+        fused = self._fused.layers()
+        if self.dec is None:
+            return DraftLayers(None, fused)
+        return DraftLayers(fused[0], fused[1:])
 
     def zero_init_modules(self) -> dict[str, nn.Linear]:
         """The layers the paper zero-initialises (present in this configuration)."""

@@ -3,7 +3,9 @@
 Items: every vqa-shapes question (one-word answers: the *short* split; descriptions: *long*) and think plans for
 geneval-shapes prompts (*long*). Each item's context is prefilled once (with its trace); then every row decodes from
 a copy of it, greedy, fp32, batch 1, the rows interleaved item by item so that machine load drifts alike for all.
-Timing covers decoding only (the draft's read of the context included), not the shared prefill.
+Timing covers decoding only (the draft's read of the context included), not the shared prefill. Every row runs the
+same target code: by default its text steps go through fused copies of its layers, as the drafts' do
+(``model/fused_layer.py``; ``fused_target=False`` keeps the modules).
 
 Rows: plain decoding; prompt-lookup decoding (no draft model: drafts copied from the prompt and the answer so far,
 at its fastest γ; the free peer every trained draft has to beat); vanilla EAGLE-3 (chain γ = 10 and its fastest γ);
@@ -59,6 +61,7 @@ class UnderstandBench:
     calibrate: int = 20
     max_new_tokens: int = 80
     progress: bool = True
+    fused_target: bool = True  # the target's text steps through FusedLayer copies, for every row alike
 
 
 @dataclass
@@ -194,7 +197,7 @@ def _fastest(pipe, drafts, items, draft: str | None, specs: list, max_new, progr
 
 
 def run_understand_bench(settings: UnderstandBench) -> dict:
-    pipe = Pipeline.from_pretrained(settings.target, student=False)
+    pipe = Pipeline.from_pretrained(settings.target, student=False, fused_text=settings.fused_target)
     drafts = {}
     for folder in settings.drafts:
         name = _draft_name(folder)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from hyperbagel.model.bagel import Bagel
+from hyperbagel.model.fused_layer import FusedStack
 from hyperbagel.model.kv_cache import KVCache
 from hyperbagel.model.masks import Append
 from hyperbagel.model.qwen2_mot import LMOutput
@@ -98,7 +99,8 @@ class Context:
 class Forwarder:
     """Runs blocks through a ``Bagel`` and counts language-model forwards (the NFE the paper reports)."""
 
-    def __init__(self, model: Bagel, autocast: torch.dtype | None = None, compile: bool = False):
+    def __init__(self, model: Bagel, autocast: torch.dtype | None = None, compile: bool = False,
+                 fused_text: bool = False):
         self.model = model
         self.forwards = 0
         self.autocast = autocast  # e.g. torch.bfloat16: run the language model under CPU autocast
@@ -110,6 +112,9 @@ class Forwarder:
         self.compiled = compile
         self._text_step = self._denoise = model.lm
         self._graphs = compile and self.device.type == "cuda"  # a replay overwrites the previous one's outputs
+        # Text steps through FusedLayer copies of the understanding expert (model/fused_layer.py): the same function
+        # in fewer kernels, for about half the language model's weights again in memory; gradients take the modules.
+        self._text_layers = FusedStack(model.lm.layers) if fused_text else None
         if compile:
             self._text_step = torch.compile(model.lm, dynamic=True)
             self._denoise = torch.compile(model.lm, dynamic=False, mode="reduce-overhead" if self._graphs else None)
@@ -118,16 +123,19 @@ class Forwarder:
     def device(self) -> torch.device:
         return self.model.vae2llm.weight.device
 
-    def _lm(self, ctx: Context, x, positions, gen, mask, update_cache, layer_states=False, lm=None) -> LMOutput:
-        """One language-model forward over ``ctx``'s cache, by ``lm`` (default: the eager model)."""
+    def _lm(self, ctx: Context, x, positions, gen, mask, update_cache, layer_states=False, lm=None,
+            layers=None) -> LMOutput:
+        """One language-model forward over ``ctx``'s cache, by ``lm`` (default: the eager model) and ``layers``
+        (default: its modules)."""
         self.forwards += 1
         lm = self.model.lm if lm is None else lm
+        kwargs = dict(gen=gen, mask=mask, cache=ctx.cache, update_cache=update_cache, return_layer_states=layer_states)
+        if layers is not None:
+            kwargs["layers"] = layers
         if self.autocast is None:
-            return lm(x, positions, gen=gen, mask=mask, cache=ctx.cache, update_cache=update_cache,
-                      return_layer_states=layer_states)
+            return lm(x, positions, **kwargs)
         with torch.autocast(x.device.type, dtype=self.autocast):
-            out = lm(x, positions, gen=gen, mask=mask, cache=ctx.cache, update_cache=update_cache,
-                     return_layer_states=layer_states)
+            out = lm(x, positions, **kwargs)
         out.hidden = out.hidden.float()
         if out.layer_states is not None:
             out.layer_states = [s.float() for s in out.layer_states]
@@ -175,8 +183,9 @@ class Forwarder:
         """
         B, S = ids.shape
         attention = ctx.attention("causal" if within is None else within, S)
+        fused = self._text_layers is not None and not torch.is_grad_enabled()
         out = self._lm(ctx, self.model.embed_text(ids), positions, None, attention, update_cache, layer_states,
-                       self._text_step)
+                       self._text_step, self._text_layers.layers() if fused else None)
         if update_cache:
             ctx.valid = torch.cat([ctx.valid, torch.ones(B, S, dtype=torch.bool, device=self.device)], dim=1)
         return out

@@ -6,8 +6,10 @@ checkpoints load by name) runs 256 profiler events for one token over a 300-key 
 and v come from one projection, the MLP's gate and up from another, q and k are normalised and rotated together,
 and a single query attends by two grouped matmuls. At the shipped teacher's size a layer then costs about 170 µs
 instead of about 285 (``scripts/spec_phase_cost.py --layer``; docs/speculative.md, "The draft step's cost").
-The weights are concatenated once, when the copy is built: it is a snapshot, rebuilt by its owner when a weight
-changes (``Draft.fused_layers``).
+The weights are concatenated once, when the copy is built: it is a snapshot, which ``FusedStack`` rebuilds when a
+weight of its layers has changed. Drafts decode through it always (``Draft.fused_layers``); the target's text steps
+through it when asked (``Forwarder(fused_text=True)``), as its copies cost memory: about half the language model's
+weights again.
 
 Only the understanding expert exists here (no routing): the draft reads text and target features, never VAE
 tokens. Same call signature as ``MoTDecoderLayer`` with ``routing=None``; tests/model/test_fused_layer.py checks
@@ -16,9 +18,11 @@ the two agree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from hyperbagel.model.kv_cache import KVCache
 from hyperbagel.model.masks import Append, Attend, attend, resolve_attention
@@ -82,3 +86,19 @@ class FusedLayer:
         x = x + F.linear(out, self.o_weight)
         gate, up = F.linear(self.post_norm * _rms(x, self.eps), self.gate_up_weight).chunk(2, dim=-1)
         return x + F.linear(F.silu(gate) * up, self.down_weight)
+
+
+class FusedStack:
+    """``FusedLayer`` copies of some decoder layers, rebuilt when any of their weights has changed since the last
+    call (another tensor, or an in-place update: the key is each parameter's storage and version counter)."""
+
+    def __init__(self, layers: Sequence[nn.Module]):
+        self._modules = list(layers)
+        self._key: tuple | None = None
+        self._fused: list[FusedLayer] = []
+
+    def layers(self) -> list[FusedLayer]:
+        key = tuple((p.data_ptr(), p._version) for m in self._modules for p in m.parameters())
+        if key != self._key:
+            self._fused, self._key = [FusedLayer(m) for m in self._modules], key
+        return self._fused

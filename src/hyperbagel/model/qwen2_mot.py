@@ -12,7 +12,7 @@ call) or an explicit boolean mask ``[B, 1, S, T]`` (True = may attend; packed tr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -229,18 +229,20 @@ class Qwen2Model(nn.Module):
         cache: KVCache | None = None,
         update_cache: bool = True,
         return_layer_states: bool = False,
+        layers: Sequence[Callable] | None = None,
     ) -> LMOutput:
         """Run embedded tokens ``x [B, S, D]`` through the decoder layers.
 
         ``gen`` marks generation-expert tokens; ``mask`` is a block rule (``Append``) or a boolean ``[B, 1, S, T+S]``
         over cache + new tokens (None: all visible); ``update_cache=False`` attends to the cache without storing the
-        new keys (denoising steps).
+        new keys (denoising steps). ``layers``: other callables computing the decoder layers (``FusedLayer`` copies
+        for text-only steps; default: the modules).
         """
         cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
         routing = Routing.of(gen)
         mask = resolve_attention(mask, x.shape[1], keys_after(cache, x.shape[1]), x.device)
         states = [] if return_layer_states else None
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers if layers is None else layers):
             x = layer(x, routing, cos, sin, mask, cache, i, update_cache)
             if states is not None:
                 states.append(x)
