@@ -73,7 +73,7 @@ class Pipeline:
         """``compile``: decode, draft and denoising steps run through ``torch.compile`` (see ``Forwarder``); the
         first call of each shape compiles (minutes on a CPU), later ones are faster. ``fused_text``: the teacher's
         text steps (decoding, verification) run through fused copies of its understanding layers
-        (``model/fused_layer.py``): faster at small sizes, about half the language model's weights again in
+        (``model/fused_layer.py``): faster at small sizes, for a third of the language model's weights again in
         memory."""
         self.model, self.vae, self.tokenizer = model.eval(), vae.eval(), tokenizer
         self.fwd = Forwarder(self.model, compile=compile, fused_text=fused_text)

@@ -113,7 +113,8 @@ class Forwarder:
         self._text_step = self._denoise = model.lm
         self._graphs = compile and self.device.type == "cuda"  # a replay overwrites the previous one's outputs
         # Text steps through FusedLayer copies of the understanding expert (model/fused_layer.py): the same function
-        # in fewer kernels, for about half the language model's weights again in memory; gradients take the modules.
+        # in fewer kernels, for a third of the language model's weights again in memory (the understanding expert's
+        # q/k/v and gate/up); gradients take the modules.
         self._text_layers = FusedStack(model.lm.layers) if fused_text else None
         if compile:
             self._text_step = torch.compile(model.lm, dynamic=True)

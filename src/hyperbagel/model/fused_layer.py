@@ -8,11 +8,10 @@ and a single query attends by two grouped matmuls. At the shipped teacher's size
 instead of about 285 (``scripts/spec_phase_cost.py --layer``; docs/speculative.md, "The draft step's cost").
 The weights are concatenated once, when the copy is built: it is a snapshot, which ``FusedStack`` rebuilds when a
 weight of its layers has changed. Drafts decode through it always (``Draft.fused_layers``); the target's text steps
-through it when asked (``Forwarder(fused_text=True)``), as its copies cost memory: about half the language model's
-weights again.
+through it when asked (``Forwarder(fused_text=True)``), as its copies cost memory: a third of the language model's
+weights again (the understanding expert's q/k/v and gate/up; o and down are shared, not copied).
 
-Only the understanding expert exists here (no routing): the draft reads text and target features, never VAE
-tokens. Same call signature as ``MoTDecoderLayer`` with ``routing=None``; tests/model/test_fused_layer.py checks
+Only the understanding expert exists here (no routing): text steps and drafts never carry VAE tokens. Same call signature as ``MoTDecoderLayer`` with ``routing=None``; tests/model/test_fused_layer.py checks
 the two agree.
 """
 
