@@ -240,12 +240,13 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
                "base_seed": settings.seed, "samples_per_item": S, "batch": settings.batch,
                "machine": f"{platform.machine()} {torch.get_num_threads()} threads", "torch": torch.__version__}
         folders.write_run(out / row.name, run)
-        scores = (scoring.score_geneval_folder if task == "generate" else scoring.score_gedit_folder)(out / row.name)
+        records = folders.read_records(out / row.name)  # read once: the scorer and the colour statistics
+        scores = (scoring.score_geneval if task == "generate" else scoring.score_gedit)(
+            records, folders.read_run(out / row.name))
         mine = PerImage(tags, score[row.name], verdict[row.name])
         if abs(overall(tags, mine.score) - scores["overall"]) > 1e-9:
             raise HyperBagelError(f"bench row {row.name}: per-image scores disagree with the scorer")
         k_mean, k_std = kid(torch.cat(tally.feats[row.name]), reference)
-        records = folders.read_records(out / row.name)
         res = {
             "row": row.name, "describe": row.describe, "overall": scores["overall"], "tags": scores["tags"],
             "forwards_per_image": st["forwards"] / st["calls"],

@@ -114,8 +114,10 @@ class Forwarder:
         self._graphs = compile and self.device.type == "cuda"  # a replay overwrites the previous one's outputs
         # Text steps through FusedLayer copies of the understanding expert (model/fused_layer.py): the same function
         # in fewer kernels, for a third of the language model's weights again in memory (the understanding expert's
-        # q/k/v and gate/up); gradients take the modules.
-        self._text_layers = FusedStack(model.lm.layers) if fused_text else None
+        # q/k/v and gate/up); gradients take the modules. The copies are checked against the weights once per text
+        # prefill (every answer or plan starts with one), not on every decoding step.
+        self._text_stack = FusedStack(model.lm.layers) if fused_text else None
+        self._text_layers = None
         if compile:
             self._text_step = torch.compile(model.lm, dynamic=True)
             self._denoise = torch.compile(model.lm, dynamic=False, mode="reduce-overhead" if self._graphs else None)
@@ -160,6 +162,8 @@ class Forwarder:
         new_valid = torch.arange(S, device=self.device)[None] < lens[:, None]
         positions = ctx.rope[:, None] + torch.arange(S, device=self.device)[None]
         record = ctx.trace is not None
+        if self._text_stack is not None:
+            self._text_layers = self._text_stack.layers()
         out = self._lm(ctx, self.model.embed_text(ids), positions, None, ctx.attention("causal", S), True,
                        layer_states or record)
         self._record(ctx, out, ids, positions, new_valid)
@@ -184,9 +188,11 @@ class Forwarder:
         """
         B, S = ids.shape
         attention = ctx.attention("causal" if within is None else within, S)
+        if self._text_stack is not None and self._text_layers is None:
+            self._text_layers = self._text_stack.layers()
         fused = self._text_layers is not None and not torch.is_grad_enabled()
         out = self._lm(ctx, self.model.embed_text(ids), positions, None, attention, update_cache, layer_states,
-                       self._text_step, self._text_layers.layers() if fused else None)
+                       self._text_step, self._text_layers if fused else None)
         if update_cache:
             ctx.valid = torch.cat([ctx.valid, torch.ones(B, S, dtype=torch.bool, device=self.device)], dim=1)
         return out

@@ -11,8 +11,8 @@ weight of its layers has changed. Drafts decode through it always (``Draft.fused
 through it when asked (``Forwarder(fused_text=True)``), as its copies cost memory: a third of the language model's
 weights again (the understanding expert's q/k/v and gate/up; o and down are shared, not copied).
 
-Only the understanding expert exists here (no routing): text steps and drafts never carry VAE tokens. Same call signature as ``MoTDecoderLayer`` with ``routing=None``; tests/model/test_fused_layer.py checks
-the two agree.
+Only the understanding expert exists here (no routing): text steps and drafts never carry VAE tokens. Same call
+signature as ``MoTDecoderLayer`` with ``routing=None``; tests/model/test_fused_layer.py checks the two agree.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from hyperbagel.model.kv_cache import KVCache
 from hyperbagel.model.masks import Append, Attend, attend, resolve_attention
@@ -35,13 +35,18 @@ def _rms(x: Tensor, eps: float) -> Tensor:
     return (x32 * torch.rsqrt(mean_square.add_(eps))).to(x.dtype)
 
 
-def _no_mask(mask: Tensor | Append | Attend | None) -> bool:
-    return mask is None or (isinstance(mask, Attend) and mask.mask is None and not mask.causal
-                            and mask.block_mask is None)
-
-
 class FusedLayer:
     """``FusedLayer(layer)(x, None, cos, sin, mask, cache, i, update_cache)`` ≡ ``layer(...)`` without gradients."""
+
+    @staticmethod
+    def sources(layer: MoTDecoderLayer) -> list[Tensor]:
+        """The weights a copy of ``layer`` is made from."""
+        attn, mlp = layer.self_attn, layer.mlp
+        modules = [layer.input_layernorm, layer.post_attention_layernorm, attn.q_proj, attn.k_proj, attn.v_proj,
+                   attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj]
+        if attn.qk_norm:
+            modules += [attn.q_norm, attn.k_norm]
+        return [p for m in modules for p in m.parameters(recurse=False)]
 
     @torch.no_grad()
     def __init__(self, layer: MoTDecoderLayer):
@@ -75,29 +80,30 @@ class FusedLayer:
         v = v.transpose(1, 2)
         if cache is not None:
             k, v = cache.extend(layer, k, v, store=update_cache)
-        if S == 1 and _no_mask(mask):  # one query over every key: grouped matmuls beat the fused kernel's setup
+        a = resolve_attention(mask, S, k.shape[2], q.device)
+        if S == 1 and a.mask is None and not a.causal and a.block_mask is None:
+            # one query over every key: grouped matmuls beat the fused kernel's setup
             g = q.view(B, Hkv, H // Hkv, hd)
             w = torch.softmax((g @ k.transpose(-1, -2)) * hd**-0.5, dim=-1)
             out = (w @ v).view(B, 1, H * hd)
         else:
-            out = attend(q, k, v, resolve_attention(mask, S, k.shape[2], q.device), enable_gqa=H != Hkv)
-            out = out.transpose(1, 2).reshape(B, S, H * hd)
+            out = attend(q, k, v, a, enable_gqa=H != Hkv).transpose(1, 2).reshape(B, S, H * hd)
         x = x + F.linear(out, self.o_weight)
         gate, up = F.linear(self.post_norm * _rms(x, self.eps), self.gate_up_weight).chunk(2, dim=-1)
         return x + F.linear(F.silu(gate) * up, self.down_weight)
 
 
 class FusedStack:
-    """``FusedLayer`` copies of some decoder layers, rebuilt when any of their weights has changed since the last
-    call (another tensor, or an in-place update: the key is each parameter's storage and version counter)."""
+    """``FusedLayer`` copies of some decoder layers, rebuilt when a weight they are made from has changed since the
+    last call (another tensor, or an in-place update: the key is each weight's storage and version counter)."""
 
-    def __init__(self, layers: Sequence[nn.Module]):
+    def __init__(self, layers: Sequence[MoTDecoderLayer]):
         self._modules = list(layers)
         self._key: tuple | None = None
         self._fused: list[FusedLayer] = []
 
     def layers(self) -> list[FusedLayer]:
-        key = tuple((p.data_ptr(), p._version) for m in self._modules for p in m.parameters())
+        key = tuple((p.data_ptr(), p._version) for m in self._modules for p in FusedLayer.sources(m))
         if key != self._key:
             self._fused, self._key = [FusedLayer(m) for m in self._modules], key
         return self._fused
