@@ -12,5 +12,6 @@ hyperbagel train reward --out runs/reward --judge-model runs/distill-adp \
 hyperbagel distill refl --teacher "$T" --init runs/distill-adp  --out runs/distill-refl --reward runs/reward
 hyperbagel train reward --out runs/reward --report-only --judge-model "$T" --judge-model runs/distill-dmdo \
   --judge-model runs/distill-adp --judge-model runs/distill-refl
-hyperbagel bench generate --teacher "$T" --rows dmdo-6,adp-1,refl-1 --out out/bench-generate-1step
-hyperbagel bench edit     --teacher "$T" --rows dmdo-6,adp-1,refl-1 --out out/bench-edit-1step
+stages=(--stage dmdo=runs/distill-dmdo --stage adp=runs/distill-adp --stage refl=runs/distill-refl)
+hyperbagel bench generate --teacher "$T" "${stages[@]}" --rows dmdo-6,adp-1,refl-1 --out out/bench-generate-1step
+hyperbagel bench edit     --teacher "$T" "${stages[@]}" --rows dmdo-6,adp-1,refl-1 --out out/bench-edit-1step

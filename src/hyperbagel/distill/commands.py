@@ -93,7 +93,9 @@ def add_commands(subparsers) -> None:
         p.set_defaults(func=cmd_bench, suite=suite, task=task)
 
 
-def cmd_distill(args) -> int:
+def stage_config(args):
+    """The config and the training function of ``hyperbagel distill STAGE``'s arguments (the ``--config`` file's
+    overrides checked, so that a script's typo fails here and not hours into a chain)."""
     from hyperbagel.recipes.distill_adp import ADPConfig, train_adp
     from hyperbagel.recipes.distill_cfg import CFGDistillConfig, train_cfg
     from hyperbagel.recipes.distill_dmdo import DMDOConfig, train_dmdo
@@ -113,6 +115,11 @@ def cmd_distill(args) -> int:
     cfg = config_from_json(config_cls, args.config, fields, f"distill {args.stage} --config")
     if args.steps:
         cfg.steps = args.steps
+    return cfg, train
+
+
+def cmd_distill(args) -> int:
+    cfg, train = stage_config(args)
     from hyperbagel.training.distributed import init
 
     init(cfg.device)  # the process group under torchrun (nccl for cuda)
@@ -169,24 +176,32 @@ def parse_stages(values: list[str] | None) -> dict[str, Path]:
     return stages
 
 
-def cmd_bench(args) -> int:
-    from hyperbagel.eval.bench import BenchSettings, bench_rows, run_bench
+def bench_plan(args):
+    """The settings, stages and rows of ``hyperbagel bench generate|edit``'s arguments (unknown rows refused)."""
+    from hyperbagel.eval.bench import BenchSettings, bench_rows
 
     settings = BenchSettings(task=args.task, out=args.out, limit=args.limit, samples=args.samples, batch=args.batch,
                              seed=args.seed, bootstrap=args.bootstrap, encoder=args.encoder,
                              bf16=args.bf16, fresh=args.fresh)
     stages = parse_stages(args.stage)
     rows = bench_rows(args.task, stages)
-    if args.list:
-        for row in rows:
-            print(f"{row.name:16s} {row.describe}")
-        return 0
-    if args.rows:
+    if args.rows and not args.list:
         wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
         unknown = sorted(set(wanted) - {r.name for r in rows})
         if unknown:
             raise HyperBagelError(f"unknown rows {unknown}; rows are {[r.name for r in rows]}")
         rows = [r for r in rows if r.name in wanted or r.name == "teacher"]
+    return settings, stages, rows
+
+
+def cmd_bench(args) -> int:
+    from hyperbagel.eval.bench import run_bench
+
+    settings, stages, rows = bench_plan(args)
+    if args.list:
+        for row in rows:
+            print(f"{row.name:16s} {row.describe}")
+        return 0
     report = run_bench(args.teacher, stages, rows, settings)
     print(report["table"])
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")

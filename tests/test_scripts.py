@@ -1,0 +1,97 @@
+"""The long-running chains in scripts/ are hours of CPU: every ``hyperbagel`` line they run must parse, its
+``--config`` overrides must fit the stage's config, and a bench's rows must exist, before any of it starts.
+
+Each script runs for real in a copy of its folder, with a ``hyperbagel`` on PATH that only records its arguments;
+each recorded command is then parsed by the real CLI and, where it builds a config or picks bench rows, those too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hyperbagel.cli import build_parser
+from hyperbagel.distill.commands import bench_plan, stage_config
+from hyperbagel.errors import HyperBagelError
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+CHAINS = ["distill.sh", "distill_acceptance.sh", "one_step.sh", "drafts.sh"]
+
+RECORDER = f"""#!{sys.executable}
+import json, os, sys
+with open(os.environ["HB_RECORD"], "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+
+def recorded_commands(script: str, tmp_path: Path) -> list[list[str]]:
+    """Run ``scripts/SCRIPT`` in a copy of its folder with a recording ``hyperbagel``; the argument lists it got."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(SCRIPTS / script, tmp_path / "scripts" / script)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "hyperbagel"
+    fake.write_text(RECORDER)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    record = tmp_path / "record.jsonl"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "HB_RECORD": str(record)}
+    subprocess.run(["bash", str(tmp_path / "scripts" / script)], cwd=tmp_path, env=env, check=True, timeout=60)
+    return [json.loads(line) for line in record.read_text().splitlines()]
+
+
+def check_command(argv: list[str], cwd: Path) -> None:
+    """Parse one recorded command; build its distill config or its bench plan (paths relative to ``cwd``)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as err:
+        raise AssertionError(f"`hyperbagel {' '.join(argv)}` does not parse") from err
+    if getattr(args, "config", None) is not None:
+        args.config = cwd / args.config
+    if args.command == "distill":
+        stage_config(args)
+    elif args.command == "bench" and getattr(args, "task", None) in ("generate", "edit"):
+        bench_plan(args)
+
+
+@pytest.mark.parametrize("script", CHAINS)
+def test_every_command_of_a_chain_parses(script, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default stage folders (runs/distill-*) as a fresh clone has them: none
+    commands = recorded_commands(script, tmp_path)
+    assert commands, f"{script} ran no hyperbagel command"
+    for argv in commands:
+        check_command(argv, tmp_path)
+
+
+def test_the_acceptance_chain_runs_both_arms_and_benches_them():
+    """The arms' configs are what docs/distillation.md says, and every trained folder is a bench row."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        commands = recorded_commands("distill_acceptance.sh", Path(d))
+        configs = {Path(a[a.index("--out") + 1]).name: json.loads((Path(d) / a[a.index("--config") + 1]).read_text())
+                   for a in commands if a[0] == "distill"}
+    assert configs["distill-tscd-adv"] == {"ckpt_every": 25, "adv_weight": 1.0, "mse_weight": 0.0}
+    assert configs["distill-dmdo-t05"]["t_range"] == [0.02, 0.5]
+    benches = [a for a in commands if a[0] == "bench"]
+    assert [a[1] for a in benches] == ["generate", "edit"]
+    for argv in benches:
+        folders = {v.split("=", 1)[1] for k, v in zip(argv, argv[1:]) if k == "--stage"}
+        assert folders == {f"runs/{name}" for name in configs}
+
+
+def test_a_wrong_config_key_or_row_is_caught(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"t_rnge": [0.02, 0.5]}')
+    with pytest.raises(HyperBagelError, match="unknown keys"):
+        check_command(["distill", "dmdo", "--teacher", "t", "--out", "o", "--config", "bad.json"], tmp_path)
+    with pytest.raises(HyperBagelError, match="unknown rows"):
+        check_command(["bench", "edit", "--stage", "dmdo=runs/x", "--rows", "dmdo-5"], tmp_path)
+    with pytest.raises(AssertionError, match="does not parse"):
+        check_command(["bench", "edit", "--sampels", "4"], tmp_path)
