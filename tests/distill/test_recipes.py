@@ -129,3 +129,26 @@ def test_tscd_consistency_real_side_still_trains(micro_teacher, chain, tmp_path)
     train_tscd(cfg, progress=False)
     logged = _state(tmp_path / "tscd-pcm")["history"][0]
     assert logged["gen/mse"] > 0 and logged["gen/d_hinge"] > 0
+
+
+def test_dmdo_with_fresh_fake_noise_resumes_exactly_and_trains_another_fake(micro_teacher, chain, tmp_path):
+    """``fake_noise="fresh"``: the fake model learns on independent noise, drawn from the rows' own generators, so
+    a resumed run replays it; its losses differ from the path-coupled default's on the same rows."""
+    _, make = STAGES["dmdo"]
+    init = chain["tscd"][0]
+
+    def config(out, **kw):
+        cfg = make(micro_teacher, out, init)
+        for k, v in kw.items():
+            setattr(cfg, k, v)
+        return cfg
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    train_dmdo(config(a, fake_noise="fresh"), progress=False)
+    train_dmdo(config(b, fake_noise="fresh"), progress=False, stop_after=1)
+    train_dmdo(config(b, fake_noise="fresh"), progress=False)
+    assert _state(a)["history"] == _state(b)["history"]
+    default = _state(chain["dmdo"][0])["history"]
+    assert _state(a)["history"][0]["gen/fake_fm"] != default[0]["gen/fake_fm"]
+    with pytest.raises(ValueError, match="fake_noise"):
+        DMDOConfig(teacher="t", init="i", fake_noise="x_T")

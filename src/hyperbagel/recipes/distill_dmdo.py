@@ -63,6 +63,9 @@ class DMDOConfig(DistillConfig):
     fake_updates: int = 5  # fake updates per generator update (DMD2's two time-scale rule)
     sample_steps: int = 6  # the generator's Euler ODE
     t_range: tuple[float, float] = (0.02, 0.98)  # times of the fake model's and the DMD gradient's mixes
+    # The fake model's flow-matching noise: "path", the x_T its path started from (the paper's); or "fresh",
+    # independent noise per row (the coupling the teacher was trained with, so both x̂_0 are posterior means alike).
+    fake_noise: str = "path"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,6 +74,8 @@ class DMDOConfig(DistillConfig):
             raise ValueError("DMDOConfig.init must be the stage-2 (tscd) folder")
         if self.fake_updates < 1 or self.sample_steps < 1:
             raise ValueError("DMDOConfig.fake_updates and sample_steps must be positive")
+        if self.fake_noise not in ("path", "fresh"):
+            raise ValueError(f"DMDOConfig.fake_noise must be 'path' or 'fresh', got {self.fake_noise!r}")
         if not 0 < self.t_range[0] < self.t_range[1] < 1:
             raise ValueError(f"DMDOConfig.t_range must satisfy 0 < lo < hi < 1, got {self.t_range}")
 
@@ -89,12 +94,20 @@ def rollout(setup, fwd: Runner, c, cfg: DMDOConfig):
     return torch.stack([x for _, x, _ in path]).float(), torch.stack([t.float() for t, _, _ in path]), x0.float()
 
 
+def fake_noise(c, cfg: DMDOConfig) -> torch.Tensor:
+    """The noise end of the fake model's flow-matching pairs: the path's own ``x_T``, or fresh per-row draws."""
+    if cfg.fake_noise == "path":
+        return c.noise
+    return c.per_row(lambda g: torch.randn(c.noise.shape[1:], generator=g))
+
+
 def fake_loss(setup, fwds, cfg: DMDOConfig, c, x0) -> torch.Tensor:
     t = _times(c, cfg)
+    noise = fake_noise(c, cfg)
     with autocast(cfg):
-        v, _ = fwds["fake"].velocity(c.branches.cond, path_mix(x0, c.noise, t), t, setup.ids,
+        v, _ = fwds["fake"].velocity(c.branches.cond, path_mix(x0, noise, t), t, setup.ids,
                                      text_scale=c.text_scale, image_scale=c.image_scale)
-        return fake_flow_loss(v, x0, c.noise)
+        return fake_flow_loss(v, x0, noise)
 
 
 def generator_loss(setup, fwds, cfg: DMDOConfig, c, states, times) -> tuple[torch.Tensor, float]:
