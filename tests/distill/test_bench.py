@@ -64,6 +64,13 @@ def test_rows_have_six_forwards():
     assert bench_rows("generate", {})[1].sampler.num_timesteps == 4  # 3 steps × 2 branches
 
 
+def test_an_arm_of_a_one_step_stage_is_named_for_its_one_step():
+    """Without its folder yet (a script's chain, checked before it runs), a stage's steps come from its name:
+    ``adp-pair`` is an ADP model, ``dmdo-fresh`` a DMDO one."""
+    names = [r.name for r in bench_rows("generate", {"adp-pair": None, "refl-x": None, "dmdo-fresh": None})]
+    assert names[-3:] == ["adp-pair-1", "refl-x-1", "dmdo-fresh-6"]
+
+
 @pytest.fixture(scope="module")
 def student_folder(micro_teacher, tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench-student")

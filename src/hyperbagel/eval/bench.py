@@ -100,10 +100,11 @@ ONE_STEP_STAGES = ("adp", "refl")
 
 
 def stage_steps(stage: str, folder: Path | None) -> int:
-    """A distilled model's own sampling steps: its student file's, else by stage name (1 for adp/refl, else 6)."""
+    """A distilled model's own sampling steps: its student file's, else by stage name (1 for adp/refl and their
+    arms, ``adp-…``/``refl-…``; else 6)."""
     if folder is not None and has_student(folder):
         return read_student_info(folder).steps
-    return 1 if stage in ONE_STEP_STAGES else 6
+    return 1 if stage.split("-")[0] in ONE_STEP_STAGES else 6
 
 
 @dataclass
