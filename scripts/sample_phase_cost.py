@@ -71,6 +71,23 @@ def generate_phases(p: Pipeline, texts, seeds, sampler: SamplerSettings, acceler
     return t
 
 
+def branch_forwards(p: Pipeline, texts, repeats: int) -> dict:
+    """One denoising forward of the teacher over the prompt's context and over the empty one (text-to-image CFG's
+    no-text branch), alternated ``repeats`` times: medians, ms per image."""
+    branches, _ = p.generation_branches(texts)
+    ids = p.latent_ids()
+    x, t = p._noise(p._generators(range(len(texts)))), torch.full((len(texts),), 0.5)
+    calls = {"over the prompt": lambda: p.fwd.velocity(branches.cond, x, t, ids),
+             "over the empty context": lambda: p.fwd.velocity(branches.no_text, x, t, ids)}
+    times = {k: [] for k in calls}
+    for _ in range(repeats):
+        for k, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[k].append(time.perf_counter() - start)
+    return {k: 1e3 * statistics.median(v) / len(texts) for k, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--teacher", default="shapes-teacher")
@@ -121,6 +138,10 @@ def main() -> None:
                       f"{total_t / target - s[loop]:.2f} ms (with this loop)")
             report[task] = {"teacher": te, "student": s, "end_to_end": total_t / total_s,
                             "sampling": te[loop] / s[loop]}
+        forwards = branch_forwards(teacher, prompts, 25)
+    print("\nthe teacher's denoising forward, ms per image (25 alternated repeats, median):",
+          ", ".join(f"{k} {v:.2f}" for k, v in forwards.items()))
+    report["teacher_forward"] = forwards
     print(json.dumps(report))
 
 
