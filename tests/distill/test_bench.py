@@ -108,9 +108,14 @@ def test_bench_command_end_to_end(micro_teacher, student_folder, tmp_path, capsy
     assert rows["teacher"]["forwards_per_image"] == 1 + 49 * 2
     assert rows["dmdo-6"]["forwards_per_image"] == 1 + 6 and rows["euler-6f"]["forwards_per_image"] == 1 + 6
     assert rows["dmdo-6"]["vs_teacher"]["agreement"] <= 1.0 and "ci95" in rows["dpm-6f"]["vs_teacher"]
+    vs_peers = rows["dmdo-6"]["vs_peers"]  # the distilled row against each training-free peer, paired
+    assert list(vs_peers) == ["euler-6f", "dpm-6f"] and "vs_peers" not in rows["euler-6f"]
+    for peer, vs in vs_peers.items():
+        assert vs["diff"] == pytest.approx(rows["dmdo-6"]["overall"] - rows[peer]["overall"])
+        assert vs["ci95"][0] <= vs["diff"] <= vs["ci95"][1]
     for name in rows:  # result folders in the contract's layout, scored by the ordinary scorer
         assert main(["eval", "geneval", str(out / name)]) == 0
-    assert "| dmdo-6 |" in (out / "bench.md").read_text()
+    assert "| dmdo-6 |" in (out / "bench.md").read_text() and "Δ vs dpm-6f" in (out / "bench.md").read_text()
     assert (out / "sheet.png").stat().st_size > 0
     capsys.readouterr()
 

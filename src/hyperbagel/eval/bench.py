@@ -7,7 +7,8 @@ the CFG interval); each stage's student with 6 one-forward Euler steps (and stag
 interleaved, batch by batch, so they share the machine's state; each call is timed end to end (context prefill,
 sampling, VAE decode) and for its sampling loop alone. Per row: the suite's scores (the scorer on the row's result
 folder, contract layout), forwards per image, seconds per image, speed-up over the teacher, paired statistics
-against the teacher (``eval/paired.py``), mean pixel difference from the teacher's image of the same noise, and
+against the teacher (``eval/paired.py``) and, for each distilled row, against each training-free peer (did
+training beat sampling the teacher with as few forwards?), mean pixel difference from the teacher's image of the same noise, and
 KID against real renders with the Shapes encoder (``eval/shapes_encoder.py``). The tally is saved after every
 batch and an interrupted bench resumes where it stopped (``eval/bench_tally.py``).
 """
@@ -232,7 +233,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
     base = PerImage(tags, score["teacher"], verdict["teacher"])
     t_img = stats["teacher"]["seconds"] / stats["teacher"]["images"]
     t_smp = stats["teacher"]["sample_seconds"] / stats["teacher"]["images"]
-    results = []
+    results, per = [], {}
     for row in rows:
         st = stats[row.name]
         run = {"model": row.model if row.model == "teacher" else str(stages[row.model]), "sampler": row.describe,
@@ -244,7 +245,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
         records = folders.read_records(out / row.name)  # read once: the scorer and the colour statistics
         scores = (scoring.score_geneval if task == "generate" else scoring.score_gedit)(
             records, folders.read_run(out / row.name))
-        mine = PerImage(tags, score[row.name], verdict[row.name])
+        mine = per[row.name] = PerImage(tags, score[row.name], verdict[row.name])
         if abs(overall(tags, mine.score) - scores["overall"]) > 1e-9:
             raise HyperBagelError(f"bench row {row.name}: per-image scores disagree with the scorer")
         k_mean, k_std = kid(torch.cat(tally.feats[row.name]), reference)
@@ -262,6 +263,10 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
         if row.name != "teacher":
             res["vs_teacher"] = compare(base, mine, settings.bootstrap, settings.seed)
         results.append(res)
+    for res, row in zip(results, rows):  # did training beat simply sampling the teacher with as few forwards?
+        if row.accelerated:
+            res["vs_peers"] = {p.name: compare(per[p.name], per[row.name], settings.bootstrap, settings.seed)
+                               for p in peers(rows)}
     report = {"task": task, "suite": SUITE[task], "items": n_items, "samples": S, "batch": settings.batch,
               "bf16": settings.bf16,
               "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads",
@@ -272,6 +277,11 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
     sheet(tally.shown, tally.shown_texts, out / "sheet.png", tally.shown_sources or None)
     resume.unlink()
     return report
+
+
+def peers(rows: list[Row]) -> list[Row]:
+    """The training-free rows: the teacher's own model sampled with few forwards."""
+    return [r for r in rows if r.name != "teacher" and not r.accelerated]
 
 
 def _fingerprint(teacher: Path, stages: dict[str, Path], rows: list[Row], settings: BenchSettings, items: int) -> dict:
@@ -339,7 +349,26 @@ def table(report: dict) -> str:
     if "real_colour" in report:
         lines.append(f"bright / sat: share of pixels brighter than {BRIGHT} (max channel) / their mean saturation "
                      f"(eval/colour.py); real renders {_colour_cell(report['real_colour'])}.")
-    return "\n".join(lines)
+    return "\n".join(lines + _peer_table(rows))
+
+
+def _peer_table(rows: list[dict]) -> list[str]:
+    """Each distilled row against each training-free peer: paired Δ [95 % CI] and McNemar p, and the KIDs."""
+    trained = [r for r in rows if r.get("vs_peers")]
+    if not trained:
+        return []
+    kid = {r["row"]: r["kid"] for r in rows}
+    names = list(trained[0]["vs_peers"])
+    lines = ["", "| row | " + " | ".join(f"Δ vs {p} [95% CI], McNemar p" for p in names) + " | KID×10³ (peers) |",
+             "|" + "---|" * (len(names) + 2)]
+    for r in trained:
+        cells = [f"{v['diff']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], {v['mcnemar_p']:.3g}"
+                 for v in r["vs_peers"].values()]
+        peer_kid = " / ".join(f"{1e3 * kid[p]:.2f}" for p in names)
+        lines.append(f"| {r['row']} | " + " | ".join(cells) + f" | {1e3 * r['kid']:.2f} ({peer_kid}) |")
+    lines += ["", "Distilled rows against the training-free peers on the same items and noise (the teacher's model, "
+              "as few forwards)."]
+    return lines
 
 
 def _colour_cell(colour: dict | None) -> str:
