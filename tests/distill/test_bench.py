@@ -4,13 +4,15 @@ the Pipeline's images."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from hyperbagel.cli import main
-from hyperbagel.eval.bench import bench_rows, timed_call
+from hyperbagel.errors import HyperBagelError
+from hyperbagel.eval.bench import bench_rows, load_pipelines, timed_call
 from hyperbagel.eval.paired import PerImage, bootstrap_diff_ci, compare, mcnemar_p, overall
 from hyperbagel.eval.shapes_encoder import EncoderConfig, kid, train_encoder
 from hyperbagel.model.checkpoint import load_pretrained
@@ -93,6 +95,13 @@ def test_timed_calls_are_the_pipelines_calls(student_folder):
                         accelerated=accelerated)
         assert all(np.array_equal(a, b) for a, b in zip(call.images, ref.images))
         assert call.forwards == ref.forwards and 0 < call.sample_seconds < call.seconds
+
+
+def test_the_teacher_may_be_a_shipped_name(student_folder):
+    rows = bench_rows("generate", {"dmdo": student_folder})
+    assert set(load_pipelines(Path("shapes-teacher"), {}, rows[:1])) == {"teacher"}
+    with pytest.raises(HyperBagelError, match="another teacher"):  # the micro student against the shipped teacher
+        load_pipelines(Path("shapes-teacher"), {"dmdo": student_folder}, rows)
 
 
 def test_bench_command_end_to_end(micro_teacher, student_folder, tmp_path, capsys):

@@ -150,9 +150,10 @@ def _reference_images(task: str, items: list[dict], samples: int, seed: int) -> 
 
 
 def load_pipelines(teacher: Path, stages: dict[str, Path], rows: list[Row]) -> dict[str, Pipeline]:
+    teacher = resolve(teacher)  # a folder, or a shipped model's name
     pipe = Pipeline.from_pretrained(teacher, student=False)
     pipes = {"teacher": pipe}
-    config = (Path(teacher) / "config.json").read_text()
+    config = (teacher / "config.json").read_text()
     for stage in {r.model for r in rows} - {"teacher"}:
         folder = stages[stage]
         if (folder / "config.json").read_text() != config:
