@@ -121,7 +121,7 @@ def test_bench_command_end_to_end(micro_teacher, student_folder, tmp_path, capsy
     assert list(vs_peers) == ["euler-6f", "dpm-6f"] and "vs_peers" not in rows["euler-6f"]
     for peer, vs in vs_peers.items():
         assert vs["diff"] == pytest.approx(rows["dmdo-6"]["overall"] - rows[peer]["overall"])
-        assert vs["ci95"][0] <= vs["diff"] <= vs["ci95"][1]
+        assert vs["ci95"][0] <= vs["ci95"][1] and sum(vs["discordant"]) == round((1 - vs["agreement"]) * 3 * 2)
     for name in rows:  # result folders in the contract's layout, scored by the ordinary scorer
         assert main(["eval", "geneval", str(out / name)]) == 0
     assert "| dmdo-6 |" in (out / "bench.md").read_text() and "Δ vs dpm-6f" in (out / "bench.md").read_text()

@@ -8,9 +8,9 @@ interleaved, batch by batch, so they share the machine's state; each call is tim
 sampling, VAE decode) and for its sampling loop alone. Per row: the suite's scores (the scorer on the row's result
 folder, contract layout), forwards per image, seconds per image, speed-up over the teacher, paired statistics
 against the teacher (``eval/paired.py``) and, for each distilled row, against each training-free peer (did
-training beat sampling the teacher with as few forwards?), mean pixel difference from the teacher's image of the same noise, and
-KID against real renders with the Shapes encoder (``eval/shapes_encoder.py``). The tally is saved after every
-batch and an interrupted bench resumes where it stopped (``eval/bench_tally.py``).
+training beat sampling the teacher with as few forwards?), mean pixel difference from the teacher's image of the
+same noise, and KID against real renders with the Shapes encoder (``eval/shapes_encoder.py``). The tally is saved
+after every batch and an interrupted bench resumes where it stopped (``eval/bench_tally.py``).
 """
 
 from __future__ import annotations
