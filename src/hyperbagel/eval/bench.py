@@ -150,7 +150,6 @@ def _reference_images(task: str, items: list[dict], samples: int, seed: int) -> 
 
 
 def load_pipelines(teacher: Path, stages: dict[str, Path], rows: list[Row]) -> dict[str, Pipeline]:
-    teacher = resolve(teacher)  # a folder, or a shipped model's name
     pipe = Pipeline.from_pretrained(teacher, student=False)
     pipes = {"teacher": pipe}
     config = (teacher / "config.json").read_text()
@@ -167,6 +166,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
     task, S = settings.task, settings.samples
     if rows[0].name != "teacher":
         raise HyperBagelError("the first bench row must be the teacher")
+    teacher = resolve(teacher)  # a folder, or a shipped model's name
     pipes = load_pipelines(teacher, stages, rows)
     items = suites.load_suite(SUITE[task], settings.limit)
     out = Path(settings.out)
@@ -287,7 +287,7 @@ def peers(rows: list[Row]) -> list[Row]:
 
 def _fingerprint(teacher: Path, stages: dict[str, Path], rows: list[Row], settings: BenchSettings, items: int) -> dict:
     """What a resumed bench must share with the run it continues."""
-    return {"teacher": str(resolve(teacher).resolve()),
+    return {"teacher": str(teacher.resolve()),
             "stages": {k: str(Path(v).resolve()) for k, v in stages.items() if k in {r.model for r in rows}},
             "rows": [[r.name, r.describe, r.model, list(astuple(r.sampler)), r.accelerated] for r in rows],
             "task": settings.task, "items": items, "samples": settings.samples, "batch": settings.batch,
