@@ -131,9 +131,10 @@ def test_tscd_consistency_real_side_still_trains(micro_teacher, chain, tmp_path)
     assert logged["gen/mse"] > 0 and logged["gen/d_hinge"] > 0
 
 
-def test_dmdo_with_fresh_fake_noise_resumes_exactly_and_trains_another_fake(micro_teacher, chain, tmp_path):
-    """``fake_noise="fresh"``: the fake model learns on independent noise, drawn from the rows' own generators, so
-    a resumed run replays it; its losses differ from the path-coupled default's on the same rows."""
+def test_dmdo_with_the_papers_path_noise_resumes_exactly_and_trains_another_fake(micro_teacher, chain, tmp_path):
+    """``fake_noise="path"`` (the paper's coupling: the fake model learns on its paths' own ``x_T``) stays available
+    beside the default's fresh noise, which is drawn from the rows' own generators: each resumes exactly, and their
+    losses differ on the same rows."""
     _, make = STAGES["dmdo"]
     init = chain["tscd"][0]
 
@@ -143,10 +144,11 @@ def test_dmdo_with_fresh_fake_noise_resumes_exactly_and_trains_another_fake(micr
             setattr(cfg, k, v)
         return cfg
 
+    assert DMDOConfig(teacher="t", init="i").fake_noise == "fresh"
     a, b = tmp_path / "a", tmp_path / "b"
-    train_dmdo(config(a, fake_noise="fresh"), progress=False)
-    train_dmdo(config(b, fake_noise="fresh"), progress=False, stop_after=1)
-    train_dmdo(config(b, fake_noise="fresh"), progress=False)
+    train_dmdo(config(a, fake_noise="path"), progress=False)
+    train_dmdo(config(b, fake_noise="path"), progress=False, stop_after=1)
+    train_dmdo(config(b, fake_noise="path"), progress=False)
     assert _state(a)["history"] == _state(b)["history"]
     default = _state(chain["dmdo"][0])["history"]
     assert _state(a)["history"][0]["gen/fake_fm"] != default[0]["gen/fake_fm"]

@@ -63,9 +63,10 @@ class DMDOConfig(DistillConfig):
     fake_updates: int = 5  # fake updates per generator update (DMD2's two time-scale rule)
     sample_steps: int = 6  # the generator's Euler ODE
     t_range: tuple[float, float] = (0.02, 0.98)  # times of the fake model's and the DMD gradient's mixes
-    # The fake model's flow-matching noise: "path", the x_T its path started from (the paper's); or "fresh",
-    # independent noise per row (the coupling the teacher was trained with, so both x̂_0 are posterior means alike).
-    fake_noise: str = "path"
+    # The fake model's flow-matching noise: "fresh", independent noise per row (the coupling the teacher was trained
+    # with, so both x̂_0 are posterior means alike); or "path", the x_T its path started from (the paper's, which
+    # pales the pictures: docs/distillation.md, Stage 3).
+    fake_noise: str = "fresh"
 
     def __post_init__(self) -> None:
         super().__post_init__()
