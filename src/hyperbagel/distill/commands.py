@@ -91,6 +91,15 @@ def add_commands(subparsers) -> None:
         p.add_argument("--encoder", type=Path, default=Path("runs/shapes-encoder/encoder.safetensors"),
                        help="the Shapes encoder for KID (trained on real renders if missing)")
         p.set_defaults(func=cmd_bench, suite=suite, task=task)
+    p = bsub.add_parser("verdict", help="issue 18's targets for one row of finished generate/edit benches",
+                        description="Read each BENCH folder's bench.json and check ROW against the targets: "
+                                    "six-step (Δ CI ≥ −0.02, KID ≤ 1.25× the teacher's, every training-free peer "
+                                    "beaten, 15× / 20× end to end) or one-step (0.92× / 0.90× the teacher's score, "
+                                    "60× for text-to-image). Exit status 1 when a target is missed.")
+    p.add_argument("bench", type=Path, nargs="+", metavar="BENCH", help="a bench's --out folder")
+    p.add_argument("--row", required=True, help="the row to check, e.g. dmdo-6 or refl-1")
+    p.add_argument("--targets", choices=("six-step", "one-step"), required=True)
+    p.set_defaults(func=cmd_bench_verdict)
 
 
 def stage_config(args):
@@ -207,3 +216,22 @@ def cmd_bench(args) -> int:
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}")
     return 0
 
+
+
+def cmd_bench_verdict(args) -> int:
+    import json
+
+    from hyperbagel.eval.verdict import TARGETS, checks, markdown
+
+    results = []
+    for folder in args.bench:
+        path = folder / "bench.json"
+        if not path.is_file():
+            raise HyperBagelError(f"no finished bench in {folder} (bench.json missing)")
+        report = json.loads(path.read_text())
+        try:
+            results += checks(report, args.row, TARGETS[args.targets][report["task"]])
+        except KeyError as e:
+            raise HyperBagelError(f"{path}: {e.args[0]}") from None
+    print(markdown(args.row, results))
+    return 0 if all(c.holds for c in results) else 1

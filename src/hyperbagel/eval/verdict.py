@@ -1,0 +1,90 @@
+"""Acceptance targets read off ``bench generate|edit`` reports: each target with what was measured and whether it
+holds, so that a claim of "non-inferior", "beats the peers" or "15× end to end" is checked the same way every time.
+
+The targets are issue 18's: the 6-step model (non-inferior to the teacher at −0.02, KID within 1.25× of its, better
+than every training-free peer at the same forwards, 15× / 20× end to end) and the 1-step model (0.92× / 0.90× the
+teacher's score on each bench seed, 60× end to end for text-to-image).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What one row must reach on one suite; None leaves a target out."""
+
+    ci_floor: float | None = None  # paired 95 % CI lower bound of (row − teacher) at least this
+    kid_ratio: float | None = None  # KID at most this × the teacher's
+    beat_peers: bool = False  # paired 95 % CI of (row − peer) above 0 and a lower KID, for every training-free peer
+    score_ratio: float | None = None  # overall score at least this × the teacher's
+    speedup: float | None = None  # end to end over the teacher, at least
+
+
+SIX_STEP = {"generate": Targets(ci_floor=-0.02, kid_ratio=1.25, beat_peers=True, speedup=15.0),
+            "edit": Targets(ci_floor=-0.02, kid_ratio=1.25, beat_peers=True, speedup=20.0)}
+ONE_STEP = {"generate": Targets(score_ratio=0.92, speedup=60.0), "edit": Targets(score_ratio=0.90)}
+TARGETS = {"six-step": SIX_STEP, "one-step": ONE_STEP}
+
+
+@dataclass(frozen=True)
+class Check:
+    suite: str
+    what: str
+    measured: str
+    target: str
+    holds: bool
+
+
+def _row(report: dict, name: str) -> dict:
+    rows = {r["row"]: r for r in report["rows"]}
+    if name not in rows:
+        raise KeyError(f"{report['suite']} bench has no row {name!r}; rows are {sorted(rows)}")
+    return rows[name]
+
+
+def checks(report: dict, row: str, targets: Targets) -> list[Check]:
+    """Every target of ``targets`` for ``row`` of one bench report (``bench.json``)."""
+    suite, r, teacher = report["suite"], _row(report, row), _row(report, "teacher")
+    out = []
+    if targets.ci_floor is not None:
+        vs = r["vs_teacher"]
+        out.append(Check(suite, "Δ vs teacher, 95 % CI lower bound",
+                         f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]",
+                         f"≥ {targets.ci_floor:+.2f}", vs["ci95"][0] >= targets.ci_floor))
+    if targets.kid_ratio is not None:
+        ratio = r["kid"] / teacher["kid"]
+        kids = f"{1e3 * r['kid']:.1f} / {1e3 * teacher['kid']:.1f}"
+        out.append(Check(suite, "KID / teacher's KID", f"{ratio:.2f} ({kids})", f"≤ {targets.kid_ratio:.2f}",
+                         ratio <= targets.kid_ratio))
+    if targets.beat_peers:
+        peers = r.get("vs_peers")
+        if not peers:
+            out.append(Check(suite, "beats the training-free peers", "no peer rows in this bench", "every peer",
+                             False))
+        for name, vs in (peers or {}).items():
+            peer_kid = _row(report, name)["kid"]
+            out.append(Check(suite, f"vs {name}: Δ 95 % CI above 0, lower KID",
+                             f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}], KID "
+                             f"{1e3 * r['kid']:.1f} vs {1e3 * peer_kid:.1f}", "> 0, lower",
+                             vs["ci95"][0] > 0 and r["kid"] < peer_kid))
+    if targets.score_ratio is not None:
+        ratio = r["overall"] / teacher["overall"]
+        scores = f"{r['overall']:.3f} / {teacher['overall']:.3f}"
+        out.append(Check(suite, "score / teacher's score", f"{ratio:.3f} ({scores})", f"≥ {targets.score_ratio:.2f}",
+                         ratio >= targets.score_ratio))
+    if targets.speedup is not None:
+        out.append(Check(suite, "speed-up end to end", f"{r['speedup']:.1f}× (sampling {r['sample_speedup']:.1f}×)",
+                         f"≥ {targets.speedup:g}×", r["speedup"] >= targets.speedup))
+    return out
+
+
+def markdown(row: str, results: list[Check]) -> str:
+    """A table of the checks and a last line saying how many hold."""
+    lines = [f"| {row} | target | measured | holds |", "|---|---|---|---|"]
+    lines += [f"| {c.suite}: {c.what} | {c.target} | {c.measured} | {'yes' if c.holds else '**no**'} |"
+              for c in results]
+    missed = sum(not c.holds for c in results)
+    lines += ["", f"{len(results) - missed} of {len(results)} targets hold" + (f"; {missed} missed" if missed else "")]
+    return "\n".join(lines)

@@ -1,0 +1,74 @@
+"""Issue 18's targets read off bench reports: each one flips exactly when its measurement crosses it."""
+
+import json
+
+import pytest
+
+from hyperbagel.cli import main
+from hyperbagel.eval.verdict import ONE_STEP, SIX_STEP, Targets, checks
+
+
+def _vs(diff, lo, hi):
+    return {"diff": diff, "ci95": [lo, hi], "mcnemar_p": 0.01, "agreement": 0.9, "discordant": [3, 9]}
+
+
+def report(task="generate", ci_lo=-0.01, kid=0.030, peer_lo=0.02, peer_kid=0.100, speedup=16.0, overall=0.55):
+    """A bench report with the teacher, one peer and the 6-step row ``dmdo-6`` (KIDs as the bench stores them)."""
+    row = {"row": "dmdo-6", "overall": overall, "kid": kid, "speedup": speedup, "sample_speedup": speedup + 1,
+           "vs_teacher": _vs(0.01, ci_lo, 0.04), "vs_peers": {"euler-6f": _vs(0.05, peer_lo, 0.09)}}
+    return {"task": task, "suite": {"generate": "geneval-shapes", "edit": "gedit-shapes"}[task],
+            "rows": [{"row": "teacher", "overall": 0.56, "kid": 0.030, "speedup": 1.0, "sample_speedup": 1.0},
+                     {"row": "euler-6f", "overall": 0.50, "kid": peer_kid, "speedup": 15.0, "sample_speedup": 16.0,
+                      "vs_teacher": _vs(-0.06, -0.1, -0.02)}, row]}
+
+
+def holds(rep, targets=SIX_STEP["generate"]):
+    return {c.what.split(":")[0]: c.holds for c in checks(rep, "dmdo-6", targets)}
+
+
+def test_a_row_that_meets_every_target_holds_on_each():
+    assert all(holds(report()).values()) and len(holds(report())) == 4
+
+
+@pytest.mark.parametrize("field, value, failed", [
+    ("ci_lo", -0.0201, "Δ vs teacher, 95 % CI lower bound"),
+    ("kid", 0.0376, "KID / teacher's KID"),  # 1.253× the teacher's 0.030
+    ("peer_lo", 0.0, "vs euler-6f"),
+    ("peer_kid", 0.029, "vs euler-6f"),  # the row's KID 0.030 is not lower
+    ("speedup", 14.99, "speed-up end to end"),
+])
+def test_each_target_fails_alone_when_its_measurement_crosses_it(field, value, failed):
+    result = holds(report(**{field: value}))
+    assert [k for k, ok in result.items() if not ok] == [failed]
+
+
+def test_the_boundaries_are_inclusive_where_the_issue_says_at_least():
+    assert all(holds(report(ci_lo=-0.02, kid=0.0375, speedup=15.0)).values())
+
+
+def test_one_step_targets_are_ratios_of_the_teachers_score():
+    assert holds(report(overall=0.56 * 0.919), ONE_STEP["generate"]) == {"score / teacher's score": False,
+                                                                        "speed-up end to end": False}
+    assert holds(report(overall=0.56 * 0.921, speedup=60.0), ONE_STEP["generate"]) == {
+        "score / teacher's score": True, "speed-up end to end": True}
+    assert list(holds(report(task="edit"), ONE_STEP["edit"])) == ["score / teacher's score"]
+
+
+def test_a_bench_without_peers_cannot_claim_to_beat_them():
+    rep = report()
+    del rep["rows"][2]["vs_peers"]
+    assert holds(rep, Targets(beat_peers=True)) == {"beats the training-free peers": False}
+
+
+def test_the_command_exits_1_on_a_miss_0_when_all_hold_2_without_a_bench(tmp_path, capsys):
+    for name, rep in (("ok-gen", report()), ("ok-edit", report("edit", speedup=21.0)), ("slow-edit", report("edit"))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "bench.json").write_text(json.dumps(rep))
+    args = ["bench", "verdict", "--row", "dmdo-6", "--targets", "six-step"]
+    assert main([*args, str(tmp_path / "ok-gen"), str(tmp_path / "ok-edit")]) == 0
+    assert "8 of 8 targets hold" in capsys.readouterr().out
+    assert main([*args, str(tmp_path / "ok-gen"), str(tmp_path / "slow-edit")]) == 1
+    assert "gedit-shapes: speed-up end to end | ≥ 20× | 16.0× (sampling 17.0×) | **no**" in capsys.readouterr().out
+    assert main([*args, str(tmp_path / "missing")]) == 2
+    assert main(["bench", "verdict", "--row", "refl-1", "--targets", "one-step", str(tmp_path / "ok-gen")]) == 2
+    assert "no row 'refl-1'" in capsys.readouterr().err
