@@ -1,8 +1,9 @@
 """Stage 3, DMDO (distribution matching distillation via ODE, Hyper-Bagel §3.2.3).
 
 The generator keeps its deterministic 6-step Euler sampler. The *fake* model learns the generator's own
-distribution by flow matching on points between the two ends of the generator's ODE paths:
-``x_t = (1 − t)·x_0 + t·x_T`` with velocity ``x_T − x_0``. The generator takes one gradient step from a stored path
+distribution by flow matching on its paths' end points ``x_0``: ``x_t = (1 − t)·x_0 + t·ε`` with velocity
+``ε − x_0``, where ``ε`` is the path's own ``x_T`` in the paper and fresh noise in our default (the recipe's
+``fake_noise``). The generator takes one gradient step from a stored path
 point straight to ``x̂_0``, re-mixes it with the *same* ``x_T`` at a new time ``t′`` and follows the DMD gradient
 ``(x̂_0^fake − x̂_0^real) / mean|x̂_0 − x̂_0^real|`` (real = the teacher with true CFG), i.e. descends the reverse KL
 from the generator's distribution to the teacher's. No regression or GAN regulariser.
@@ -22,9 +23,10 @@ def path_mix(x0: Tensor, x_T: Tensor, t: Tensor) -> Tensor:
     return noisy(x0, x_T, t)
 
 
-def fake_flow_loss(v_fake: Tensor, x0: Tensor, x_T: Tensor) -> Tensor:
-    """Flow matching of the fake model on the generator's paths: velocity target ``x_T − x_0``."""
-    return F.mse_loss(v_fake.float(), (x_T - x0).float())
+def fake_flow_loss(v_fake: Tensor, x0: Tensor, noise: Tensor) -> Tensor:
+    """Flow matching of the fake model on the generator's samples: velocity target ``noise − x_0`` (``noise`` is
+    the path's own ``x_T`` or fresh noise, the recipe's choice)."""
+    return F.mse_loss(v_fake.float(), (noise - x0).float())
 
 
 def dmd_gradient(x0_hat: Tensor, x0_real: Tensor, x0_fake: Tensor) -> Tensor:

@@ -7,7 +7,8 @@ it starts at the guided field the generator was distilled from) that learns the 
 generator). One step = ``fake_updates`` fake updates, then one generator update (``distill/dmdo.py``):
 
 - fake update: roll the generator's 6-step Euler ODE from fresh noise ``x_T`` without gradient, keep the path;
-  flow matching on ``(1 − t)·x_0 + t·x_T`` with velocity ``x_T − x_0``;
+  flow matching on ``(1 − t)·x_0 + t·ε`` with velocity ``ε − x_0``, ``ε`` fresh noise by default (``fake_noise``;
+  the paper's ``ε = x_T`` pales the pictures, docs/distillation.md);
 - generator update, on the last fake update's paths: from a stored point ``x_k`` one gradient step straight to
   ``x̂_0``, re-mixed with the same ``x_T`` at ``t′``; DMD gradient from the real and fake ``x̂_0`` estimates there.
 """
