@@ -133,8 +133,8 @@ def test_tscd_consistency_real_side_still_trains(micro_teacher, chain, tmp_path)
 
 def test_dmdo_with_the_papers_path_noise_resumes_exactly_and_trains_another_fake(micro_teacher, chain, tmp_path):
     """``fake_noise="path"`` (the paper's coupling: the fake model learns on its paths' own ``x_T``) stays available
-    beside the default's fresh noise, which is drawn from the rows' own generators: each resumes exactly, and their
-    losses differ on the same rows."""
+    beside the default's fresh noise (drawn from the rows' own generators): it resumes exactly, and its losses differ
+    from the default's on the same rows."""
     _, make = STAGES["dmdo"]
     init = chain["tscd"][0]
 

@@ -217,21 +217,24 @@ def cmd_bench(args) -> int:
     return 0
 
 
-
 def cmd_bench_verdict(args) -> int:
     import json
 
-    from hyperbagel.eval.verdict import TARGETS, checks, markdown
+    from hyperbagel.eval.verdict import TARGETS, checks, markdown, missing_suites
 
-    results = []
+    reports = []
     for folder in args.bench:
         path = folder / "bench.json"
         if not path.is_file():
             raise HyperBagelError(f"no finished bench in {folder} (bench.json missing)")
-        report = json.loads(path.read_text())
+        reports.append(json.loads(path.read_text()))
+    if missing := missing_suites(reports):
+        raise HyperBagelError(f"the targets cover both suites; no bench given for {', '.join(missing)}")
+    results = []
+    for folder, report in zip(args.bench, reports):
         try:
             results += checks(report, args.row, TARGETS[args.targets][report["task"]])
         except KeyError as e:
-            raise HyperBagelError(f"{path}: {e.args[0]}") from None
+            raise HyperBagelError(f"{folder / 'bench.json'}: {e.args[0]}") from None
     print(markdown(args.row, results))
     return 0 if all(c.holds for c in results) else 1

@@ -18,9 +18,9 @@ from torch import Tensor
 from hyperbagel.flow.schedule import noisy
 
 
-def path_mix(x0: Tensor, x_T: Tensor, t: Tensor) -> Tensor:
-    """A point between the ends of one ODE path: ``(1 − t)·x_0 + t·x_T``."""
-    return noisy(x0, x_T, t)
+def path_mix(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """``(1 − t)·x_0 + t·noise``: with the path's own ``x_T``, a point between the ends of one ODE path."""
+    return noisy(x0, noise, t)
 
 
 def fake_flow_loss(v_fake: Tensor, x0: Tensor, noise: Tensor) -> Tensor:

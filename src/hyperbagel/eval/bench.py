@@ -268,8 +268,8 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
         if row.accelerated:
             res["vs_peers"] = {p.name: compare(per[p.name], per[row.name], settings.bootstrap, settings.seed)
                                for p in peers(rows)}
-    report = {"task": task, "suite": SUITE[task], "items": n_items, "samples": S, "batch": settings.batch,
-              "bf16": settings.bf16,
+    report = {"task": task, "suite": SUITE[task], "items": n_items, "samples": S, "seed": settings.seed,
+              "batch": settings.batch, "bf16": settings.bf16,
               "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads",
               "sessions": tally.sessions, "rows": results, "real_colour": colour_stats(real)}
     report["table"] = table(report)
