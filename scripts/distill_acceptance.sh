@@ -7,6 +7,7 @@
 # Usage: bash scripts/distill_acceptance.sh [TEACHER_FOLDER or shipped name]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/jemalloc.sh  # jemalloc when installed: faster long steps
 T="${1:-shapes-teacher}"
 mkdir -p runs
 echo '{"ckpt_every": 25}' > runs/ck25.json

@@ -8,6 +8,7 @@
 #   bash scripts/one_step_acceptance.sh [TEACHER_FOLDER or shipped name] [6-STEP FOLDER, default runs/distill-dmdo]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/jemalloc.sh  # jemalloc when installed: faster long steps
 T="${1:-shapes-teacher}"
 S6="${2:-runs/distill-dmdo}"
 mkdir -p runs

@@ -26,3 +26,12 @@ install_browser() {
     rm -f "$log"
 }
 install_browser
+
+install_jemalloc() {  # for the long chains (scripts/jemalloc.sh); optional, so a failure only says so
+    ldconfig -p 2>/dev/null | grep 'libjemalloc\.so\.2' >/dev/null && return 0
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libjemalloc2 >/dev/null 2>&1 ||
+        echo "setup.sh: libjemalloc2 not installed (optional: the long training chains run slower without it)" >&2
+}
+install_jemalloc

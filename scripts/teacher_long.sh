@@ -16,8 +16,7 @@ if [ -f "$out.pid" ] && kill -0 "$(cat "$out.pid")" 2>/dev/null; then
 fi
 # this checkout's code, whichever clone an editable install points at (a fresh-clone test run re-points it)
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-jemalloc=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
-[ -f "$jemalloc" ] && export LD_PRELOAD="$jemalloc${LD_PRELOAD:+:$LD_PRELOAD}"
+. scripts/jemalloc.sh
 export TQDM_MININTERVAL=60
 setsid nohup bash -c '
     set -e

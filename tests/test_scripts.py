@@ -32,9 +32,10 @@ with open(os.environ["HB_RECORD"], "a") as f:
 
 
 def recorded_commands(script: str, tmp_path: Path) -> list[list[str]]:
-    """Run ``scripts/SCRIPT`` in a copy of its folder with a recording ``hyperbagel``; the argument lists it got."""
+    """Run ``scripts/SCRIPT`` in a copy of the folder with a recording ``hyperbagel``; the argument lists it got."""
     (tmp_path / "scripts").mkdir()
-    shutil.copy(SCRIPTS / script, tmp_path / "scripts" / script)
+    for sh in SCRIPTS.glob("*.sh"):  # the script and what it sources
+        shutil.copy(sh, tmp_path / "scripts" / sh.name)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "hyperbagel"
