@@ -2,7 +2,7 @@
 # The 6-step acceptance run on the shipped teacher: the default chain (cfg → anchored TSCD → DMDO, its fake model on
 # fresh noise), the paper's adversarial-only TSCD beside it (mse_weight 0, adv_weight 1, from the same stage-1
 # model), then both full-suite benches, every row in one run per suite.
-# Each command resumes when re-run (runs/ checkpoints, the bench's resume file). Costs on two cores: cfg 80–95 min,
+# Each command resumes when re-run (runs/ checkpoints, the bench's resume file). Costs on two cores: cfg 80–100 min,
 # each TSCD ~45 min, each DMDO ~70 min, the two benches ~1 h 45 min.
 # Usage: bash scripts/distill_acceptance.sh [TEACHER_FOLDER or shipped name]
 set -euo pipefail
