@@ -30,7 +30,7 @@ from hyperbagel.errors import HyperBagelError
 from hyperbagel.eval.bench_tally import RESUME_FILE, Tally, load_tally, save_tally
 from hyperbagel.eval.colour import BRIGHT, colour_stats
 from hyperbagel.eval.model_eval import SEED_RULE, sample_seed
-from hyperbagel.eval.paired import PerImage, compare, judge_image, overall
+from hyperbagel.eval.paired import PerImage, compare, diff_cell, judge_image, overall
 from hyperbagel.eval.shapes_encoder import encode, kid, load_encoder
 from hyperbagel.files import atomic_write_text
 from hyperbagel.flow.solvers import prepare
@@ -335,7 +335,7 @@ def table(report: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         vs = r.get("vs_teacher")
-        delta = f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]" if vs else "—"
+        delta = diff_cell(vs) if vs else "—"
         cells = [r["row"], f"{r['forwards_per_image']:.0f}", f"{r['seconds_per_image']:.4f}",
                  f"{r['speedup']:.1f}× ({r['sample_speedup']:.1f}×)", f"{r['overall']:.3f}",
                  *(f"{r['tags'][t]:.3f}" for t in tag_names), delta,
@@ -363,7 +363,7 @@ def _peer_table(rows: list[dict]) -> list[str]:
     lines = ["", "| row | " + " | ".join(f"Δ vs {p} [95% CI], McNemar p" for p in names) + " | KID×10³ (peers) |",
              "|" + "---|" * (len(names) + 2)]
     for r in trained:
-        cells = [f"{v['diff']:+.3f} [{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}], {v['mcnemar_p']:.3g}"
+        cells = [f"{diff_cell(v)}, {v['mcnemar_p']:.3g}"
                  for v in r["vs_peers"].values()]
         peer_kid = " / ".join(f"{1e3 * kid[p]:.2f}" for p in names)
         lines.append(f"| {r['row']} | " + " | ".join(cells) + f" | {1e3 * r['kid']:.2f} ({peer_kid}) |")

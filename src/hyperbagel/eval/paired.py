@@ -99,3 +99,8 @@ def compare(base: PerImage, model: PerImage, resamples: int = 2000, seed: int = 
         "agreement": float(np.mean(base.verdict == model.verdict)),
         "discordant": [int(np.sum(base.verdict & ~model.verdict)), int(np.sum(~base.verdict & model.verdict))],
     }
+
+
+def diff_cell(vs: dict) -> str:
+    """``compare``'s difference with its 95 % CI, as the tables print it: ``+0.012 [-0.020, +0.041]``."""
+    return f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]"

@@ -15,6 +15,8 @@ import io
 import json
 from dataclasses import dataclass
 
+from hyperbagel.eval.paired import diff_cell
+
 GEN_TAGS_SHORT = {"single_object": "single", "two_object": "two", "counting": "counting", "colors": "colors",
                   "position": "position", "color_attr": "color attr."}
 
@@ -39,7 +41,7 @@ def _f(x, digits: int = 3) -> str:
 def _delta(row: dict) -> str:
     """A bench row's difference from the teacher with its 95 % interval, or a dash for the teacher itself."""
     vs = row.get("vs_teacher")
-    return f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]" if vs else "—"
+    return diff_cell(vs) if vs else "—"
 
 
 def _missing_note(data: dict, prefix: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hyperbagel.eval.paired import diff_cell
+
 
 @dataclass(frozen=True)
 class Targets:
@@ -53,7 +55,7 @@ def checks(report: dict, row: str, targets: Targets) -> list[Check]:
     if targets.ci_floor is not None:
         vs = r["vs_teacher"]
         out.append(Check(suite, "Δ vs teacher, 95 % CI lower bound",
-                         f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]",
+                         diff_cell(vs),
                          f"≥ {targets.ci_floor:+.2f}", vs["ci95"][0] >= targets.ci_floor))
     if targets.kid_ratio is not None:  # KID is an unbiased estimate: near 0 it can be 0 or below, so no ratio
         kids = f"{1e3 * r['kid']:.1f} vs {1e3 * teacher['kid']:.1f}"
@@ -67,7 +69,7 @@ def checks(report: dict, row: str, targets: Targets) -> list[Check]:
         for name, vs in (peers or {}).items():
             peer_kid = _row(report, name)["kid"]
             out.append(Check(suite, f"vs {name}: Δ 95 % CI above 0, lower KID",
-                             f"{vs['diff']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}], KID "
+                             f"{diff_cell(vs)}, KID "
                              f"{1e3 * r['kid']:.1f} vs {1e3 * peer_kid:.1f}", "> 0, lower",
                              vs["ci95"][0] > 0 and r["kid"] < peer_kid))
     if targets.score_ratio is not None:
