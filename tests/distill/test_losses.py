@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from hyperbagel.distill.cfg import cfg_distill_loss, guided_target, teacher_guided_velocity
+from hyperbagel.distill.cfg import cfg_distill_loss, guidance_shares, guided_target, teacher_guided_velocity
 from hyperbagel.distill.dmdo import dmd_generator_loss, dmd_gradient, fake_flow_loss, path_mix
 from hyperbagel.distill.tscd import (
     consistency_target,
@@ -95,6 +95,23 @@ def test_guided_target_per_row_interval():
 
 
 # ----- stage 2 -----
+
+
+def test_guidance_shares_by_hand():
+    g = torch.Generator().manual_seed(0)
+    v_c, d, off = (torch.randn(3, 5, 4, generator=g) for _ in range(3))
+    off = off - (off * d).sum((1, 2), keepdim=True) / (d * d).sum((1, 2), keepdim=True) * d  # orthogonal to d
+    v_g = v_c + d
+    for student, applied, left in [(v_g, 1.0, 0.0), (v_c, 0.0, 1.0), (v_c + 0.5 * d, 0.5, 0.25),
+                                   (v_c + 2 * d, 2.0, 1.0)]:
+        a, rest = guidance_shares(student, v_c, v_g)
+        torch.testing.assert_close(a, torch.full((3,), applied))
+        torch.testing.assert_close(rest, torch.full((3,), left))
+    # an error off the guidance direction leaves the applied share alone and adds to what is left
+    a, rest = guidance_shares(v_c + 0.5 * d + off, v_c, v_g)
+    torch.testing.assert_close(a, torch.full((3,), 0.5), atol=1e-5, rtol=0)
+    expected = 0.25 + (off * off).sum((1, 2)) / (d * d).sum((1, 2))
+    torch.testing.assert_close(rest, expected)
 
 
 def test_tscd_segments_on_the_shifted_schedule():

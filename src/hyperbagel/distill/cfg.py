@@ -82,3 +82,15 @@ def teacher_guided_velocity(
 def cfg_distill_loss(v_student: Tensor, v_target: Tensor) -> Tensor:
     """Mean squared error to the guided velocity."""
     return F.mse_loss(v_student.float(), v_target.float())
+
+
+def guidance_shares(v_student: Tensor, v_cond: Tensor, v_guided: Tensor) -> tuple[Tensor, Tensor]:
+    """How much of the guidance ``d = v_guided − v_cond`` a student's velocity reproduces, per row ``[B]``:
+    ``applied`` = <v_student − v_cond, d> / |d|² (1 exact, 0 the unguided velocity, below 1 under-guided) and
+    ``left`` = |v_student − v_guided|² / |d|² (0 exact, 1 for the unguided velocity). Rows where guidance adds
+    nothing (``d = 0``) divide by a tiny floor: leave them out."""
+    d = (v_guided - v_cond).float().flatten(1)
+    energy = (d * d).sum(1).clamp_min(1e-12)
+    applied = ((v_student - v_cond).float().flatten(1) * d).sum(1) / energy
+    left = ((v_student - v_guided).float().flatten(1) ** 2).sum(1) / energy
+    return applied, left
