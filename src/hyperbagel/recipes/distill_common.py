@@ -51,7 +51,7 @@ from hyperbagel.pretrained import DEFAULT_MODEL, resolve
 from hyperbagel.recipes.checkpointing import load_optimizer
 from hyperbagel.training import checkpoint as ckpt
 from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, is_main, shard_range, world
-from hyperbagel.training.schedule import warmup_constant
+from hyperbagel.training.schedule import warmup_constant_decay
 from hyperbagel.training.sharding import Entry, ShardingConfig, loss_scale, shard
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import sample_scene, scene_from_json
@@ -75,6 +75,7 @@ class DistillConfig:
     batch: dict[str, int] = field(default_factory=lambda: {"gen": 8, "edit": 4})
     lr: float = 1e-4
     warmup: int = 20
+    decay: int = 0  # the last N steps: every role's lr falls linearly towards 0 (0: constant after the warm-up)
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -96,6 +97,8 @@ class DistillConfig:
         self.text_scale, self.image_scale = tuple(self.text_scale), tuple(self.image_scale)
         if self.steps <= 0:
             raise ValueError(f"{type(self).__name__}.steps must be positive, got {self.steps}")
+        if not 0 <= self.decay <= self.steps:
+            raise ValueError(f"{type(self).__name__}.decay must be in [0, steps = {self.steps}], got {self.decay}")
         unknown = set(self.batch) - set(GROUPS)
         if unknown:
             raise ValueError(f"{type(self).__name__}.batch has unknown groups {sorted(unknown)}; groups are {GROUPS}")
@@ -111,8 +114,8 @@ class DistillConfig:
 
 
 def lr_at(cfg: DistillConfig, step: int, lr: float | None = None) -> float:
-    """Linear warm-up, then constant."""
-    return warmup_constant(step, cfg.lr if lr is None else lr, cfg.warmup)
+    """Linear warm-up, then constant, then (``cfg.decay``) a linear fall over the last steps."""
+    return warmup_constant_decay(step, cfg.lr if lr is None else lr, cfg.warmup, cfg.steps, cfg.decay)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -18,6 +18,15 @@ def warmup_constant(step: int, lr: float, warmup: int) -> float:
     return lr * min(1.0, (step + 1) / max(1, warmup))
 
 
+def warmup_constant_decay(step: int, lr: float, warmup: int, steps: int, decay: int) -> float:
+    """``warmup_constant``, then over the last ``decay`` of ``steps`` a linear fall towards 0 (``lr / decay`` at the
+    last step); ``decay = 0`` is ``warmup_constant``."""
+    ramp = min(1.0, (step + 1) / max(1, warmup))
+    if decay <= 0:
+        return lr * ramp
+    return lr * min(ramp, (steps - step) / decay)
+
+
 def warmup_min_cosine(step: int, lr: float, warmup: int, steps: int) -> float:
     """``lr`` times the smaller of a linear warm-up, ``(step + 1) / warmup``, and a cosine from 1 to 0 over
     ``steps``."""
