@@ -11,8 +11,10 @@ guidance_shares``):
 - ``mse`` = |v_s − v_g|², stage 1's loss on these states;
 - ``bf16`` = |v_g − v_g^fp32|²: how far the target stage 1 trains on (the teacher's branches under bf16 autocast, as
   ``DistillConfig.bf16``) is from the same guided velocity in fp32: noise no student can fit, amplified by CFG.
-Means over rows and states, per group and per band of ``t`` (only states inside the CFG interval: outside it
-``d = 0``).
+Per group, per band of ``t`` and (sampled scales) per text scale, over rows and states inside the CFG interval
+(outside it ``d = 0``): ``applied`` and ``left`` weighted by each state's ``|d|²`` (so Σ<v_s − v_c, d> / Σ|d|² and
+Σ|v_s − v_g|² / Σ|d|²: states where guidance adds almost nothing cannot swamp the ratios), ``mse`` and ``bf16`` plain
+means.
 
     python scripts/guidance_fidelity.py --student runs/distill-cfg [--teacher shapes-teacher] [--rows 8]
         [--batches 2] [--scales default|sampled] [--every 4]
@@ -46,6 +48,11 @@ def _band(t: float) -> str:
         if lo < t <= hi:
             return f"({lo}, {hi}]"
     return "0"
+
+
+def _scale_bin(scale: float) -> str:
+    lo = min(int(scale), 4)
+    return f"[{lo}, {lo + 1})"
 
 
 def fidelity(setup, student: Runner, cfg: CFGDistillConfig, group: str, batch: int, scales: str,
@@ -87,21 +94,27 @@ def fidelity(setup, student: Runner, cfg: CFGDistillConfig, group: str, batch: i
                                    image_scale=c.image_scale)[0].float()
             v_g = v_g.float()
             applied, left = guidance_shares(v_s, v_c, v_g)
+            energy = ((v_g - v_c) ** 2).flatten(1).sum(1)
             mse = ((v_s - v_g) ** 2).flatten(1).mean(1)
             bf16 = ((v_g - guided_fp32(x, t)) ** 2).flatten(1).mean(1)
             for r in range(x.shape[0]):
-                rows.append({"t": float(t), "applied": float(applied[r]), "left": float(left[r]),
-                             "mse": float(mse[r]), "bf16": float(bf16[r])})
+                rows.append({"t": float(t), "text": float(c.text_scale[r]), "applied": float(applied[r]),
+                             "left": float(left[r]), "mse": float(mse[r]), "bf16": float(bf16[r]),
+                             "energy": float(energy[r])})
     return rows
 
 
 def summarise(rows: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
-    for key in ["all", *(_band(hi) for _, hi in BANDS)]:
-        kept = [r for r in rows if key == "all" or _band(r["t"]) == key]
+    scales = sorted({_scale_bin(r["text"]) for r in rows})
+    groups = {"all": rows, **{k: [r for r in rows if _band(r["t"]) == k] for k in (_band(hi) for _, hi in BANDS)}}
+    if len(scales) > 1:  # sampled scales: also by text scale
+        groups |= {f"text {k}": [r for r in rows if _scale_bin(r["text"]) == k] for k in scales}
+    for key, kept in groups.items():
         if kept:
-            out[key] = {m: sum(r[m] for r in kept) / len(kept) for m in ("applied", "left", "mse", "bf16")} | {
-                "states": len(kept)}
+            energy = sum(r["energy"] for r in kept)
+            out[key] = {m: sum(r[m] * r["energy"] for r in kept) / energy for m in ("applied", "left")} | {
+                m: sum(r[m] for r in kept) / len(kept) for m in ("mse", "bf16")} | {"states": len(kept)}
     return out
 
 
