@@ -57,7 +57,7 @@ def _scale_bin(scale: float) -> str:
 
 def fidelity(setup, student: Runner, cfg: CFGDistillConfig, group: str, batch: int, scales: str,
              every: int) -> list[dict]:
-    """One batch of rows: per kept state, per row, the three measures and the state's ``t``."""
+    """One batch of rows: per kept state and row, its ``t``, text scale, measures and guidance energy."""
     c = conditions(setup, cfg, HELD_OUT + batch, group, cfg_branches=True)
     if scales == "default":
         info = read_student_info(cfg.init)
