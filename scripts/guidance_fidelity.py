@@ -32,7 +32,7 @@ import platform
 
 import torch
 
-from hyperbagel.distill.cfg import guidance_shares, guided_target, interval_mask
+from hyperbagel.distill.cfg import guidance_shares, interval_mask, teacher_guided_velocity
 from hyperbagel.flow.sampler import euler
 from hyperbagel.flow.schedule import bagel_timesteps
 from hyperbagel.model.student import read_student_info
@@ -68,16 +68,8 @@ def fidelity(setup, student: Runner, cfg: CFGDistillConfig, group: str, batch: i
     rows: list[dict] = []
     with torch.no_grad(), autocast(cfg):
 
-        def branch_velocities(x, t):
-            tt = torch.full((x.shape[0],), float(t))
-            v_cond = fwd.velocity(branches.cond, x, tt, ids)[0]
-            v_no_text = fwd.velocity(branches.no_text, x, tt, ids)[0] if branches.no_text is not None else None
-            v_no_image = fwd.velocity(branches.no_image, x, tt, ids)[0] if branches.no_image is not None else None
-            return tt, v_cond, v_no_text, v_no_image
-
-        def guided(x, t):
-            tt, v_cond, v_no_text, v_no_image = branch_velocities(x, t)
-            return guided_target(v_cond, v_no_text, v_no_image, c.text_scale, c.image_scale, tt, c.guidance)
+        def guided(x, t):  # stage 1's own target
+            return teacher_guided_velocity(fwd, branches, ids, x, float(t), c.text_scale, c.image_scale, c.guidance)
 
         def guided_fp32(x, t):
             with torch.autocast(x.device.type, enabled=False):
