@@ -14,10 +14,11 @@ guidance_shares``):
 Per group, per band of ``t`` and (sampled scales) per text scale, over rows and states inside the CFG interval
 (outside it ``d = 0``): ``applied`` and ``left`` weighted by each state's ``|d|²`` (so Σ<v_s − v_c, d> / Σ|d|² and
 Σ|v_s − v_g|² / Σ|d|²: states where guidance adds almost nothing cannot swamp the ratios), ``mse`` and ``bf16`` plain
-means.
+means. States outside the interval, where the target is ``v_c`` itself, are kept under ``--outside``: there only
+``mse`` (|v_s − v_c|², guidance the student adds where the teacher adds none) means anything.
 
     python scripts/guidance_fidelity.py --student runs/distill-cfg [--teacher shapes-teacher] [--rows 8]
-        [--batches 2] [--scales default|sampled] [--every 4]
+        [--batches 2] [--scales default|sampled] [--every 4] [--bands 0.4,0.7,0.9] [--outside]
 
 ``default`` feeds every row the sampler's default scales (text 4.0; editing image 1.5), the bench's; ``sampled``
 draws them as stage 1 does (text ~ U[1, 5], image ~ U[1, 2.5]).
@@ -39,12 +40,17 @@ from hyperbagel.model.student import read_student_info
 from hyperbagel.recipes.distill_cfg import CFGDistillConfig
 from hyperbagel.recipes.distill_common import GROUPS, Runner, autocast, conditions, load_setup, new_student
 
-BANDS = ((0.0, 0.4), (0.4, 0.7), (0.7, 0.9), (0.9, 1.0))
 HELD_OUT = 1_000_000  # step indices far past any training run's, so the rows' generators are ones it never drew
 
 
-def _band(t: float) -> str:
-    for lo, hi in BANDS:
+def _bands(edges: list[float]) -> list[tuple[float, float]]:
+    """``[0.4, 0.7]`` → (0, 0.4], (0.4, 0.7], (0.7, 1]."""
+    cuts = [0.0, *sorted(e for e in edges if 0.0 < e < 1.0), 1.0]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _band(t: float, bands: list[tuple[float, float]]) -> str:
+    for lo, hi in bands:
         if lo < t <= hi:
             return f"({lo}, {hi}]"
     return "0"
@@ -56,7 +62,7 @@ def _scale_bin(scale: float) -> str:
 
 
 def fidelity(setup, student: Runner, cfg: CFGDistillConfig, group: str, batch: int, scales: str,
-             every: int) -> list[dict]:
+             every: int, outside: bool) -> list[dict]:
     """One batch of rows: per kept state and row, its ``t``, text scale, measures and guidance energy."""
     c = conditions(setup, cfg, HELD_OUT + batch, group, cfg_branches=True)
     if scales == "default":
@@ -79,7 +85,7 @@ def fidelity(setup, student: Runner, cfg: CFGDistillConfig, group: str, batch: i
         euler(guided, c.noise, bagel_timesteps(cfg.rollout_timesteps, cfg.shift), trajectory)
         for t, x, v_g in trajectory[::every]:
             tt = torch.full((x.shape[0],), float(t))
-            if not bool(interval_mask(tt, c.guidance).any()):
+            if not (outside or bool(interval_mask(tt, c.guidance).any())):
                 continue
             v_c = fwd.velocity(branches.cond, x, tt, ids)[0].float()
             v_s = student.velocity(branches.cond, x, tt, ids, text_scale=c.text_scale,
@@ -96,16 +102,18 @@ def fidelity(setup, student: Runner, cfg: CFGDistillConfig, group: str, batch: i
     return rows
 
 
-def summarise(rows: list[dict]) -> dict[str, dict]:
+def summarise(rows: list[dict], bands: list[tuple[float, float]]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     scales = sorted({_scale_bin(r["text"]) for r in rows})
-    groups = {"all": rows, **{k: [r for r in rows if _band(r["t"]) == k] for k in (_band(hi) for _, hi in BANDS)}}
+    groups = {"all": rows, **{k: [r for r in rows if _band(r["t"], bands) == k]
+                              for k in (_band(hi, bands) for _, hi in bands)}}
     if len(scales) > 1:  # sampled scales: also by text scale
         groups |= {f"text {k}": [r for r in rows if _scale_bin(r["text"]) == k] for k in scales}
     for key, kept in groups.items():
         if kept:
-            energy = sum(r["energy"] for r in kept)
-            out[key] = {m: sum(r[m] * r["energy"] for r in kept) / energy for m in ("applied", "left")} | {
+            energy = sum(r["energy"] for r in kept)  # 0 outside the interval: no direction to share
+            out[key] = {m: sum(r[m] * r["energy"] for r in kept) / energy if energy else float("nan")
+                        for m in ("applied", "left")} | {
                 m: sum(r[m] for r in kept) / len(kept) for m in ("mse", "bf16")} | {"states": len(kept)}
     return out
 
@@ -119,21 +127,25 @@ def main() -> None:
     ap.add_argument("--scales", choices=("default", "sampled"), default="default")
     ap.add_argument("--every", type=int, default=4, help="keep every N-th state of the 49")
     ap.add_argument("--groups", default="gen,edit")
+    ap.add_argument("--bands", default="0.4,0.7,0.9", help="the t bands' inner edges")
+    ap.add_argument("--outside", action="store_true", help="also keep states outside the CFG interval (mse only)")
     ap.add_argument("--json", help="also write the summary here")
     args = ap.parse_args()
     groups = [g for g in args.groups.split(",") if g]
+    bands = _bands([float(e) for e in args.bands.split(",") if e])
     if set(groups) - set(GROUPS):
         ap.error(f"--groups takes {','.join(GROUPS)}")
     cfg = CFGDistillConfig(teacher=args.teacher, init=args.student, batch={g: args.rows for g in groups}, bf16=True)
     setup = load_setup(cfg)
     student = Runner(new_student(setup, cfg.init, trainable=False))
     report = {"student": args.student, "teacher": args.teacher, "scales": args.scales, "rows": args.rows,
-              "batches": args.batches, "every": args.every, "threads": torch.get_num_threads(),
+              "batches": args.batches, "every": args.every, "bands": bands,
+              "outside": args.outside, "threads": torch.get_num_threads(),
               "machine": platform.processor() or platform.machine(), "torch": torch.__version__, "groups": {}}
     for group in groups:
         rows = [r for b in range(args.batches) for r in fidelity(setup, student, cfg, group, b, args.scales,
-                                                                   args.every)]
-        report["groups"][group] = summarise(rows)
+                                                                   args.every, args.outside)]
+        report["groups"][group] = summarise(rows, bands)
         print(f"{group} ({args.scales} scales, {args.rows}×{args.batches} rows):")
         print(f"  {'t band':<12} {'states':>6} {'applied':>8} {'left':>7} {'mse':>8} {'bf16':>8}")
         for band, s in report["groups"][group].items():
