@@ -88,8 +88,7 @@ def fidelity(setup, student: Runner, cfg: CFGDistillConfig, group: str, batch: i
             if not (outside or bool(interval_mask(tt, c.guidance).any())):
                 continue
             v_c = fwd.velocity(branches.cond, x, tt, ids)[0].float()
-            v_s = student.velocity(branches.cond, x, tt, ids, text_scale=c.text_scale,
-                                   image_scale=c.image_scale)[0].float()
+            v_s = student.velocity(branches.cond, x, tt, ids, **c.scales(tt))[0].float()
             v_g = v_g.float()
             applied, left = guidance_shares(v_s, v_c, v_g)
             energy = ((v_g - v_c) ** 2).flatten(1).sum(1)

@@ -201,7 +201,8 @@ class Pipeline:
         ids, _, _ = self._latent_ids()
         if accelerated:
             image_scale = guidance.image_scale if image_guidance else 1.0
-            velocity = distilled_velocity(self.student_fwd, branches.cond, ids, guidance.text_scale, image_scale)
+            gate = guidance.interval if self.student_info.gated else None
+            velocity = distilled_velocity(self.student_fwd, branches.cond, ids, guidance.text_scale, image_scale, gate)
         else:
             velocity = guided_velocity(self.fwd, branches, ids, guidance)
         if s.solver != "euler":

@@ -76,6 +76,7 @@ def test_understanding_weights_bit_identical_after_the_stage(micro_teacher, chai
     assert changed  # the generation branch did train
     pipe = Pipeline.from_pretrained(a)
     assert pipe.student_info.stage == stage
+    assert pipe.student_info.gated  # a stage 1 from the teacher gates its scales; every later stage keeps it
     for name, p in pipe.student.named_parameters():
         if not is_generation_param(name):
             assert torch.equal(p, teacher.state_dict()[name]), name

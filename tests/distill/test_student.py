@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -100,3 +102,43 @@ def test_pipeline_samples_with_the_student_by_default(micro_teacher, tmp_path):
     assert plain.student is None
     with pytest.raises(HyperBagelError, match="no distilled student"):
         plain.generate("a red circle", accelerated=True)
+
+
+def test_a_gated_student_is_fed_scale_one_outside_the_cfg_interval(micro_teacher, tmp_path):
+    teacher, _ = load_pretrained(micro_teacher)
+    student = student_from_teacher(teacher)
+    torch.manual_seed(0)
+    with torch.no_grad():  # guidance embedders that are no longer zero: the scales now change the velocity
+        for name, p in student.named_parameters():
+            if "scale_embedder" in name:
+                p.normal_(0.0, 0.5)
+    save_student(tmp_path / "gated", student, StudentInfo(gated=True), micro_teacher)
+    save_student(tmp_path / "plain", student, StudentInfo(), micro_teacher)
+    gated, plain = Pipeline.from_pretrained(tmp_path / "gated"), Pipeline.from_pretrained(tmp_path / "plain")
+    assert gated.student_info.gated and not plain.student_info.gated
+
+    # the sampler's velocity: the scales given inside (0.4, 1], scale 1 outside
+    from hyperbagel.flow.sampler import distilled_velocity
+
+    branches, _ = gated.generation_branches(["a red circle"])
+    ids, fwd = gated.latent_ids(), gated.student_fwd
+    x = torch.randn(1, len(ids), gated.cfg.patch_latent_dim, generator=torch.Generator().manual_seed(1))
+    v = distilled_velocity(fwd, branches.cond, ids, 4.0, 1.5, (0.4, 1.0))
+
+    def at(t, text, image):
+        return fwd.velocity(branches.cond, x, torch.tensor([t]), ids, text_scale=torch.tensor([text]),
+                            image_scale=torch.tensor([image]))[0]
+
+    assert torch.equal(v(x, torch.tensor(0.3)), at(0.3, 1.0, 1.0))
+    assert torch.equal(v(x, torch.tensor(0.5)), at(0.5, 4.0, 1.5))
+    assert not torch.equal(at(0.3, 4.0, 1.5), at(0.3, 1.0, 1.0))
+
+    # text-to-image guides on all of [0, 1]: the gate changes nothing; editing's last step (t = 0.375) is gated
+    assert np.array_equal(gated.generate(["a red circle"], [0]).images[0], plain.generate(["a red circle"], [0]).images[0])
+    image = render(sample_scene(np.random.default_rng(0)))
+    edited = [p.edit([image], ["remove the circle"], [0]).images[0] for p in (gated, plain)]
+    assert not np.array_equal(*edited)
+
+    # students written before the gate existed read as ungated
+    old = {k: v for k, v in json.loads(StudentInfo(gated=True).to_json()).items() if k != "gated"}
+    assert StudentInfo.from_json(json.dumps(old)).gated is False

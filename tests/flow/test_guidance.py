@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hyperbagel.flow.guidance import GuidanceConfig, combine
+from hyperbagel.flow.guidance import GuidanceConfig, combine, gated_scales
 from hyperbagel.flow.schedule import bagel_timesteps, noisy, shift_time, velocity_target, x0_from_velocity
 
 
@@ -46,6 +46,16 @@ def test_interval_and_branches():
     assert GuidanceConfig(1.0, 1.5).branches(0.5) == (False, False)
     with pytest.raises(ValueError, match="renorm_type"):
         GuidanceConfig(renorm_type="local")
+
+
+def test_gated_scales_are_one_exactly_where_the_teacher_does_not_guide():
+    t = torch.tensor([0.0, 0.3, 0.4, 0.41, 1.0])
+    text, image = torch.tensor([4.0, 2.0, 3.0, 5.0, 1.5]), torch.full((5,), 2.0)
+    gt, gi = gated_scales(t, text, image, (0.4, 1.0))  # BAGEL's test: lo < t ≤ hi
+    assert gt.tolist() == [1.0, 1.0, 1.0, 5.0, 1.5] and gi.tolist() == [1.0, 1.0, 1.0, 2.0, 2.0]
+    gt, _ = gated_scales(torch.tensor(0.35), text, image, (0.4, 1.0))  # one time for every row
+    assert gt.tolist() == [1.0] * 5
+    assert gated_scales(t, text, image, None) == (text, image)  # an ungated student: as given
 
 
 def test_schedule_and_paths():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 RENORM_TYPES = ("global", "channel", "text_channel")
@@ -48,6 +49,19 @@ class GuidanceConfig:
         if not self.active(t):
             return False, False
         return self.text_scale > 1.0, self.text_scale > 1.0 and self.image_scale > 1.0
+
+
+def gated_scales(t: Tensor, text_scale: Tensor, image_scale: Tensor,
+                 interval: tuple[float, float] | None) -> tuple[Tensor, Tensor]:
+    """The guidance scales a *gated* CFG-distilled student is fed at times ``t`` (``[B]`` or one time): the
+    sampler's scales ``[B]`` where the teacher guides (``lo < t ≤ hi``), 1.0 outside the interval, where the teacher
+    applies no guidance, exactly as at scale 1. So the student never has to learn the interval's jump from its time
+    input. ``interval=None`` (an ungated student) returns the scales as they are."""
+    if interval is None:
+        return text_scale, image_scale
+    lo, hi = interval
+    on = (t > lo) & (t <= hi)
+    return torch.where(on, text_scale, 1.0), torch.where(on, image_scale, 1.0)
 
 
 def _shrink(v: Tensor, ref: Tensor, dims: tuple[int, ...], renorm_min: float) -> Tensor:

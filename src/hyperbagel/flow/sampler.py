@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from hyperbagel.flow.guidance import GuidanceConfig, combine
+from hyperbagel.flow.guidance import GuidanceConfig, combine, gated_scales
 from hyperbagel.model.context import Context, Forwarder
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
@@ -54,16 +54,19 @@ def guided_velocity(fwd: Forwarder, branches: Branches, position_ids: Tensor, gu
 
 
 def distilled_velocity(
-    fwd: Forwarder, ctx: Context, position_ids: Tensor, text_scale: float | Tensor, image_scale: float | Tensor = 1.0
+    fwd: Forwarder, ctx: Context, position_ids: Tensor, text_scale: float | Tensor, image_scale: float | Tensor = 1.0,
+    interval: tuple[float, float] | None = None,
 ) -> VelocityFn:
-    """A CFG-distilled student's velocity: one forward per step on the full context; scales are floats or ``[B]``."""
+    """A CFG-distilled student's velocity: one forward per step on the full context; scales are floats or ``[B]``.
+    A gated student takes the task's CFG ``interval`` (``gated_scales``); an ungated one None."""
 
     def rows(value: float | Tensor, x: Tensor) -> Tensor:
         return torch.as_tensor(value, dtype=torch.float32, device=x.device).expand(x.shape[0])
 
     def velocity(x: Tensor, t: Tensor) -> Tensor:
         tt = torch.full((x.shape[0],), float(t), device=x.device)
-        v, _ = fwd.velocity(ctx, x, tt, position_ids, text_scale=rows(text_scale, x), image_scale=rows(image_scale, x))
+        text, image = gated_scales(tt, rows(text_scale, x), rows(image_scale, x), interval)
+        v, _ = fwd.velocity(ctx, x, tt, position_ids, text_scale=text, image_scale=image)
         return v
 
     return velocity

@@ -51,6 +51,7 @@ class StudentInfo:
     text_scale_range: tuple[float, float] = (1.0, 5.0)  # the scales the guidance embedders were trained on
     image_scale_range: tuple[float, float] = (1.0, 2.5)
     lineage: dict[str, str] = field(default_factory=dict)  # stage → the folder it was written to
+    gated: bool = False  # scales fed as 1.0 outside the task's CFG interval (flow.guidance.gated_scales)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "text_scale_range", tuple(self.text_scale_range))

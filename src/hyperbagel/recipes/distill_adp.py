@@ -112,7 +112,7 @@ def decode_pixels(pipe: Pipeline, x: Tensor) -> Tensor:
 def teacher_path_end(setup, fwd: Runner, c, cfg: ADPConfig) -> Tensor:
     """The end ``x_0`` of the 6-step model's Euler ODE path from ``c.noise`` (no gradient)."""
     with torch.no_grad(), autocast(cfg):
-        velocity = distilled_velocity(fwd, c.branches.cond, setup.ids, c.text_scale, c.image_scale)
+        velocity = distilled_velocity(fwd, c.branches.cond, setup.ids, c.text_scale, c.image_scale, c.gate)
         return euler(velocity, c.noise, bagel_timesteps(cfg.path_steps + 1, cfg.shift)).float()
 
 
@@ -125,18 +125,18 @@ def generator_losses(setup, roles, cfg: ADPConfig, step: int, group: str) -> tup
     t = input_times(c.generators, cfg.one_share, cfg.time_power).to(c.device)
     s = disc_times(c.generators, *cfg.disc_t_range, cfg.shift).to(c.device)
     disc_noise = c.per_row(lambda g: torch.randn(c.noise.shape[1:], generator=g))
-    ctx, scales = c.branches.cond, dict(text_scale=c.text_scale, image_scale=c.image_scale)
+    ctx = c.branches.cond
     with torch.no_grad(), autocast(cfg):
         real_latent = noisy(x0, disc_noise, s)
         real_pixels = decode_pixels(pipe, x0)
     # one forward from the path point to x̂_0
     with autocast(cfg):
         x_t = noisy(x0, c.noise, t)
-        v, _ = roles["generator"].velocity(ctx, x_t, t, ids, **scales)
+        v, _ = roles["generator"].velocity(ctx, x_t, t, ids, **c.scales(t))
         x0_hat = x0_from_velocity(x_t, v.float(), t)
         fake_latent = noisy(x0_hat, disc_noise, s)
         fake_pixels = decode_pixels(pipe, x0_hat)
-        g_adv = adp_generator_loss(disc(ctx, fake_latent, s, ids, **scales), pixel_disc(fake_pixels),
+        g_adv = adp_generator_loss(disc(ctx, fake_latent, s, ids, **c.scales(s)), pixel_disc(fake_pixels),
                                    cfg.latent_weight, cfg.pixel_weight)
         pair = pair_mse(x0_hat, x0)
         g_loss = g_adv + cfg.pair_weight * pair
@@ -148,7 +148,7 @@ def generator_losses(setup, roles, cfg: ADPConfig, step: int, group: str) -> tup
 def disc_losses(setup, roles, cfg: ADPConfig, group: str, c, s, real_latent, fake_latent, real_pixels,
                 fake_pixels) -> dict[str, float]:
     """Both discriminators' backward for one group, on the generator pass's real and fake; returns their losses."""
-    ctx, scales = c.branches.cond, dict(text_scale=c.text_scale, image_scale=c.image_scale)
+    ctx, scales = c.branches.cond, c.scales(s)
     disc, pixel_disc = roles["disc"], roles["pixel_disc"]
     with autocast(cfg):
         d_latent, d_pixel = adp_discriminator_loss(

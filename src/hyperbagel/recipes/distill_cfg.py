@@ -4,8 +4,9 @@ velocity at any text scale (and image scale, for editing).
 Each step, per task group: the teacher builds the three branch contexts, draws guidance scales (text ~ U[1, 5],
 image ~ U[1, 2.5] for editing, 1.0 for text-to-image) and runs its own guided sampler (BAGEL's shifted Euler, CFG
 interval and renorm), recording every state it visits and the exact guided velocity there. The student, given the
-same context, time and scales, regresses ``states_per_rollout`` of those states per row (MSE). Only the
-generation branch and the guidance embedders train.
+same context, time and scales (1.0 outside the CFG interval, where the teacher does not guide: ``gated_scales``),
+regresses ``states_per_rollout`` of those states per row (MSE). Only the generation branch and the guidance
+embedders train.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ class CFGDistillConfig(DistillConfig):
     lr: float = 2e-4
     rollout_timesteps: int = 50  # the teacher sampler's schedule (BAGEL's: 50 points, 49 guided Euler steps)
     states_per_rollout: int = 16  # states of each rollout the student regresses (per row): a third of them
+    # the student's scales are 1.0 outside the CFG interval (flow.guidance.gated_scales); None: as the init's (True
+    # from the teacher). Later stages always keep their init's
+    gated: bool | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -83,7 +87,7 @@ def step_loss(setup, student: Runner, cfg: CFGDistillConfig, step: int, group: s
     x, target, t = xs[chosen, rows], vs[chosen, rows], ts[chosen].to(c.device)
     ctx = c.branches.cond.select(rows)
     with autocast(cfg):
-        v, _ = student.velocity(ctx, x, t, ids, text_scale=c.text_scale[rows], image_scale=c.image_scale[rows])
+        v, _ = student.velocity(ctx, x, t, ids, **c.scales(t, rows))
         loss = cfg_distill_loss(v, target)
     backward_share(loss, c, cfg)
     return group_mean({f"{group}/mse": float(loss.detach())}, c)
@@ -93,7 +97,7 @@ def train_cfg(cfg: CFGDistillConfig, progress: bool = True, stop_after: int | No
     """Train (or resume) stage 1; returns the model folder (the teacher's files + ``student.safetensors``).
     ``stop_after`` ends the call after that many total steps with a checkpoint, as an interruption would."""
     out = Path(cfg.out)
-    setup = load_setup(cfg)
+    setup = load_setup(cfg, cfg.gated)
     fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)
     student = Runner(new_student(setup, cfg.init))

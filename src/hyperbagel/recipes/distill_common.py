@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.files import atomic_write_text
-from hyperbagel.flow.guidance import GuidanceConfig
+from hyperbagel.flow.guidance import GuidanceConfig, gated_scales
 from hyperbagel.flow.sampler import Branches
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.context import Forwarder
@@ -146,9 +146,12 @@ class Setup:
     ids: Tensor  # latent position ids of one image
     lineage: dict[str, str]
     teacher: Runner  # the teacher's model, as it is run (its contexts and velocities go through it)
+    gated: bool = False  # the student's scales are gated by the CFG interval (``StudentInfo.gated``)
 
 
-def load_setup(cfg: DistillConfig) -> Setup:
+def load_setup(cfg: DistillConfig, gated: bool | None = None) -> Setup:
+    """The teacher and what the student descends from. ``gated``: whether the student's guidance scales are gated
+    by the CFG interval; None takes the previous stage's (a stage-1 student from the teacher: gated)."""
     teacher = resolve(cfg.teacher)
     if not (teacher / "config.json").is_file():
         raise HyperBagelError(f"teacher model folder not found: {teacher} (train one with `hyperbagel train teacher`)")
@@ -159,8 +162,9 @@ def load_setup(cfg: DistillConfig) -> Setup:
         p.requires_grad_(False)
     if cfg.init and not has_student(cfg.init):
         raise HyperBagelError(f"{cfg.init} holds no {STUDENT_FILE}: run the previous distillation stage first")
-    lineage = dict(read_student_info(cfg.init).lineage) if cfg.init else {}
-    return Setup(pipe, pipe.latent_ids(), lineage, Runner(pipe.model))
+    info = read_student_info(cfg.init) if cfg.init else None
+    gated = (info.gated if info else True) if gated is None else gated
+    return Setup(pipe, pipe.latent_ids(), dict(info.lineage) if info else {}, Runner(pipe.model), gated)
 
 
 def student_weights(folder: str | Path | None) -> dict[str, Tensor] | None:
@@ -219,12 +223,13 @@ class Conditions:
     group: str  # "gen" or "edit"
     branches: Branches  # built by the teacher; the unconditional ones only when asked for
     guidance: GuidanceConfig  # the teacher's CFG interval and renorm for this task
-    text_scale: Tensor  # [B]
+    text_scale: Tensor  # [B]: the teacher's scales, as stage 1's target applies them
     image_scale: Tensor  # [B]
     noise: Tensor  # [B, N, P]: the initial noise x_T
     x0: Tensor | None  # [B, N, P]: clean latents of the target scenes (when asked for)
     generators: list[torch.Generator]  # per row, for any further draws of the step
     items: list[dict] = field(default_factory=list)  # per row: the text-to-image or edit item (the exact judge's)
+    gate: tuple[float, float] | None = None  # the CFG interval a gated student's scales follow (None: ungated)
 
     @property
     def batch(self) -> int:
@@ -233,6 +238,15 @@ class Conditions:
     @property
     def device(self) -> torch.device:
         return self.noise.device
+
+    def scales(self, t: Tensor, rows: Tensor | None = None) -> dict[str, Tensor]:
+        """The ``text_scale``/``image_scale`` keywords a student (or a discriminator on one) is fed at times ``t``,
+        for all rows or ``rows``: the rows' scales, gated by the CFG interval for a gated student."""
+        text, image = self.text_scale, self.image_scale
+        if rows is not None:
+            text, image = text[rows], image[rows]
+        text, image = gated_scales(t, text, image, self.gate)
+        return {"text_scale": text, "image_scale": image}
 
     def per_row(self, draw) -> Tensor:
         """``draw(generator)`` for each row's generator (on the CPU), stacked and moved to the models' device."""
@@ -289,8 +303,9 @@ def conditions(setup: Setup, cfg: DistillConfig, step: int, group: str, sub: int
     noise = torch.stack([torch.randn(len(setup.ids), pipe.cfg.patch_latent_dim, generator=g) for g in gens])
     x0 = _latents(pipe, scenes, gens) if data else None
     device = pipe.fwd.device
-    return Conditions(group, branches, GUIDANCE[group], text.to(device), image.to(device), noise.to(device), x0,
-                      gens, items)
+    guidance = GUIDANCE[group]
+    return Conditions(group, branches, guidance, text.to(device), image.to(device), noise.to(device), x0, gens,
+                      items, guidance.interval if setup.gated else None)
 
 
 def autocast(cfg: DistillConfig, contexts: bool = False):
@@ -371,7 +386,8 @@ def write_config(cfg: DistillConfig, out: Path) -> None:
 
 def student_info(cfg: DistillConfig, setup: Setup, stage: str, steps: int = 6) -> StudentInfo:
     return StudentInfo(stage=stage, steps=steps, shift=cfg.shift, text_scale_range=cfg.text_scale,
-                       image_scale_range=cfg.image_scale, lineage={**setup.lineage, stage: str(cfg.out)})
+                       image_scale_range=cfg.image_scale, lineage={**setup.lineage, stage: str(cfg.out)},
+                       gated=setup.gated)
 
 
 def check_understanding(setup: Setup, expected: str) -> str:

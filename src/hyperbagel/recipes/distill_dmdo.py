@@ -91,7 +91,7 @@ def rollout(setup, fwd: Runner, c, cfg: DMDOConfig):
     """The generator's ODE path from ``c.noise`` without gradient: states ``[K, B, N, P]``, times ``[K]``, ``x_0``."""
     path: list = []
     with torch.no_grad(), autocast(cfg):
-        velocity = distilled_velocity(fwd, c.branches.cond, setup.ids, c.text_scale, c.image_scale)
+        velocity = distilled_velocity(fwd, c.branches.cond, setup.ids, c.text_scale, c.image_scale, c.gate)
         x0 = euler(velocity, c.noise, bagel_timesteps(cfg.sample_steps + 1, cfg.shift), path)
     return torch.stack([x for _, x, _ in path]).float(), torch.stack([t.float() for t, _, _ in path]), x0.float()
 
@@ -107,8 +107,7 @@ def fake_loss(setup, fwds, cfg: DMDOConfig, c, x0) -> torch.Tensor:
     t = _times(c, cfg)
     noise = fake_noise(c, cfg)
     with autocast(cfg):
-        v, _ = fwds["fake"].velocity(c.branches.cond, path_mix(x0, noise, t), t, setup.ids,
-                                     text_scale=c.text_scale, image_scale=c.image_scale)
+        v, _ = fwds["fake"].velocity(c.branches.cond, path_mix(x0, noise, t), t, setup.ids, **c.scales(t))
         return fake_flow_loss(v, x0, noise)
 
 
@@ -117,16 +116,15 @@ def generator_loss(setup, fwds, cfg: DMDOConfig, c, states, times) -> tuple[torc
     k = c.per_row(lambda g: torch.randint(len(times), (), generator=g))
     rows = torch.arange(B, device=c.device)
     x_k, t_k = states[k, rows], times[k]
-    scales = dict(text_scale=c.text_scale, image_scale=c.image_scale)
     with autocast(cfg):
-        v, _ = fwds["generator"].velocity(c.branches.cond, x_k, t_k, setup.ids, **scales)
+        v, _ = fwds["generator"].velocity(c.branches.cond, x_k, t_k, setup.ids, **c.scales(t_k))
     x0_hat = x0_from_velocity(x_k, v.float(), t_k)
     t2 = _times(c, cfg)
     with torch.no_grad(), autocast(cfg):
         x_t2 = path_mix(x0_hat.detach(), c.noise, t2)
         v_real = teacher_guided_velocity(setup.teacher, c.branches, setup.ids, x_t2, t2, c.text_scale,
                                          c.image_scale, c.guidance, any_rank)
-        v_fake, _ = fwds["fake"].velocity(c.branches.cond, x_t2, t2, setup.ids, **scales)
+        v_fake, _ = fwds["fake"].velocity(c.branches.cond, x_t2, t2, setup.ids, **c.scales(t2))
     x0_real, x0_fake = x0_from_velocity(x_t2, v_real.float(), t2), x0_from_velocity(x_t2, v_fake.float(), t2)
     grad = dmd_gradient(x0_hat, x0_real, x0_fake)
     return dmd_generator_loss(x0_hat, grad), float((x0_fake - x0_real).abs().mean())

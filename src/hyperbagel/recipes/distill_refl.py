@@ -102,7 +102,7 @@ def judge_rows(c, images: list[np.ndarray]) -> np.ndarray:
 def one_step(setup, fwd: Runner, c) -> Tensor:
     """The 1-step sample ``x̂_0 = x_T − v(x_T, 1)`` (with gradient when enabled)."""
     t = torch.ones(c.batch, device=c.device)
-    v, _ = fwd.velocity(c.branches.cond, c.noise, t, setup.ids, text_scale=c.text_scale, image_scale=c.image_scale)
+    v, _ = fwd.velocity(c.branches.cond, c.noise, t, setup.ids, **c.scales(t))
     return x0_from_velocity(c.noise, v.float(), t)
 
 

@@ -120,27 +120,26 @@ def generator_losses(setup, roles, cfg: TSCDConfig, step: int, group: str) -> tu
     s = end + u * (start - end)  # discriminator time: inside the segment above the end
     x_t = noisy(c.x0, c.noise, t)
     adv_noise = c.per_row(lambda g: torch.randn(c.noise.shape[1:], generator=g))
-    ctx, scales = c.branches.cond, dict(text_scale=c.text_scale, image_scale=c.image_scale)
+    ctx = c.branches.cond
     with torch.no_grad(), autocast(cfg):
         if cfg.real == "ode":
             def teacher(x, tt, rows):
-                return roles["teacher"].velocity(ctx.select(rows), x, tt, ids, text_scale=c.text_scale[rows],
-                                                 image_scale=c.image_scale[rows])[0]
+                return roles["teacher"].velocity(ctx.select(rows), x, tt, ids, **c.scales(tt, rows))[0]
 
             y = solve_to_segment_end(teacher, x_t, n, segment_end_index(n, cfg.steps_per_segment), grid,
                                      any_rank).float()
         else:
-            v_teacher, _ = roles["teacher"].velocity(ctx, x_t, t, ids, **scales)
+            v_teacher, _ = roles["teacher"].velocity(ctx, x_t, t, ids, **c.scales(t))
             x_next = jump(x_t, v_teacher, t, t_next)
-            v_self, _ = roles["student"].velocity(ctx, x_next, t_next, ids, **scales)
+            v_self, _ = roles["student"].velocity(ctx, x_next, t_next, ids, **c.scales(t_next))
             y = consistency_target(x_next, v_self, t_next, end)
             y = torch.where((t_next == end).view(-1, 1, 1), x_next, y).float()
         real = renoise(y, end, s, adv_noise)
     with autocast(cfg):
-        v, _ = roles["student"].velocity(ctx, x_t, t, ids, **scales)
+        v, _ = roles["student"].velocity(ctx, x_t, t, ids, **c.scales(t))
         y_hat = jump(x_t, v.float(), t, end)
         fake = renoise(y_hat, end, s, adv_noise)
-        g_adv = hinge_generator_loss(disc(ctx, fake, s, ids, **scales))
+        g_adv = hinge_generator_loss(disc(ctx, fake, s, ids, **c.scales(s)))
         mse = consistency_mse(y_hat, y)
         g_loss = cfg.adv_weight * g_adv + cfg.mse_weight * mse
     backward_share(g_loss, c, cfg)
@@ -150,7 +149,7 @@ def generator_losses(setup, roles, cfg: TSCDConfig, step: int, group: str) -> tu
 
 def disc_loss(setup, roles, cfg: TSCDConfig, group: str, c, real, fake, s) -> dict[str, float]:
     """The discriminator's backward for one group, on the generator pass's real and fake; returns its loss."""
-    ctx, scales = c.branches.cond, dict(text_scale=c.text_scale, image_scale=c.image_scale)
+    ctx, scales = c.branches.cond, c.scales(s)
     disc = roles["disc"]
     with autocast(cfg):
         d_loss = hinge_discriminator_loss(disc(ctx, real, s, setup.ids, **scales),
