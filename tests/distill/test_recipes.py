@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 
 from hyperbagel.model.checkpoint import load_pretrained
-from hyperbagel.model.student import STUDENT_FILE, is_generation_param
+from hyperbagel.model.student import STUDENT_FILE, is_generation_param, read_student_info
 from hyperbagel.pipeline import Pipeline
 from hyperbagel.recipes.distill_cfg import CFGDistillConfig, train_cfg
 from hyperbagel.recipes.distill_common import understanding_fingerprint
@@ -22,7 +22,8 @@ from runs import assert_same_checkpoint
 SMALL = dict(batch={"gen": 1, "edit": 1}, warmup=1, ckpt_every=100, log_every=100)
 STAGES = {
     "cfg": (train_cfg, lambda teacher, out, init: CFGDistillConfig(
-        teacher=str(teacher), out=str(out), steps=3, rollout_timesteps=6, states_per_rollout=2, lr=1e-3, **SMALL)),
+        teacher=str(teacher), out=str(out), steps=3, rollout_timesteps=6, states_per_rollout=2, lr=1e-3, gated=True,
+        **SMALL)),
     "tscd": (train_tscd, lambda teacher, out, init: TSCDConfig(
         teacher=str(teacher), init=str(init), out=str(out), steps=3, steps_per_segment=2, lr=1e-3, **SMALL)),
     "dmdo": (train_dmdo, lambda teacher, out, init: DMDOConfig(
@@ -76,7 +77,7 @@ def test_understanding_weights_bit_identical_after_the_stage(micro_teacher, chai
     assert changed  # the generation branch did train
     pipe = Pipeline.from_pretrained(a)
     assert pipe.student_info.stage == stage
-    assert pipe.student_info.gated  # a stage 1 from the teacher gates its scales; every later stage keeps it
+    assert pipe.student_info.gated  # stage 1 was asked to gate its scales; every later stage keeps it
     for name, p in pipe.student.named_parameters():
         if not is_generation_param(name):
             assert torch.equal(p, teacher.state_dict()[name]), name
@@ -104,6 +105,7 @@ def test_distill_commands_then_generate_and_edit_with_the_student(micro_teacher,
                 "--config", str(tmp_path / f"{stage}.json")]
         assert main(args + (["--init", str(init)] if init else [])) == 0
         init = tmp_path / stage
+    assert not read_student_info(init).gated  # the default stage 1 feeds its scales as drawn, at every t
     png = tmp_path / "g.png"
     assert main(["generate", "--ckpt", str(init), "a blue square", "--out", str(png)]) == 0
     assert "(7 model forwards" in capsys.readouterr().out

@@ -4,7 +4,7 @@ velocity at any text scale (and image scale, for editing).
 Each step, per task group: the teacher builds the three branch contexts, draws guidance scales (text ~ U[1, 5],
 image ~ U[1, 2.5] for editing, 1.0 for text-to-image) and runs its own guided sampler (BAGEL's shifted Euler, CFG
 interval and renorm), recording every state it visits and the exact guided velocity there. The student, given the
-same context, time and scales (1.0 outside the CFG interval, where the teacher does not guide: ``gated_scales``),
+same context, time and scales (optionally 1.0 outside the CFG interval, where the teacher does not guide: ``gated``),
 regresses ``states_per_rollout`` of those states per row (MSE). Only the generation branch and the guidance
 embedders train.
 """
@@ -54,8 +54,8 @@ class CFGDistillConfig(DistillConfig):
     lr: float = 2e-4
     rollout_timesteps: int = 50  # the teacher sampler's schedule (BAGEL's: 50 points, 49 guided Euler steps)
     states_per_rollout: int = 16  # states of each rollout the student regresses (per row): a third of them
-    # the student's scales are 1.0 outside the CFG interval (flow.guidance.gated_scales); None: as the init's (True
-    # from the teacher). Later stages always keep their init's
+    # the student's scales are 1.0 outside the CFG interval (flow.guidance.gated_scales); None: as the init's (off
+    # from the teacher). Later stages always keep their init's. No gain measured yet (docs/distillation.md)
     gated: bool | None = None
 
     def __post_init__(self) -> None:

@@ -151,7 +151,7 @@ class Setup:
 
 def load_setup(cfg: DistillConfig, gated: bool | None = None) -> Setup:
     """The teacher and what the student descends from. ``gated``: whether the student's guidance scales are gated
-    by the CFG interval; None takes the previous stage's (a stage-1 student from the teacher: gated)."""
+    by the CFG interval; None takes the previous stage's (a stage-1 student from the teacher: ungated)."""
     teacher = resolve(cfg.teacher)
     if not (teacher / "config.json").is_file():
         raise HyperBagelError(f"teacher model folder not found: {teacher} (train one with `hyperbagel train teacher`)")
@@ -163,7 +163,7 @@ def load_setup(cfg: DistillConfig, gated: bool | None = None) -> Setup:
     if cfg.init and not has_student(cfg.init):
         raise HyperBagelError(f"{cfg.init} holds no {STUDENT_FILE}: run the previous distillation stage first")
     info = read_student_info(cfg.init) if cfg.init else None
-    gated = (info.gated if info else True) if gated is None else gated
+    gated = bool(info and info.gated) if gated is None else gated
     return Setup(pipe, pipe.latent_ids(), dict(info.lineage) if info else {}, Runner(pipe.model), gated)
 
 
