@@ -33,7 +33,8 @@ import platform
 
 import torch
 
-from hyperbagel.distill.cfg import guidance_shares, interval_mask, teacher_guided_velocity
+from hyperbagel.distill.cfg import guidance_shares, teacher_guided_velocity
+from hyperbagel.flow.guidance import interval_mask
 from hyperbagel.flow.sampler import euler
 from hyperbagel.flow.schedule import bagel_timesteps
 from hyperbagel.model.student import read_student_info
@@ -85,7 +86,7 @@ def fidelity(setup, student: Runner, cfg: CFGDistillConfig, group: str, batch: i
         euler(guided, c.noise, bagel_timesteps(cfg.rollout_timesteps, cfg.shift), trajectory)
         for t, x, v_g in trajectory[::every]:
             tt = torch.full((x.shape[0],), float(t))
-            if not (outside or bool(interval_mask(tt, c.guidance).any())):
+            if not (outside or bool(interval_mask(tt, c.guidance.interval).any())):
                 continue
             v_c = fwd.velocity(branches.cond, x, tt, ids)[0].float()
             v_s = student.velocity(branches.cond, x, tt, ids, **c.scales(tt))[0].float()

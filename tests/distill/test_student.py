@@ -134,7 +134,8 @@ def test_a_gated_student_is_fed_scale_one_outside_the_cfg_interval(micro_teacher
     assert not torch.equal(at(0.3, 4.0, 1.5), at(0.3, 1.0, 1.0))
 
     # text-to-image guides on all of [0, 1]: the gate changes nothing; editing's last step (t = 0.375) is gated
-    assert np.array_equal(gated.generate(["a red circle"], [0]).images[0], plain.generate(["a red circle"], [0]).images[0])
+    generated = [p.generate(["a red circle"], [0]).images[0] for p in (gated, plain)]
+    assert np.array_equal(*generated)
     image = render(sample_scene(np.random.default_rng(0)))
     edited = [p.edit([image], ["remove the circle"], [0]).images[0] for p in (gated, plain)]
     assert not np.array_equal(*edited)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hyperbagel.flow.guidance import GuidanceConfig, combine
+from hyperbagel.flow.guidance import GuidanceConfig, combine, interval_mask
 from hyperbagel.flow.sampler import Branches
 from hyperbagel.model.context import Forwarder
 
@@ -44,14 +44,8 @@ def guided_target(
     shape = (-1,) + (1,) * (v_cond.dim() - 1)
     guided = combine(v_cond, v_no_text, v_no_image, text_scale.view(shape), image_scale.view(shape),
                      guidance.renorm_type, guidance.renorm_min)
-    active = interval_mask(_rows(t, v_cond.shape[0], v_cond.device), guidance)
+    active = interval_mask(_rows(t, v_cond.shape[0], v_cond.device), guidance.interval)
     return torch.where(active.view(shape), guided, v_cond)
-
-
-def interval_mask(t: Tensor, guidance: GuidanceConfig) -> Tensor:
-    """Rows where CFG applies: ``lo < t ≤ hi`` (BAGEL's test)."""
-    lo, hi = guidance.interval
-    return (t > lo) & (t <= hi)
 
 
 def teacher_guided_velocity(
@@ -70,7 +64,7 @@ def teacher_guided_velocity(
     each skip a choice of all processes (``training.distributed.any_rank``) when the model is sharded."""
     tt = _rows(t, x.shape[0], x.device)
     v_cond, _ = fwd.velocity(branches.cond, x, tt, position_ids)
-    if branches.no_text is None or not agree(bool(interval_mask(tt, guidance).any())):
+    if branches.no_text is None or not agree(bool(interval_mask(tt, guidance.interval).any())):
         return v_cond
     v_no_text, _ = fwd.velocity(branches.no_text, x, tt, position_ids)
     v_no_image = None

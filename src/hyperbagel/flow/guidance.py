@@ -51,6 +51,12 @@ class GuidanceConfig:
         return self.text_scale > 1.0, self.text_scale > 1.0 and self.image_scale > 1.0
 
 
+def interval_mask(t: Tensor, interval: tuple[float, float]) -> Tensor:
+    """Where CFG applies, per time in ``t``: ``lo < t ≤ hi`` (BAGEL's test, as ``GuidanceConfig.active``)."""
+    lo, hi = interval
+    return (t > lo) & (t <= hi)
+
+
 def gated_scales(t: Tensor, text_scale: Tensor, image_scale: Tensor,
                  interval: tuple[float, float] | None) -> tuple[Tensor, Tensor]:
     """The guidance scales a *gated* CFG-distilled student is fed at times ``t`` (``[B]`` or one time): the
@@ -59,8 +65,7 @@ def gated_scales(t: Tensor, text_scale: Tensor, image_scale: Tensor,
     input. ``interval=None`` (an ungated student) returns the scales as they are."""
     if interval is None:
         return text_scale, image_scale
-    lo, hi = interval
-    on = (t > lo) & (t <= hi)
+    on = interval_mask(t, interval)
     return torch.where(on, text_scale, 1.0), torch.where(on, image_scale, 1.0)
 
 
