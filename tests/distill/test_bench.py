@@ -168,6 +168,17 @@ def test_interrupted_bench_resumes_to_the_same_report(micro_teacher, tmp_path, m
     assert main(["eval", "geneval", str(out / "euler-6f")]) == 0
     capsys.readouterr()
 
+    def no_sampling(*a, **k):
+        raise AssertionError("a finished bench was measured again")
+
+    monkeypatch.setattr(bench, "load_pipelines", no_sampling)  # the same command again: the finished report
+    assert main([*args, "--out", str(out)]) == 0
+    assert json.loads((out / "bench.json").read_text()) == split and "| euler-6f |" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert main([*args, "--out", str(out), "--fresh"]) == 0  # --fresh measures again: one new session from 0
+    assert [s["from_item"] for s in json.loads((out / "bench.json").read_text())["sessions"]] == [0]
+    capsys.readouterr()
+
 
 def test_eval_against_a_base_folder_pairs_images_by_seed(tmp_path, capsys):
     """Renders of each prompt's scene pass the judge, blank images fail: the paired counts are known by hand."""

@@ -86,7 +86,8 @@ def add_commands(subparsers) -> None:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the 95%% CI")
         p.add_argument("--fresh", action="store_true",
-                       help="start over even if OUT holds a partial run (by default the bench resumes it)")
+                       help="measure from scratch even if OUT holds a partial or finished run of these settings "
+                            "(by default the bench resumes one, or shows the other's report)")
         p.add_argument("--bf16", action="store_true", help="every row under bf16 autocast (faster on CPU)")
         p.add_argument("--encoder", type=Path, default=Path("runs/shapes-encoder/encoder.safetensors"),
                        help="the Shapes encoder for KID (trained on real renders if missing)")

@@ -67,7 +67,7 @@ class BenchSettings:
     encoder: Path = Path("runs/shapes-encoder/encoder.safetensors")
     bf16: bool = False  # every row under bf16 autocast (about 2× the throughput on CPUs with AMX)
     progress: bool = True
-    fresh: bool = False  # ignore (and delete) a saved partial run in ``out``
+    fresh: bool = False  # measure again, ignoring (and deleting) a saved partial run in ``out``, or a finished one
 
     def __post_init__(self) -> None:
         if self.task not in SUITE:
@@ -167,17 +167,20 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
     if rows[0].name != "teacher":
         raise HyperBagelError("the first bench row must be the teacher")
     teacher = resolve(teacher)  # a folder, or a shipped model's name
-    pipes = load_pipelines(teacher, stages, rows)
     items = suites.load_suite(SUITE[task], settings.limit)
     out = Path(settings.out)
-    out.mkdir(parents=True, exist_ok=True)
-    per_call = max(1, settings.batch // S)
     n_items = len(items)
-    names = [r.name for r in rows]
     fingerprint = _fingerprint(teacher, stages, rows, settings, n_items)
     resume = out / RESUME_FILE
     if settings.fresh:
         resume.unlink(missing_ok=True)
+    elif not resume.exists() and (done := _finished(out / "bench.json", fingerprint)):
+        log.info("%s is this bench, finished: its report is shown (--fresh measures again)", out / "bench.json")
+        return done
+    pipes = load_pipelines(teacher, stages, rows)
+    out.mkdir(parents=True, exist_ok=True)
+    per_call = max(1, settings.batch // S)
+    names = [r.name for r in rows]
     tally = load_tally(resume, fingerprint) or Tally(names, n_items, S)
     if tally.next_item:
         log.info("resuming the bench at item %d of %d (%s)", tally.next_item, n_items, resume)
@@ -269,7 +272,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
             res["vs_peers"] = {p.name: compare(per[p.name], per[row.name], settings.bootstrap, settings.seed)
                                for p in peers(rows)}
     report = {"task": task, "suite": SUITE[task], "items": n_items, "samples": S, "seed": settings.seed,
-              "batch": settings.batch, "bf16": settings.bf16,
+              "batch": settings.batch, "bf16": settings.bf16, "fingerprint": fingerprint,
               "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads",
               "sessions": tally.sessions, "rows": results, "real_colour": colour_stats(real)}
     report["table"] = table(report)
@@ -283,6 +286,14 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
 def peers(rows: list[Row]) -> list[Row]:
     """The training-free rows: the teacher's own model sampled with few forwards."""
     return [r for r in rows if r.name != "teacher" and not r.accelerated]
+
+
+def _finished(report: Path, fingerprint: dict) -> dict | None:
+    """The report of a finished bench with these settings; None when there is none (a re-run then measures)."""
+    if not report.is_file():
+        return None
+    done = json.loads(report.read_text())
+    return done if done.get("fingerprint") == fingerprint else None
 
 
 def _fingerprint(teacher: Path, stages: dict[str, Path], rows: list[Row], settings: BenchSettings, items: int) -> dict:
