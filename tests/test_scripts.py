@@ -94,3 +94,20 @@ def test_a_wrong_config_key_or_row_is_caught(tmp_path):
         check_command(["bench", "edit", "--stage", "dmdo=runs/x", "--rows", "dmdo-5"], tmp_path)
     with pytest.raises(AssertionError, match="does not parse"):
         check_command(["bench", "edit", "--sampels", "4"], tmp_path)
+
+
+def test_finding_jemalloc_never_ends_a_pipefail_chain(tmp_path):
+    """An ``ldconfig -p`` that lists jemalloc first and then 200 kB more: a reader that stops at the match would
+    SIGPIPE it, and under ``set -euo pipefail`` the chain sourcing scripts/jemalloc.sh would exit with 141."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "ldconfig"
+    fake.write_text("#!/usr/bin/env bash\n"
+                    "echo '\tlibjemalloc.so.2 (libc6,x86-64) => /opt/lib/libjemalloc.so.2'\n"
+                    "for i in $(seq 4000); do echo \"\tlibfill$i.so (libc6,x86-64) => /usr/lib/libfill$i.so\"; done\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "LD_PRELOAD": ""}
+    run = subprocess.run(["bash", "-c", f"set -euo pipefail; . {SCRIPTS / 'jemalloc.sh'}; echo \"$LD_PRELOAD\""],
+                         env=env, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run
+    assert run.stdout.strip() == "/opt/lib/libjemalloc.so.2"
