@@ -180,6 +180,22 @@ def test_interrupted_bench_resumes_to_the_same_report(micro_teacher, tmp_path, m
     capsys.readouterr()
 
 
+def test_a_retrained_stage_is_another_bench(student_folder, tmp_path):
+    """Neither resumed nor shown as finished: the fingerprint holds each stage's weights, not only its path."""
+    import shutil
+
+    from hyperbagel.eval.bench import BenchSettings, _fingerprint
+
+    folder = shutil.copytree(student_folder, tmp_path / "dmdo")
+    rows, settings = bench_rows("generate", {"dmdo": folder}), BenchSettings("generate", tmp_path / "bench")
+    before = _fingerprint(student_folder, {"dmdo": folder}, rows, settings, 3)
+    assert _fingerprint(student_folder, {"dmdo": folder}, rows, settings, 3) == before
+    student = folder / "student.safetensors"
+    data = student.read_bytes()
+    student.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # one weight's last byte flipped
+    assert _fingerprint(student_folder, {"dmdo": folder}, rows, settings, 3) != before
+
+
 def test_eval_against_a_base_folder_pairs_images_by_seed(tmp_path, capsys):
     """Renders of each prompt's scene pass the judge, blank images fail: the paired counts are known by hand."""
     from hyperbagel.world import suites

@@ -34,9 +34,9 @@ from hyperbagel.eval.paired import PerImage, compare, diff_cell, judge_image, ov
 from hyperbagel.eval.shapes_encoder import encode, kid, load_encoder
 from hyperbagel.files import atomic_write_text
 from hyperbagel.flow.solvers import prepare
-from hyperbagel.model.student import has_student, load_student, read_student_info
+from hyperbagel.model.student import STUDENT_FILE, has_student, load_student, read_student_info
 from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline, SamplerSettings
-from hyperbagel.pretrained import resolve
+from hyperbagel.pretrained import resolve, sha256
 from hyperbagel.world import folders, scoring, suites
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import scene_from_json
@@ -297,12 +297,17 @@ def _finished(report: Path, fingerprint: dict) -> dict | None:
 
 
 def _fingerprint(teacher: Path, stages: dict[str, Path], rows: list[Row], settings: BenchSettings, items: int) -> dict:
-    """What a resumed bench must share with the run it continues."""
+    """What a resumed (or finished) bench must share with the run it continues (or shows)."""
     return {"teacher": str(teacher.resolve()),
-            "stages": {k: str(Path(v).resolve()) for k, v in stages.items() if k in {r.model for r in rows}},
+            "stages": {k: [str(Path(v).resolve()), _digest(Path(v) / STUDENT_FILE)]  # a retrained stage differs
+                       for k, v in stages.items() if k in {r.model for r in rows}},
             "rows": [[r.name, r.describe, r.model, list(astuple(r.sampler)), r.accelerated] for r in rows],
             "task": settings.task, "items": items, "samples": settings.samples, "batch": settings.batch,
             "seed": settings.seed, "bf16": settings.bf16, "encoder": str(Path(settings.encoder).resolve())}
+
+
+def _digest(path: Path) -> str | None:
+    return sha256(path) if path.is_file() else None  # a folder without a student is refused when loaded
 
 
 SHEET_COLUMNS = 8
