@@ -22,7 +22,7 @@ from hyperbagel.distill.commands import bench_plan, stage_config
 from hyperbagel.errors import HyperBagelError
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-CHAINS = ["distill.sh", "distill_acceptance.sh", "one_step.sh", "one_step_acceptance.sh", "drafts.sh"]
+CHAINS = ["distill.sh", "distill_acceptance.sh", "dmdo_arms.sh", "one_step.sh", "one_step_acceptance.sh", "drafts.sh"]
 
 RECORDER = f"""#!{sys.executable}
 import json, os, sys
