@@ -129,6 +129,7 @@ def test_bench_command_end_to_end(micro_teacher, student_folder, tmp_path, capsy
         assert main(["eval", "geneval", str(out / name)]) == 0
     assert "| dmdo-6 |" in (out / "bench.md").read_text() and "Δ vs dpm-6f" in (out / "bench.md").read_text()
     assert (out / "sheet.png").stat().st_size > 0
+    assert all(0 < r["cpu"]["own_share"] for r in report["rows"])  # every call metered
     capsys.readouterr()
 
 

@@ -44,6 +44,15 @@ def test_each_target_fails_alone_when_its_measurement_crosses_it(field, value, f
     assert [k for k, ok in result.items() if not ok] == [failed]
 
 
+def test_a_speed_up_measured_beside_other_work_does_not_hold():
+    rep = report(speedup=40.0)
+    rep["rows"][0]["cpu"] = {"own_share": 0.6, "others_share": 0.4}  # the teacher's calls shared the machine
+    (speed,) = [c for c in checks(rep, "dmdo-6", SIX_STEP["generate"]) if c.what.endswith("speed-up end to end")]
+    assert not speed.holds and "timings disturbed: teacher 40 %" in speed.measured
+    rep["rows"][0]["cpu"]["others_share"] = 0.01
+    assert holds(rep)["speed-up end to end"]
+
+
 def test_the_boundaries_are_inclusive_where_the_issue_says_at_least():
     assert all(holds(report(ci_lo=-0.02, kid=0.0375, speedup=15.0)).values())
 

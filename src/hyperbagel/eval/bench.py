@@ -29,6 +29,7 @@ from tqdm import tqdm
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.eval.bench_tally import RESUME_FILE, Tally, load_tally, save_tally
 from hyperbagel.eval.colour import BRIGHT, colour_stats
+from hyperbagel.eval.cpu_meter import CpuMeter, CpuUse, disturbed, others_share
 from hyperbagel.eval.model_eval import SEED_RULE, sample_seed
 from hyperbagel.eval.paired import PerImage, compare, diff_cell, judge_image, overall
 from hyperbagel.eval.shapes_encoder import encode, kid, load_encoder
@@ -114,12 +115,21 @@ class Call:
     forwards: int
     seconds: float
     sample_seconds: float
+    cpu: CpuUse | None = None
 
 
 @torch.no_grad()
 def timed_call(pipe: Pipeline, task: str, texts: list[str], seeds: list[int], row: Row,
                sources: list[np.ndarray] | None = None) -> Call:
     """``Pipeline.generate`` / ``edit`` step by step (the same calls, the same images), timing the sampling loop."""
+    with CpuMeter() as meter:
+        call = _call(pipe, task, texts, seeds, row, sources)
+    call.cpu = meter.use
+    return call
+
+
+def _call(pipe: Pipeline, task: str, texts: list[str], seeds: list[int], row: Row,
+          sources: list[np.ndarray] | None) -> Call:
     before = pipe.forwards
     start = time.perf_counter()
     gens = pipe._generators(seeds)
@@ -213,6 +223,12 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
             st["seconds"] += call.seconds
             st["sample_seconds"] += call.sample_seconds
             st["images"] += len(call.images)
+            if "own_cpu" in st:  # not in a tally resumed from a bench that did not meter its calls
+                st["own_cpu"] += call.cpu.own
+                if call.cpu.others is None:  # the machine's total is not readable here
+                    st.pop("others_cpu", None)
+                elif "others_cpu" in st:
+                    st["others_cpu"] += call.cpu.others
             if teacher_images is None:
                 teacher_images = call.images
             tally.pixel[row.name] += [float(np.abs(a.astype(np.float32) - b).mean())
@@ -263,6 +279,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
             "pixel_l1_to_teacher": float(np.mean(tally.pixel[row.name])),
             "kid": k_mean, "kid_std": k_std, "scores": scores,
             "colour": colour_stats(im for rec in records for im in rec.samples),
+            "cpu": _cpu_shares(st),
         }
         if row.name != "teacher":
             res["vs_teacher"] = compare(base, mine, settings.bootstrap, settings.seed)
@@ -286,6 +303,16 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
 def peers(rows: list[Row]) -> list[Row]:
     """The training-free rows: the teacher's own model sampled with few forwards."""
     return [r for r in rows if r.name != "teacher" and not r.accelerated]
+
+
+def _cpu_shares(st: dict) -> dict | None:
+    """This process's CPU time over the row's wall time × threads, and other processes' over wall × cores; None
+    for a tally resumed from a bench that did not meter its calls."""
+    if "own_cpu" not in st:
+        return None
+    own = st["own_cpu"] / max(st["seconds"] * torch.get_num_threads(), 1e-9)
+    others = others_share(st["others_cpu"], st["seconds"]) if "others_cpu" in st else None
+    return {"own_share": own, "others_share": others}
 
 
 def _finished(report: Path, fingerprint: dict) -> dict | None:
@@ -366,6 +393,9 @@ def table(report: dict) -> str:
     if "real_colour" in report:
         lines.append(f"bright / sat: share of pixels brighter than {BRIGHT} (max channel) / their mean saturation "
                      f"(eval/colour.py); real renders {_colour_cell(report['real_colour'])}.")
+    if busy := disturbed(rows):
+        lines.append(f"**Timings disturbed**: other processes used the machine's CPU during these rows' calls "
+                     f"({', '.join(busy)} of wall time × cores): their speed-ups are not clean.")
     return "\n".join(lines + _peer_table(rows))
 
 

@@ -49,7 +49,7 @@ class Tally:
             self.pixel.setdefault(r, [])
             self.feats.setdefault(r, [])
             self.stats.setdefault(r, {"forwards": 0, "calls": 0, "seconds": 0.0, "sample_seconds": 0.0,
-                                      "images": 0})
+                                      "images": 0, "own_cpu": 0.0, "others_cpu": 0.0})
             self.shown.setdefault(r, [])
 
 
