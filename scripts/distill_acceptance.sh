@@ -22,7 +22,6 @@ stages=(--stage cfg=runs/distill-cfg --stage tscd=runs/distill-tscd --stage tscd
         --stage dmdo=runs/distill-dmdo)
 rows=euler-6f,dpm-6f,unipc-6f,cfg-6,tscd-6,tscd-adv-6,dmdo-6
 for task in generate edit; do
-    [[ -f "out/bench-$task-acceptance/bench.json" ]] && continue  # finished: its report is there
     hyperbagel bench "$task" --teacher "$T" "${stages[@]}" --rows "$rows" --bf16 --batch 32 \
         --out "out/bench-$task-acceptance"
 done
