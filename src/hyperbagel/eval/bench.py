@@ -217,18 +217,7 @@ def run_bench(teacher: Path, stages: dict[str, Path], rows: list[Row], settings:
         for row in rows:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=settings.bf16):
                 call = timed_call(pipes[row.model], task, texts, seeds, row, sources)
-            st = tally.stats[row.name]
-            st["forwards"] += call.forwards
-            st["calls"] += 1
-            st["seconds"] += call.seconds
-            st["sample_seconds"] += call.sample_seconds
-            st["images"] += len(call.images)
-            if "own_cpu" in st:  # not in a tally resumed from a bench that did not meter its calls
-                st["own_cpu"] += call.cpu.own
-                if call.cpu.others is None:  # the machine's total is not readable here
-                    st.pop("others_cpu", None)
-                elif "others_cpu" in st:
-                    st["others_cpu"] += call.cpu.others
+            tally.count(row.name, call.forwards, call.seconds, call.sample_seconds, len(call.images), call.cpu)
             if teacher_images is None:
                 teacher_images = call.images
             tally.pixel[row.name] += [float(np.abs(a.astype(np.float32) - b).mean())

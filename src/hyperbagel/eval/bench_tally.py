@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.eval.cpu_meter import CpuUse
 from hyperbagel.files import atomic_save_tensors
 
 RESUME_FILE = "resume.safetensors"
@@ -51,6 +52,24 @@ class Tally:
             self.stats.setdefault(r, {"forwards": 0, "calls": 0, "seconds": 0.0, "sample_seconds": 0.0,
                                       "images": 0, "own_cpu": 0.0, "others_cpu": 0.0})
             self.shown.setdefault(r, [])
+
+    def count(self, row: str, forwards: int, seconds: float, sample_seconds: float, images: int,
+              cpu: CpuUse) -> None:
+        """Add one timed call to the row's totals. A tally resumed from a bench that did not meter its calls keeps
+        no CPU totals; one call whose machine total was unreadable drops the row's total of other processes' CPU."""
+        st = self.stats[row]
+        st["forwards"] += forwards
+        st["calls"] += 1
+        st["seconds"] += seconds
+        st["sample_seconds"] += sample_seconds
+        st["images"] += images
+        if "own_cpu" not in st:
+            return
+        st["own_cpu"] += cpu.own
+        if cpu.others is None:
+            st.pop("others_cpu", None)
+        elif "others_cpu" in st:
+            st["others_cpu"] += cpu.others
 
 
 def save_tally(path: Path, tally: Tally, fingerprint: dict) -> None:
