@@ -22,7 +22,9 @@ from hyperbagel.distill.commands import bench_plan, stage_config
 from hyperbagel.errors import HyperBagelError
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-CHAINS = ["distill.sh", "distill_acceptance.sh", "dmdo_arms.sh", "one_step.sh", "one_step_acceptance.sh", "drafts.sh"]
+CHAINS = ["distill.sh", "distill_acceptance.sh", "dmdo_arms.sh", "stage1_edit_arm.sh", "one_step.sh",
+          "one_step_acceptance.sh", "drafts.sh"]
+NEEDS = {"stage1_edit_arm.sh": ["runs/distill-cfg/train"]}  # a run a chain continues: made by an earlier chain
 
 RECORDER = f"""#!{sys.executable}
 import json, os, sys
@@ -64,6 +66,8 @@ def check_command(argv: list[str], cwd: Path) -> None:
 @pytest.mark.parametrize("script", CHAINS)
 def test_every_command_of_a_chain_parses(script, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # default stage folders (runs/distill-*) as a fresh clone has them: none
+    for folder in NEEDS.get(script, []):
+        (tmp_path / folder).mkdir(parents=True)
     commands = recorded_commands(script, tmp_path)
     assert commands, f"{script} ran no hyperbagel command"
     for argv in commands:
@@ -83,6 +87,21 @@ def test_the_acceptance_chain_runs_its_arm_and_benches_every_stage(tmp_path):
     for argv in benches:
         folders = {v.split("=", 1)[1] for k, v in zip(argv, argv[1:]) if k == "--stage"}
         assert folders == {f"runs/{name}" for name in configs}
+
+
+def test_the_stage1_arm_continues_the_chains_run_and_refuses_without_it(tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(subprocess.CalledProcessError):
+        recorded_commands("stage1_edit_arm.sh", bare)
+    (tmp_path / "runs/distill-cfg/train").mkdir(parents=True)
+    (tmp_path / "runs/distill-cfg/train/state.json").write_text("{}")
+    commands = recorded_commands("stage1_edit_arm.sh", tmp_path)
+    assert (tmp_path / "runs/distill-cfg-edit/train/state.json").is_file()  # the checkpoint it resumes from
+    first = commands[0]
+    assert first[:2] == ["distill", "cfg"] and first[first.index("--out") + 1] == "runs/distill-cfg-edit"
+    config = json.loads((tmp_path / "runs/cfg-edit.json").read_text())
+    assert config["steps"] > 200 and config["batch"]["edit"] > 4
 
 
 def test_a_wrong_config_key_or_row_is_caught(tmp_path):

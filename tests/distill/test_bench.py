@@ -66,11 +66,13 @@ def test_rows_have_six_forwards():
     assert bench_rows("generate", {})[1].sampler.num_timesteps == 4  # 3 steps × 2 branches
 
 
-def test_an_arm_of_a_one_step_stage_is_named_for_its_one_step():
+def test_an_arm_of_a_stage_is_named_for_its_stage_steps():
     """Without its folder yet (a script's chain, checked before it runs), a stage's steps come from its name:
-    ``adp-pair`` is an ADP model, ``dmdo-fresh`` a DMDO one."""
-    names = [r.name for r in bench_rows("generate", {"adp-pair": None, "refl-x": None, "dmdo-fresh": None})]
-    assert names[-3:] == ["adp-pair-1", "refl-x-1", "dmdo-fresh-6"]
+    ``adp-pair`` is an ADP model, ``cfg-edit`` a stage-1 one (its own 49 steps), ``dmdo-fresh`` a DMDO one."""
+    names = [r.name for r in bench_rows("generate", {"adp-pair": None, "refl-x": None, "cfg-edit": None,
+                                                     "dmdo-fresh": None})]
+    assert names[-4:] == ["adp-pair-1", "refl-x-1", "cfg-edit-49", "dmdo-fresh-6"]
+    assert [r.sampler.num_timesteps for r in bench_rows("edit", {"cfg-edit": None})[-1:]] == [50]
 
 
 @pytest.fixture(scope="module")

@@ -98,15 +98,14 @@ def bench_rows(task: str, stages: dict[str, Path]) -> list[Row]:
     return rows
 
 
-ONE_STEP_STAGES = ("adp", "refl")
+STAGE_STEPS = {"adp": 1, "refl": 1, "cfg": 49}  # by stage name, and for its arms (``adp-…``, ``cfg-…``); else 6
 
 
 def stage_steps(stage: str, folder: Path | None) -> int:
-    """A distilled model's own sampling steps: its student file's, else by stage name (1 for adp/refl and their
-    arms, ``adp-…``/``refl-…``; else 6)."""
+    """A distilled model's own sampling steps: its student file's, else by stage name (``STAGE_STEPS``)."""
     if folder is not None and has_student(folder):
         return read_student_info(folder).steps
-    return 1 if stage.split("-")[0] in ONE_STEP_STAGES else 6
+    return STAGE_STEPS.get(stage.split("-")[0], 6)
 
 
 @dataclass
