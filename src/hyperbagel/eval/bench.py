@@ -98,7 +98,9 @@ def bench_rows(task: str, stages: dict[str, Path]) -> list[Row]:
     return rows
 
 
-STAGE_STEPS = {"adp": 1, "refl": 1, "cfg": 49}  # by stage name, and for its arms (``adp-…``, ``cfg-…``); else 6
+# by stage name, for a stage's arms (``adp-…``, ``cfg-…``) before their folders exist; else 6 (stage 1 itself, "cfg",
+# is benched at 49 steps and at 6 by ``bench_rows``)
+STAGE_STEPS = {"adp": 1, "refl": 1, "cfg": 49}
 
 
 def stage_steps(stage: str, folder: Path | None) -> int:
