@@ -445,15 +445,19 @@ def cmd_eval_model(args) -> int:
             guidance = suite_guidance(args.suite, args.text_scale, args.image_scale)
         except ValueError as err:
             raise HyperBagelError(str(err)) from None
+    from hyperbagel.precision import use_bf16
+
     pipe = _pipeline(args)
-    if args.bf16:
+    bf16 = use_bf16(args.bf16, pipe.fwd.device.type)
+    if bf16:
         import torch
 
         for fwd in (pipe.fwd, pipe.student_fwd):
             if fwd is not None:
                 fwd.autocast = torch.bfloat16
+    precision = "bf16-autocast" if bf16 else "fp32 (bf16 asked; no native bf16 here)" if args.bf16 else "fp32"
     settings = EvalSettings(args.suite, args.out, args.limit, args.samples, args.batch, args.seed,
-                            precision="bf16-autocast" if args.bf16 else "fp32", guidance=guidance)
+                            precision=precision, guidance=guidance)
     scores = evaluate(pipe, str(args.ckpt), settings)
     text = json.dumps(scores, indent=2)
     print(text)

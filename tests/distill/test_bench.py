@@ -221,3 +221,20 @@ def test_eval_against_a_base_folder_pairs_images_by_seed(tmp_path, capsys):
     write_record(tmp_path / "short", 0, items[0], [good[0]])
     assert main(["eval", "geneval", str(tmp_path / "short"), "--against", str(tmp_path / "base")]) == 2
     assert "same items and samples" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_bench_records_the_precision_it_ran(micro_teacher, tmp_path, monkeypatch, native):
+    """``--bf16`` on a CPU without native bf16 runs (and fingerprints, and says) fp32; with it, bf16."""
+    from hyperbagel.precision import ENV
+
+    monkeypatch.setenv(ENV, native)
+    enc = tmp_path / "enc.safetensors"
+    train_encoder(EncoderConfig(steps=2, batch=8), enc)
+    out = tmp_path / "bench"
+    assert main(["bench", "generate", "--teacher", str(micro_teacher), "--rows", "euler-6f", "--limit", "2",
+                 "--samples", "1", "--batch", "1", "--encoder", str(enc), "--bootstrap", "10", "--bf16",
+                 "--out", str(out)]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["bf16"] is (native == "1")
+    assert ("fp32 run (no native bf16)" in report["machine"]) is (native == "0")

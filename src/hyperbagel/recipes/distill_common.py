@@ -47,6 +47,7 @@ from hyperbagel.model.student import (
     student_from_teacher,
 )
 from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline
+from hyperbagel.precision import use_bf16
 from hyperbagel.pretrained import DEFAULT_MODEL, resolve
 from hyperbagel.recipes.checkpointing import load_optimizer
 from hyperbagel.training import checkpoint as ckpt
@@ -312,8 +313,9 @@ def autocast(cfg: DistillConfig, contexts: bool = False):
     """bf16 autocast for the models' forwards (``cfg.bf16``); the teacher's context prefills (``contexts``) run in
     fp32 unless the sharded parameters are gathered in bf16, where every forward must compute in bf16."""
     bf16_params = distributed() and cfg.sharding.param_dtype == "bfloat16"
-    return torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16,
-                          enabled=bf16_params or (cfg.bf16 and not contexts))
+    device_type = torch.device(cfg.device).type
+    return torch.autocast(device_type, dtype=torch.bfloat16,
+                          enabled=bf16_params or use_bf16(cfg.bf16 and not contexts, device_type))
 
 
 def backward_share(loss: Tensor, c: Conditions, cfg: DistillConfig) -> None:

@@ -50,6 +50,7 @@ from hyperbagel.model.pixels import to_model_pixels
 from hyperbagel.model.sequence import IGNORE, Block, Text, VaeImage, VitImage, embed, pack
 from hyperbagel.model.siglip import patchify_image, vit_position_ids
 from hyperbagel.model.tokenizer import ShapesTokenizer
+from hyperbagel.precision import bf16_autocast
 from hyperbagel.pretrained import DEFAULT_MODEL, resolve
 from hyperbagel.recipes.checkpointing import load_training_state
 from hyperbagel.training import checkpoint as ckpt
@@ -108,7 +109,7 @@ class DraftTrainConfig:
     grad_clip: float = 0.5
     ttt_steps: int = 5  # k
     step_decay: float = 0.8  # loss weight of step j: decay^j
-    bf16: bool = True  # CPU autocast for the draft (about 2× faster on two cores)
+    bf16: bool = True  # CPU autocast for the draft (about 2× faster on two cores; fp32 without native bf16)
     seed: int = 0
     ckpt_every: int = 200
     log_every: int = 50
@@ -489,7 +490,7 @@ def train_draft(cfg: DraftTrainConfig, progress: bool = True, stop_after: int | 
         rows = epochs[epoch][slot]
         batch = collate([data.get(rows[i]) for i in shard_range(len(rows))])
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with bf16_autocast(cfg.bf16):
             res = forward(batch, cfg.ttt_steps, cfg.step_decay, dcfg.ce_weight)
         (res.loss * loss_scale()).backward()
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

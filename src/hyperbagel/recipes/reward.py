@@ -38,6 +38,7 @@ from hyperbagel.files import atomic_save_tensors, atomic_write_text
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.pixels import to_model_pixels, to_uint8
 from hyperbagel.model.tokenizer import ShapesTokenizer
+from hyperbagel.precision import bf16_autocast
 from hyperbagel.recipes.checkpointing import (
     load_training_state,
 )
@@ -310,7 +311,7 @@ def generated_pairs(folder: str | Path, cfg: RewardTrainConfig, n: int, batch: i
     images = []
     for lo in range(0, n, batch):
         chunk = items[lo:lo + batch]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with bf16_autocast(bf16):
             images += pipe.generate([it["prompt"] for it in chunk],
                                     list(range(first_seed + lo, first_seed + lo + len(chunk)))).images
     labels = np.array([judge(it, im) for it, im in zip(items, images)], dtype=bool)

@@ -32,6 +32,7 @@ from hyperbagel.model.presets import preset
 from hyperbagel.model.sequence import Batch, encode_latents, layout, losses, row_losses
 from hyperbagel.model.siglip import SiglipVisionTransformer
 from hyperbagel.model.tokenizer import ShapesTokenizer
+from hyperbagel.precision import bf16_autocast
 from hyperbagel.recipes.alignment import AlignConfig, AlignHeads, align_loss
 from hyperbagel.recipes.checkpointing import (
     load_training_state,
@@ -285,7 +286,7 @@ def step_loss(forward: TeacherLosses, vae: AutoEncoder, batches: dict[str, Batch
     logged = {}
     for group, batch in batches.items():
         batch = encode_latents(batch.to(cfg.device), vae, forward.model.cfg.latent_patch_size)
-        with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with bf16_autocast(cfg.bf16, torch.device(cfg.device).type):
             out, aux, parts = forward(batch, cfg.align, aligner.vit if aligner else None)
         ce_n, mse_n = all_sum([out.ce_count, out.mse_count])
         scale = cfg.weights.get(group, 1.0) / cfg.grad_accum * loss_scale()
@@ -335,7 +336,7 @@ def save_pretrained_vit(cfg: TeacherConfig, path: Path, progress: bool = False) 
 def packed_step_loss(forward: TeacherLosses, vae: AutoEncoder, packed: Packed, cfg: TeacherConfig):
     """``step_loss`` for a packed micro-batch: one forward and one backward for all groups."""
     batch = encode_latents(packed.batch.to(cfg.device), vae, forward.model.cfg.latent_patch_size)
-    with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+    with bf16_autocast(cfg.bf16, torch.device(cfg.device).type):
         r = forward(batch, cfg.align, None, per_row=True)
     spans = [(group, slice(a, b)) for group, (a, b) in packed.rows.items()]
     counts = all_sum([float(c[rows].sum()) for _, rows in spans for c in (r.ce_count, r.mse_count)])

@@ -38,6 +38,7 @@ from hyperbagel.model.autoencoder import AutoEncoder, VAEConfig
 from hyperbagel.model.checkpoint import CONFIG_FILE as MODEL_CONFIG_FILE
 from hyperbagel.model.checkpoint import load_config, open_safetensors, save_autoencoder
 from hyperbagel.model.pixels import to_model_pixels
+from hyperbagel.precision import bf16_autocast
 from hyperbagel.training import checkpoint as ckpt
 from hyperbagel.training.checkpoint import full_state_dict
 from hyperbagel.training.distributed import all_sum, barrier, distributed, is_main, shard_range
@@ -142,7 +143,7 @@ class VAELoss(nn.Module):
         self.ae, self.config = ae, config
 
     def forward(self, x: Tensor, noise: Tensor) -> dict[str, Tensor]:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.config.bf16_autocast):
+        with bf16_autocast(self.config.bf16_autocast, x.device.type):
             mean, logvar = self.ae.posterior(x)
             mean, logvar = mean.float(), logvar.float().clamp(-30.0, 20.0)
             recon = self.ae.decoder(mean + torch.exp(0.5 * logvar) * noise).float()
