@@ -178,8 +178,10 @@ TINY = QuickstartConfig(
                # the 45-minute recipe of docs/teacher.md's third run (the default recipe is the 12-hour one)
                "teacher": {"curriculum": [], "batch": {"gen": 16, "edit": 8, "und": 24}, "lr": 1e-3, "warmup": 100,
                            "ckpt_every": 200, "log_every": 20}},
-    bench_limit=96, bench_samples=2, bench_batch=32, bench_bf16=True, bootstrap=2000,
-    understand_limit=100, think=40, gammas=(2, 3, 4, 5, 6, 8, 10), trees=((4, 4, 16), (4, 6, 24), (6, 6, 32)),
+    # one sample per prompt or edit and 64 items per understanding split: on a CPU without native bf16 the benches
+    # run fp32 at about twice the time, and these sizes keep the whole run under two hours there (docs/quickstart.md)
+    bench_limit=96, bench_samples=1, bench_batch=32, bench_bf16=True, bootstrap=2000,
+    understand_limit=64, think=40, gammas=(2, 3, 4, 5, 6, 8, 10), trees=((4, 4, 16), (4, 6, 24), (6, 6, 32)),
     calibrate=10, max_new_tokens=80, showcase_questions=6, showcase_plans=4,
     estimates={"vae": 355, "teacher": 2374, "draft-hyper-bagel": 264, "draft-eagle3": 68, "draft-no-zero-init": 151,
                "draft-no-ce": 155, "draft-no-zero-init-no-ce": 153, "distill-cfg": 1152, "distill-tscd": 682,
