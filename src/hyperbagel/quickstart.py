@@ -168,8 +168,8 @@ MICRO = QuickstartConfig(
 
 # tiny: the README's main command. It starts from the pretrained teacher (``--train-teacher`` trains the autoencoder
 # and a teacher with the short recipe below instead). The estimates are the stage times of its measured runs on a
-# fresh clone, two threads on a two-core machine (docs/quickstart.md): from the shipped teacher (2026-12-05), and
-# for vae and teacher the --train-teacher run.
+# fresh clone, two threads on a two-core machine (docs/quickstart.md): from the shipped teacher on an AVX2-only CPU,
+# all fp32 (2026-12-07), and for vae and teacher the --train-teacher run.
 TINY = QuickstartConfig(
     preset="tiny", teacher_from=DEFAULT_MODEL, vae_steps=2000, teacher_steps=680, draft_steps=400, cfg_steps=40,
     tscd_steps=150, dmdo_steps=80,
@@ -183,10 +183,10 @@ TINY = QuickstartConfig(
     bench_limit=96, bench_samples=1, bench_batch=32, bench_bf16=True, bootstrap=2000,
     understand_limit=64, think=40, gammas=(2, 3, 4, 5, 6, 8, 10), trees=((4, 4, 16), (4, 6, 24), (6, 6, 32)),
     calibrate=10, max_new_tokens=80, showcase_questions=6, showcase_plans=4,
-    estimates={"vae": 355, "teacher": 2374, "draft-hyper-bagel": 264, "draft-eagle3": 68, "draft-no-zero-init": 151,
-               "draft-no-ce": 155, "draft-no-zero-init-no-ce": 153, "distill-cfg": 1152, "distill-tscd": 682,
-               "distill-dmdo": 988, "reward": 322, "distill-adp": 419, "distill-refl": 64, "shapes-encoder": 31,
-               "bench-understand": 301, "bench-generate": 286, "bench-edit": 343, "showcase": 15},
+    estimates={"vae": 355, "teacher": 2374, "draft-hyper-bagel": 430, "draft-eagle3": 78, "draft-no-zero-init": 201,
+               "draft-no-ce": 199, "draft-no-zero-init-no-ce": 172, "distill-cfg": 1637, "distill-tscd": 770,
+               "distill-dmdo": 1168, "reward": 467, "distill-adp": 521, "distill-refl": 74, "shapes-encoder": 52,
+               "bench-understand": 334, "bench-generate": 236, "bench-edit": 348, "showcase": 29},
 )
 
 # micro with every count cut to the bone: the whole pipeline, every stage, in seconds; it checks that everything runs
