@@ -314,7 +314,7 @@ def understanding(pipe: Pipeline, draft, timer: Timer, args, device) -> dict:
     rng = np.random.default_rng(args.seed)
     image = rng.integers(0, 256, (side * p, side * p, 3), dtype=np.uint8)
     ctx = Context.empty(model, 1, trace=True)
-    pipe._prefill_vit(ctx, to_model_pixels(image)[None].to(device))
+    pipe.fwd.prefill(ctx, [pipe._vit_block(to_model_pixels(image)[None].to(device))])
     words = pipe.tokenizer.encode(QUESTION)
     n_text = max(3, args.kv_tokens - ctx.length)
     block = [pipe.tokenizer.bos] + [words[i % len(words)] for i in range(n_text - 2)] + [pipe.tokenizer.eos]

@@ -1,7 +1,9 @@
 """Where an image's time goes, phase by phase, for the teacher's sampler and a distilled student's: VAE encode, each
 context prefill, the sampling loop, VAE decode. The bench times only end to end and the loop; this splits the
 rest, which bounds the end-to-end speed-up: with the loop's ratio R and the student's fixed costs F (per image),
-end to end = (teacher loop + teacher fixed) / (student loop + F).
+end to end = (teacher loop + teacher fixed) / (student loop + F). As in sampling, the VAE and ViT blocks are
+prefilled in one forward, and at ``DEFER_MAX_BATCH`` images or fewer each context's last prefill runs inside its
+first denoising forward, so it is timed within the loop.
 
     python scripts/sample_phase_cost.py --student runs/distill-dmdo [--teacher shapes-teacher] [--batch 32]
 
@@ -22,7 +24,7 @@ import torch
 from hyperbagel.flow.sampler import Branches
 from hyperbagel.model.context import Context
 from hyperbagel.model.student import load_student
-from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline, SamplerSettings
+from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline, SamplerSettings, defers
 from hyperbagel.pretrained import resolve
 from hyperbagel.world import suites
 from hyperbagel.world.render import render
@@ -40,19 +42,22 @@ def edit_phases(p: Pipeline, texts, sources, seeds, sampler: SamplerSettings, ac
     """``Pipeline.edit_branches`` and ``Pipeline.edit`` step by step (the same calls), each phase timed."""
     t: dict = {}
     gens = p._generators(seeds)
-    blocks = [p._text_block(x) for x in texts]
+    rows = [p._text_block(x) for x in texts]
     pixels = torch.stack([p._pixels(im) for im in sources])
     ids, _, _ = p._latent_ids()
     latents = _timed(t, "vae encode", lambda: p._encode(pixels, gens))
+    zero = torch.zeros(len(texts))
+    blocks = _timed(t, "embed blocks", lambda: [p.fwd.latent_block(latents, zero, ids), p._vit_block(pixels),
+                                                p.fwd.text_block(rows)])
+    defer = defers(len(texts))
     cond = Context.empty(p.model, len(texts))
-    _timed(t, "prefill VAE block", lambda: p.fwd.prefill_vae(cond, latents, ids))
-    _timed(t, "prefill ViT block", lambda: p._prefill_vit(cond, pixels))
+    _timed(t, "prefill VAE + ViT blocks", lambda: p.fwd.prefill(cond, blocks[:2]))
     no_text = None if accelerated else cond.copy()
-    _timed(t, "prefill text", lambda: p.fwd.prefill_text(cond, blocks))
+    _timed(t, "prefill text", lambda: p.fwd.prefill(cond, blocks[2:], defer=defer))
     no_image = None
     if not accelerated:
         no_image = Context.empty(p.model, len(texts))
-        _timed(t, "prefill text (no-image branch)", lambda: p.fwd.prefill_text(no_image, blocks))
+        _timed(t, "prefill text (no-image branch)", lambda: p.fwd.prefill(no_image, blocks[2:], defer=defer))
     noise = p._noise(gens)
     x = _timed(t, "sampling loop", lambda: p._sample(Branches(cond, no_text, no_image), noise, EDIT_GUIDANCE,
                                                        sampler, accelerated))
@@ -63,7 +68,8 @@ def edit_phases(p: Pipeline, texts, sources, seeds, sampler: SamplerSettings, ac
 def generate_phases(p: Pipeline, texts, seeds, sampler: SamplerSettings, accelerated: bool) -> dict:
     t: dict = {}
     gens = p._generators(seeds)
-    branches, _ = _timed(t, "prefill text", lambda: p.generation_branches(texts, cfg_branches=not accelerated))
+    branches, _ = _timed(t, "prefill text", lambda: p.generation_branches(texts, cfg_branches=not accelerated,
+                                                                           defer=defers(len(texts))))
     noise = p._noise(gens)
     x = _timed(t, "sampling loop", lambda: p._sample(branches, noise, T2I_GUIDANCE, sampler, accelerated,
                                                        image_guidance=False))

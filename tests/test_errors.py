@@ -184,7 +184,8 @@ def test_accelerated_guidance_range_is_checked(micro_student_folder):
     with pytest.raises(HyperBagelError, match=r"text guidance scale 6.0 is outside the trained range \[1, 5\]"):
         pipe.generate("a red circle", guidance=GuidanceConfig(text_scale=6.0))  # the student's range
     assert pipe.generate("a red circle", guidance=GuidanceConfig(text_scale=6.0), accelerated=False,
-                         sampler=FAST).forwards == 1 + 2 * 2  # the teacher's range is BAGEL's [1, 8]
+                         sampler=FAST).forwards == 2 * 2  # the teacher's range is BAGEL's [1, 8]; the prompt's
+    # prefill runs inside the first forward
 
 
 # ----------------------------------------------------------------------------------------------------------- CLI

@@ -89,19 +89,20 @@ def test_the_acceptance_chain_runs_its_arm_and_benches_every_stage(tmp_path):
         assert folders == {f"runs/{name}" for name in configs}
 
 
-def test_the_stage1_arm_continues_the_chains_run_and_refuses_without_it(tmp_path):
-    bare = tmp_path / "bare"
-    bare.mkdir()
-    with pytest.raises(subprocess.CalledProcessError):
-        recorded_commands("stage1_edit_arm.sh", bare)
-    (tmp_path / "runs/distill-cfg/train").mkdir(parents=True)
+def test_the_stage1_arm_trains_stage1_then_continues_a_copy_of_it(tmp_path):
+    (tmp_path / "runs/distill-cfg/train").mkdir(parents=True)  # what its first command leaves: a checkpoint
     (tmp_path / "runs/distill-cfg/train/state.json").write_text("{}")
     commands = recorded_commands("stage1_edit_arm.sh", tmp_path)
     assert (tmp_path / "runs/distill-cfg-edit/train/state.json").is_file()  # the checkpoint it resumes from
-    first = commands[0]
-    assert first[:2] == ["distill", "cfg"] and first[first.index("--out") + 1] == "runs/distill-cfg-edit"
+    outs = [a[a.index("--out") + 1] for a in commands if a[0] == "distill"]
+    assert outs == ["runs/distill-cfg", "runs/distill-cfg-edit", "runs/distill-dmdo-cfg-edit"]
     config = json.loads((tmp_path / "runs/cfg-edit.json").read_text())
     assert config["steps"] > 200 and config["batch"]["edit"] > 4
+    benches = [a for a in commands if a[0] == "bench"]
+    assert [a[1] for a in benches] == ["generate", "edit"]
+    for argv in benches:  # the peers and the new model; the earlier arms only where their models exist
+        rows = argv[argv.index("--rows") + 1].split(",")
+        assert rows[:3] == ["euler-6f", "dpm-6f", "unipc-6f"] and "dmdo-cfg-edit-6" in rows and "dmdo-6" not in rows
 
 
 def test_a_wrong_config_key_or_row_is_caught(tmp_path):

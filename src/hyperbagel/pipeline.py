@@ -32,7 +32,7 @@ from hyperbagel.flow.schedule import bagel_timesteps
 from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.checkpoint import load_pretrained
-from hyperbagel.model.context import Context, Forwarder
+from hyperbagel.model.context import Block, Context, Forwarder
 from hyperbagel.model.latents import patchify_latents, unpatchify_latents
 from hyperbagel.model.pixels import to_model_pixels, to_uint8
 from hyperbagel.model.siglip import patchify_image, vit_position_ids
@@ -43,6 +43,12 @@ from hyperbagel.pretrained import resolve
 T2I_GUIDANCE = GuidanceConfig(text_scale=4.0, image_scale=1.0, interval=(0.0, 1.0), renorm_type="global")
 EDIT_GUIDANCE = GuidanceConfig(text_scale=4.0, image_scale=1.5, interval=(0.4, 1.0), renorm_type="text_channel")
 MAX_PROMPT_WORDS = 64
+# Sampling calls of at most this many images defer their contexts' last prefill into the first denoising forward.
+# On the CPU a forward at batch 1 is mostly per-operator overhead: deferring the instruction of an edit saved 0.66
+# forwards there, 0.32 at batch 4 and 0.07 at 32, where the forward is arithmetic and a batch of instructions of
+# different lengths needs a mask per row; deferring the VAE block as well cost 0.34 forwards more at 32
+# (scripts/prefill_cost.py, the shipped teacher, two threads; docs/fast-path.md).
+DEFER_MAX_BATCH = 4
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,11 @@ class TextResult:
     texts: list[str]
     forwards: int
     seconds: float
+
+
+def defers(batch: int) -> bool:
+    """Whether a sampling call of ``batch`` images defers its contexts' last prefill (``DEFER_MAX_BATCH``)."""
+    return batch <= DEFER_MAX_BATCH
 
 
 class Pipeline:
@@ -164,12 +175,12 @@ class Pipeline:
         return to_model_pixels(arr).to(self.fwd.device)
 
     # ----- context building -----
-    def _prefill_vit(self, ctx: Context, pixels: torch.Tensor) -> None:
+    def _vit_block(self, pixels: torch.Tensor) -> Block:
         p = self.cfg.vit.patch_size
         tokens = torch.stack([patchify_image(px, p) for px in pixels])
         h, w = pixels.shape[2] // p, pixels.shape[3] // p
         ids = vit_position_ids(h, w, self.cfg.vit_max_num_patch_per_side).to(self.fwd.device)
-        self.fwd.prefill_vit(ctx, tokens.to(self.fwd.device), ids)
+        return self.fwd.vit_block(tokens.to(self.fwd.device), ids)
 
     def latent_ids(self) -> torch.Tensor:
         """Position ids of the latent tokens of one image."""
@@ -260,25 +271,26 @@ class Pipeline:
         start, before = time.perf_counter(), self.forwards
         with self._plain_decoding(baseline):
             branches, plans = self.generation_branches(prompts, think, max_think_tokens,
-                                                       cfg_branches=not accelerated)
+                                                       cfg_branches=not accelerated, defer=defers(len(prompts)))
         x = self._sample(branches, self._noise(self._generators(seeds)), guidance,
                          self._settings(sampler, accelerated), accelerated, image_guidance=False)
         images = self._decode(x)
         return ImageResult(images, self.forwards - before, time.perf_counter() - start, plans)
 
     def generation_branches(self, prompts: list[str], think: bool = False, max_think_tokens: int = 64,
-                            cfg_branches: bool = True) -> tuple[Branches, list[str] | None]:
+                            cfg_branches: bool = True, defer: bool = False) -> tuple[Branches, list[str] | None]:
         """The contexts of text-to-image: full ``[text (+ plan)]``, no-text ``[]``, no-image ``[text]`` (the
-        unconditional ones only with ``cfg_branches``), and the think-mode plans."""
+        unconditional ones only with ``cfg_branches``), and the think-mode plans. With ``defer`` (sampling only,
+        not training) each context's last prefill runs inside its first denoising forward."""
         blocks = [self._text_block(p) for p in prompts]
         B = len(prompts)
         cond = Context.empty(self.model, B, trace=think and self.draft is not None)
-        self.fwd.prefill_text(cond, blocks)
+        self.fwd.prefill_text(cond, blocks, defer=defer and not think)
         no_image = cond.copy() if cfg_branches else None  # text only: for text-to-image the full context
         plans = None
         if think:
             plans, plan_blocks = self._think(cond, max_think_tokens)
-            self.fwd.prefill_text(cond, plan_blocks)
+            self.fwd.prefill_text(cond, plan_blocks, defer=defer)
         if not cfg_branches:
             return Branches(cond), plans
         return Branches(cond, Context.empty(self.model, B), no_image), plans
@@ -308,32 +320,37 @@ class Pipeline:
         gens = self._generators(seeds)
         with self._plain_decoding(baseline):
             branches, plans = self.edit_branches(images, instructions, gens, think, max_think_tokens,
-                                                 cfg_branches=not accelerated)
+                                                 cfg_branches=not accelerated, defer=defers(len(images)))
         x = self._sample(branches, self._noise(gens), guidance, self._settings(sampler, accelerated), accelerated)
         return ImageResult(self._decode(x), self.forwards - before, time.perf_counter() - start, plans)
 
     def edit_branches(self, images, instructions: list[str], generators: list[torch.Generator], think: bool = False,
-                      max_think_tokens: int = 64, cfg_branches: bool = True) -> tuple[Branches, list[str] | None]:
+                      max_think_tokens: int = 64, cfg_branches: bool = True,
+                      defer: bool = False) -> tuple[Branches, list[str] | None]:
         """The contexts of editing: full ``[VAE, ViT, text (+ plan)]``, no-text ``[VAE, ViT]``, no-image
         ``[text]`` (the unconditional ones only with ``cfg_branches``); ``generators`` draw the VAE posterior
-        samples of the sources."""
+        samples of the sources. The VAE and ViT blocks are prefilled in one forward; with ``defer`` (sampling
+        only, not training) each context's instruction runs inside its first denoising forward."""
         B = len(images)
         blocks = [self._text_block(t) for t in instructions]
         pixels = torch.stack([self._pixels(im) for im in images])
         ids, _, _ = self._latent_ids()
         cond = Context.empty(self.model, B, trace=think and self.draft is not None)
-        self.fwd.prefill_vae(cond, self._encode(pixels, generators), ids)
-        self._prefill_vit(cond, pixels)
+        zero = torch.zeros(B, device=self.fwd.device)
+        # the VAE block runs the teacher's generation expert, so it is never deferred into a student's forward
+        self.fwd.prefill(cond, [self.fwd.latent_block(self._encode(pixels, generators), zero, ids),
+                                self._vit_block(pixels)])
         no_text = cond.copy() if cfg_branches else None
-        self.fwd.prefill_text(cond, blocks)
+        text = self.fwd.text_block(blocks)
+        self.fwd.prefill(cond, [text], defer=defer and not think)
         no_image = None
         if cfg_branches:
             no_image = Context.empty(self.model, B)
-            self.fwd.prefill_text(no_image, blocks)
+            self.fwd.prefill(no_image, [text], defer=defer)
         plans = None
         if think:
             plans, plan_blocks = self._think(cond, max_think_tokens)
-            self.fwd.prefill_text(cond, plan_blocks)
+            self.fwd.prefill_text(cond, plan_blocks, defer=defer)
         return Branches(cond, no_text, no_image), plans
 
     @torch.no_grad()
@@ -366,6 +383,6 @@ class Pipeline:
         """[ViT image, question]: the context an answer is decoded from (``trace``: recorded for a draft)."""
         blocks = [self._text_block(q) for q in questions]
         ctx = Context.empty(self.model, len(questions), trace=trace)
-        self._prefill_vit(ctx, torch.stack([self._pixels(im) for im in images]))
-        self.fwd.prefill_text(ctx, blocks)
+        vit = self._vit_block(torch.stack([self._pixels(im) for im in images]))
+        self.fwd.prefill(ctx, [vit, self.fwd.text_block(blocks)])
         return ctx

@@ -82,8 +82,8 @@ def test_understanding_weights_bit_identical_after_the_stage(micro_teacher, chai
         if not is_generation_param(name):
             assert torch.equal(p, teacher.state_dict()[name]), name
     res = pipe.generate("a red circle", 0)
-    # one text prefill, then one forward per step: stage 1 samples on its rollout schedule (6 points here)
-    assert res.forwards == 1 + (5 if stage == "cfg" else 6)
+    # one forward per step, the prompt's prefill inside the first: stage 1 samples on its rollout schedule (6 points)
+    assert res.forwards == (5 if stage == "cfg" else 6)
     answer = pipe.understand(res.images[0], "how many circles are there?", max_new_tokens=2)
     base = Pipeline.from_pretrained(micro_teacher).understand(res.images[0], "how many circles are there?",
                                                               max_new_tokens=2)
@@ -108,13 +108,13 @@ def test_distill_commands_then_generate_and_edit_with_the_student(micro_teacher,
     assert not read_student_info(init).gated  # the default stage 1 feeds its scales as drawn, at every t
     png = tmp_path / "g.png"
     assert main(["generate", "--ckpt", str(init), "a blue square", "--out", str(png)]) == 0
-    assert "(7 model forwards" in capsys.readouterr().out
+    assert "(6 model forwards" in capsys.readouterr().out
     assert main(["edit", "--ckpt", str(init), str(png), "remove the square", "--out", str(tmp_path / "e.png")]) == 0
-    assert "(9 model forwards" in capsys.readouterr().out
+    assert "(7 model forwards" in capsys.readouterr().out  # the VAE and ViT blocks, then 6 steps
     assert main(["generate", "--ckpt", str(micro_teacher), "--student", str(init), "a blue square"]) == 0
-    assert "(7 model forwards" in capsys.readouterr().out
+    assert "(6 model forwards" in capsys.readouterr().out
     assert main(["generate", "--ckpt", str(init), "a blue square", "--baseline", "--steps", "4"]) == 0
-    assert "(7 model forwards, " in capsys.readouterr().out  # 1 prefill + 3 guided steps × 2, the teacher
+    assert "(6 model forwards, " in capsys.readouterr().out  # 3 guided steps × 2, the teacher (prompt in the first)
     assert main(["generate", "--ckpt", str(init), "a blue square", "--text-scale", "7"]) == 2
     assert "trained range" in capsys.readouterr().err
     assert main(["distill", "tscd", "--teacher", str(micro_teacher), "--init", str(tmp_path / "missing"),

@@ -83,12 +83,12 @@ def test_pipeline_samples_with_the_student_by_default(micro_teacher, tmp_path):
     pipe = Pipeline.from_pretrained(tmp_path / "s")
     assert pipe.student is not None
     gen = pipe.generate(["a red circle", "two squares"], [0, 1])
-    assert gen.forwards == 1 + 6  # one text prefill, then one forward per step
+    assert gen.forwards == 6  # one forward per step; the prompt's prefill runs inside the first
     image = render(sample_scene(np.random.default_rng(0)))
     ed = pipe.edit([image, image], ["make the background gray", "remove the circle"], [0, 1])
-    assert ed.forwards == 3 + 6  # VAE, ViT and text prefills, then one forward per step
+    assert ed.forwards == 1 + 6  # the VAE and ViT blocks, then one forward per step, the instruction inside the first
     base = pipe.generate(["a red circle"], [0], accelerated=False)
-    assert base.forwards == 1 + 49 * 2
+    assert base.forwards == 49 * 2
     # a student equal to the teacher at guidance 1.0 gives the teacher's unguided images
     from hyperbagel.flow.guidance import GuidanceConfig
     from hyperbagel.pipeline import SamplerSettings

@@ -47,7 +47,7 @@ def test_tabs_show_results_with_forwards_and_time(demo):
     image, plan, status, _ = demo.generate(**gen_args())
     assert image.shape == (64, 64, 3) and image.dtype == np.uint8 and plan == ""
     m = STATUS.match(status)
-    assert m and m[1] == BASELINE and int(m[2]) == 1 + 3 * 2, status  # text prefill, then 3 steps × 2 branches
+    assert m and m[1] == BASELINE and int(m[2]) == 3 * 2, status  # 3 steps × 2 branches, the prompt inside the first
     edited, _, status, _ = demo.edit(**edit_args(image=image))
     assert edited.shape == (64, 64, 3) and STATUS.match(status), status
     answer, status, _ = demo.understand(**und_args(image=edited))
@@ -67,9 +67,9 @@ def test_switch_compares_the_two_modes(student_demo):
     assert student_demo.default_mode("generate") == ACCELERATED and student_demo.notes["edit"] is None
     history = History()
     _, _, fast, history = student_demo.generate(**gen_args(mode=ACCELERATED, history=history))
-    assert STATUS.match(fast)[2] == "3"  # text prefill + 2 student steps
+    assert STATUS.match(fast)[2] == "2"  # 2 student steps, the prompt inside the first
     _, _, slow, history = student_demo.generate(**gen_args(mode=BASELINE, timesteps=11, history=history))
-    assert STATUS.match(slow)[2] == "21" and "last accelerated: 3 forwards" in slow and "7.0× fewer forwards" in slow
+    assert STATUS.match(slow)[2] == "20" and "last accelerated: 2 forwards" in slow and "10.0× fewer forwards" in slow
     _, _, status, _ = student_demo.edit(**edit_args(mode=ACCELERATED))
     assert STATUS.match(status)[1] == ACCELERATED
 

@@ -36,7 +36,7 @@ from hyperbagel.eval.shapes_encoder import encode, kid, load_encoder
 from hyperbagel.files import atomic_write_text
 from hyperbagel.flow.solvers import prepare
 from hyperbagel.model.student import STUDENT_FILE, has_student, load_student, read_student_info
-from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline, SamplerSettings
+from hyperbagel.pipeline import EDIT_GUIDANCE, T2I_GUIDANCE, Pipeline, SamplerSettings, defers
 from hyperbagel.precision import use_bf16
 from hyperbagel.pretrained import resolve, sha256
 from hyperbagel.world import folders, scoring, suites
@@ -137,10 +137,11 @@ def _call(pipe: Pipeline, task: str, texts: list[str], seeds: list[int], row: Ro
     gens = pipe._generators(seeds)
     if task == "generate":
         guidance = T2I_GUIDANCE
-        branches, _ = pipe.generation_branches(texts, cfg_branches=not row.accelerated)
+        branches, _ = pipe.generation_branches(texts, cfg_branches=not row.accelerated, defer=defers(len(texts)))
     else:
         guidance = EDIT_GUIDANCE
-        branches, _ = pipe.edit_branches(sources, texts, gens, cfg_branches=not row.accelerated)
+        branches, _ = pipe.edit_branches(sources, texts, gens, cfg_branches=not row.accelerated,
+                                         defer=defers(len(texts)))
     noise = pipe._noise(gens)
     t0 = time.perf_counter()
     x = pipe._sample(branches, noise, guidance, row.sampler, row.accelerated, image_guidance=task == "edit")
