@@ -3,22 +3,11 @@ a time computes: the same cache, positions, validity and draft trace, and the sa
 
 import pytest
 import torch
+from random_model import random_micro_model
 
-from hyperbagel.model.checkpoint import build_model
 from hyperbagel.model.context import Block, Context, Forwarder, block_pattern
-from hyperbagel.model.presets import preset
 
 ROWS = [[0, 5, 9, 1], [0, 5, 6, 7, 8, 12, 1]]  # an instruction per row, of different lengths: padding
-
-
-def _model():
-    torch.manual_seed(0)
-    model = build_model(preset("micro")).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.05)
-    return model
 
 
 def _edit_blocks(fwd: Forwarder, g: torch.Generator) -> list[Block]:
@@ -49,7 +38,7 @@ def _same_context(a: Context, b: Context) -> None:
 
 
 def test_block_pattern_is_block_causal():
-    fwd = Forwarder(_model())
+    fwd = Forwarder(random_micro_model())
     x = torch.zeros(1, 2, 8)
     one = torch.ones(1, dtype=torch.long)
     full = Block(x, "full", None, torch.ones(1, 2, dtype=torch.bool), torch.zeros(1, 2, dtype=torch.long), one)
@@ -68,7 +57,7 @@ def test_block_pattern_is_block_causal():
 
 @torch.no_grad()
 def test_blocks_prefilled_together_equal_one_at_a_time(gen):
-    fwd = Forwarder(_model())
+    fwd = Forwarder(random_micro_model())
     blocks = _edit_blocks(fwd, gen)
     ref = _one_at_a_time(fwd, blocks, trace=True)
     before = fwd.forwards
@@ -86,7 +75,7 @@ def test_blocks_prefilled_together_equal_one_at_a_time(gen):
 
 @torch.no_grad()
 def test_deferred_blocks_run_inside_the_first_denoising_forward(gen):
-    fwd = Forwarder(_model())
+    fwd = Forwarder(random_micro_model())
     blocks = _edit_blocks(fwd, gen)
     x = torch.randn(2, 16, fwd.model.cfg.patch_latent_dim, generator=gen)
     ids, t = torch.arange(16), torch.tensor([0.7, 0.3])
@@ -105,7 +94,7 @@ def test_deferred_blocks_run_inside_the_first_denoising_forward(gen):
 
 @torch.no_grad()
 def test_a_copy_runs_its_own_pending_blocks_and_text_steps_run_them_first(gen):
-    fwd = Forwarder(_model())
+    fwd = Forwarder(random_micro_model())
     vae, vit, text = _edit_blocks(fwd, gen)
     ref = _one_at_a_time(fwd, [vae, vit, text])
     ctx = Context.empty(fwd.model, 2)
@@ -126,7 +115,7 @@ def test_a_copy_runs_its_own_pending_blocks_and_text_steps_run_them_first(gen):
 def test_a_generation_block_is_run_only_by_the_model_that_deferred_it(gen):
     """A student shares the teacher's understanding weights, not its generation expert: the teacher's deferred VAE
     block would be computed by other weights. Text and ViT blocks (understanding only) may be."""
-    teacher, student = Forwarder(_model()), Forwarder(_model())
+    teacher, student = Forwarder(random_micro_model()), Forwarder(random_micro_model())
     vae, vit, text = _edit_blocks(teacher, gen)
     x = torch.randn(2, 16, teacher.model.cfg.patch_latent_dim, generator=gen)
     ctx = Context.empty(teacher.model, 2)
@@ -141,7 +130,7 @@ def test_a_generation_block_is_run_only_by_the_model_that_deferred_it(gen):
 
 
 def test_deferred_blocks_refuse_training_and_row_selection(gen):
-    fwd = Forwarder(_model())
+    fwd = Forwarder(random_micro_model())
     blocks = _edit_blocks(fwd, gen)
     ctx = Context.empty(fwd.model, 2)
     fwd.prefill(ctx, blocks, defer=True)

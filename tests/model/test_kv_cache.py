@@ -4,27 +4,17 @@ the buffered cache equals plain concatenation and reallocates O(log T) times whi
 import json
 
 import torch
+from random_model import random_micro_model
 
 from hyperbagel.model.autoencoder import AutoEncoder, VAEConfig
-from hyperbagel.model.checkpoint import build_model, load_pretrained, open_safetensors, save_pretrained
+from hyperbagel.model.checkpoint import load_pretrained, open_safetensors, save_pretrained
 from hyperbagel.model.context import Context, Forwarder
 from hyperbagel.model.kv_cache import KVCache
-from hyperbagel.model.presets import preset
-
-
-def _model():
-    torch.manual_seed(0)
-    model = build_model(preset("micro")).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.normal_(0, 0.05)
-    return model
 
 
 @torch.no_grad()
 def test_cached_decoding_equals_full_forward():
-    model = _model()
+    model = random_micro_model()
     fwd = Forwarder(model)
     ids = [0, 5, 9, 12, 7, 1]
     full = Context.empty(model)
@@ -40,7 +30,7 @@ def test_cached_decoding_equals_full_forward():
 
 @torch.no_grad()
 def test_image_block_shares_one_position_and_advances_by_one():
-    model = _model()
+    model = random_micro_model()
     fwd = Forwarder(model)
     ctx = Context.empty(model, batch=2)
     fwd.prefill_text(ctx, [[0, 5, 1], [0, 5, 6, 7, 1]])  # rows of different lengths
@@ -62,7 +52,7 @@ def test_image_block_shares_one_position_and_advances_by_one():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    model = _model()
+    model = random_micro_model()
     vae = AutoEncoder(model.cfg.vae)
     save_pretrained(tmp_path, model, vae)
     loaded, loaded_vae = load_pretrained(tmp_path)

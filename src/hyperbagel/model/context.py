@@ -215,49 +215,46 @@ class Forwarder:
 
     def _forward_blocks(self, ctx: Context, blocks: list[Block], layer_states: bool = False,
                         denoised: Block | None = None) -> tuple[LMOutput, LMOutput | None]:
-        """One forward over ``ctx``'s pending blocks, ``blocks`` (both stored) and ``denoised`` (attends to them all,
-        never stored). Returns the outputs over ``blocks`` and over ``denoised``."""
+        """One forward over ``ctx``'s pending blocks and ``blocks`` (stored; at least one) and ``denoised`` (attends
+        to them all, never stored). Returns the outputs over ``blocks`` and over ``denoised``."""
         if self.model is not ctx.deferred_by and any(b.gen is not None for b in ctx.pending):
             # a student shares the teacher's understanding weights, not its generation expert: a context's VAE block
             # computed by another model would not be the context it was built as
             raise ValueError("deferred blocks with generation-expert tokens must be run by the model that deferred "
                              "them: prefill them first")
-        stored = [*ctx.pending, *blocks]
-        ctx.pending = []
-        run = stored + ([denoised] if denoised is not None else [])
-        positions, start = [], ctx.rope
-        for b in run:
-            positions.append(b.positions(start))
-            start = start + b.advance
+        stored, ctx.pending = [*ctx.pending, *blocks], []
+        positions, rope = [], ctx.rope
+        for b in stored:
+            positions.append(b.positions(rope))
+            rope = rope + b.advance
+        run = stored if denoised is None else [*stored, denoised]
+        if denoised is not None:
+            positions.append(denoised.positions(rope))
         x = torch.cat([b.x for b in run], dim=1) if len(run) > 1 else run[0].x
-        gens = [b.gen for b in run]
-        gen = None if all(g is None for g in gens) else torch.cat(
-            [torch.zeros_like(b.valid) if g is None else g for b, g in zip(run, gens)], dim=1)
+        gen = None if all(b.gen is None for b in run) else torch.cat(
+            [torch.zeros_like(b.valid) if b.gen is None else b.gen for b in run], dim=1)
         S = x.shape[1]
         if len(run) == 1:
             attention = ctx.attention(run[0].within, S)
         else:  # padding inside the new tokens is hidden from every later block by the key mask
-            pattern = block_pattern(run, self.device)
             padded = ctx.padded or any(b.padded for b in run[:-1])
-            attention = Append(pattern, torch.cat([ctx.valid, *[b.valid for b in run]], dim=1) if padded else None)
-        record = ctx.trace is not None and bool(stored)
+            keys = torch.cat([ctx.valid, *[b.valid for b in run]], dim=1) if padded else None
+            attention = Append(block_pattern(run, self.device), keys)
+        record = ctx.trace is not None
         cached = ctx.cache.length
-        out = self._lm(ctx, x, torch.cat(positions, dim=1), gen, attention, bool(stored), layer_states or record)
+        out = self._lm(ctx, x, torch.cat(positions, dim=1), gen, attention, True, layer_states or record)
         n = sum(b.length for b in stored)
-        if denoised is not None and stored:
-            ctx.cache.crop(cached + n)  # the denoised block was written past the end: drop it
-        offset = 0
-        for b, pos in zip(stored, positions):
-            if record:
+        ctx.cache.crop(cached + n)  # a denoised block was written past the stored ones: drop it
+        if record:
+            offset = 0
+            for b, pos in zip(stored, positions):
                 states = torch.stack([s[:, offset:offset + b.length] for s in out.layer_states], dim=2)
                 ctx.trace.append(TraceBlock(states, b.ids, pos, b.valid))
-            offset += b.length
-        if stored:
-            ctx.valid = torch.cat([ctx.valid, *[b.valid for b in stored]], dim=1)
-            ctx.padded = ctx.padded or any(b.padded for b in stored)
-            ctx.rope = start if denoised is None else start - denoised.advance
-        first = n - sum(b.length for b in blocks)
-        mine = self._slice(out, first, n)
+                offset += b.length
+        ctx.valid = torch.cat([ctx.valid, *[b.valid for b in stored]], dim=1)
+        ctx.padded = ctx.padded or any(b.padded for b in stored)
+        ctx.rope = rope
+        mine = self._slice(out, n - sum(b.length for b in blocks), n)
         return mine, (self._slice(out, n, S) if denoised is not None else None)
 
     @staticmethod
