@@ -13,13 +13,15 @@ import torch
 from hyperbagel.training.checkpoint import read
 
 
-def launch(procs: int, script: str, *args: str, port: int) -> None:
-    """``python -c script args`` in ``procs`` processes (one thread each); fails the test with the error's tail."""
+def launch(procs: int, script: str, *args: str, port: int) -> str:
+    """``python -c script args`` in ``procs`` processes (one thread each); fails the test with the error's tail,
+    returns what they printed."""
     runner = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={port}",
               "--no-python", sys.executable] if procs > 1 else [sys.executable]
     done = subprocess.run([*runner, "-c", script, *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def assert_same_checkpoint(a: Path, b: Path) -> None:

@@ -13,7 +13,7 @@ import logging
 import sys
 
 from hyperbagel import __version__
-from hyperbagel.errors import HyperBagelError
+from hyperbagel.errors import HyperBagelError, Interrupted
 from hyperbagel.files import DISK_FULL
 
 # errors of the file system about a path (exists, is not a folder, is one, no permission, too long, read-only)
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except HyperBagelError as err:
         print(f"error: {one_line(str(err))}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"interrupted: {stop}", file=sys.stderr)
+        return stop.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hyperbagel.decode.draft import VARIANTS as DRAFT_VARIANTS
-from hyperbagel.errors import HyperBagelError
+from hyperbagel.errors import HyperBagelError, Interrupted
 from hyperbagel.pretrained import DEFAULT_MODEL, copy_folder, resolve, sha256
 
 log = logging.getLogger(__name__)
@@ -583,7 +583,7 @@ def run_quickstart(cfg: QuickstartConfig, run: str | Path, stop_after: str | Non
             display.start(i, st)
             try:
                 seconds = _run_stage(st, run)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, Interrupted):
                 display.interrupted(i, st)
                 raise
             display.finish(i, st, seconds)

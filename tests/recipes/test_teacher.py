@@ -1,6 +1,10 @@
 """The teacher recipe: it learns, it resumes exactly, and torchrun with two processes computes the same losses."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,18 +76,68 @@ def test_loss_decreases_and_understanding_path_learns(vae_file, tmp_path):
     assert h[-1]["und/ce"] < h[0]["und/ce"] - 0.5
 
 
-SCRIPT = (
-    "import json, sys; from hyperbagel.recipes.teacher import *; from hyperbagel.training.distributed import init;"
-    "init();"
-    f"cfg = TeacherConfig(preset='micro', vae=sys.argv[1], out=sys.argv[2], steps=5, batch={BATCH!r},"
-    "warmup=1, bf16=False, vit_pretrain={'steps': 2, 'batch': 4}, sharding=json.loads(sys.argv[4]));"
-    "stop = int(sys.argv[3]) or None; train_teacher(cfg, progress=False, stop_after=stop)"
-)
+@pytest.mark.slow
+def test_ctrl_c_stops_the_command_after_a_step_and_the_run_resumes_as_if_never_stopped(vae_file, tmp_path):
+    """Ctrl-C reaches the whole process group, the data-loading worker included: the command finishes its step,
+    writes a checkpoint there (checkpoints are every 100 steps), exits 130, and resuming loses and repeats nothing."""
+    settings = dict(steps=30, batch=dict(BATCH), warmup=2, ckpt_every=100, log_every=1,
+                    vit_pretrain={"steps": 3, "batch": 4})
+    (tmp_path / "cfg.json").write_text(json.dumps(settings))
+    out = tmp_path / "stopped"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hyperbagel.cli", "train", "teacher", "--preset", "micro", "--vae", str(vae_file),
+         "--out", str(out), "--config", str(tmp_path / "cfg.json"), "--workers", "1"],
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "teacher step 2 " in line:
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    _, rest = proc.communicate(timeout=300)
+    stderr = "".join(seen) + rest
+    assert proc.returncode == 130, stderr
+    done = len(_history(out))
+    assert f"interrupted: stopped by SIGINT after step {done}" in stderr
+    assert 2 <= done < 30 and (out / "train" / f"dcp-{done:07d}").is_dir()
+    train_teacher(TeacherConfig(preset="micro", vae=str(vae_file), out=str(out), **settings), progress=False,
+                  stop_after=done + 1)
+    reference = TeacherConfig(preset="micro", vae=str(vae_file), out=str(tmp_path / "ref"), **settings)
+    train_teacher(reference, progress=False, stop_after=done + 1)
+    assert _history(out) == _history(tmp_path / "ref")
 
 
-def _run(procs: int, vae_file, out, stop: int | None = None, sharding: dict | None = None):
-    """The micro teacher in ``procs`` processes (torchrun for 2: FSDP2 over gloo), to ``stop`` steps or all 5."""
-    launch(procs, SCRIPT, vae_file, out, stop or 0, json.dumps(sharding or {}), port=29533)
+SCRIPT = f"""
+import json, signal, sys
+from hyperbagel.errors import Interrupted
+from hyperbagel.recipes import teacher
+from hyperbagel.training.distributed import init, world
+
+init()
+cfg = teacher.TeacherConfig(preset="micro", vae=sys.argv[1], out=sys.argv[2], steps=5, batch={BATCH!r}, warmup=1,
+                            bf16=False, vit_pretrain={{"steps": 2, "batch": 4}}, sharding=json.loads(sys.argv[4]))
+signalled = int(sys.argv[5])  # this process gets a SIGTERM during step 2 (-1: none does)
+
+
+class Signalled(teacher.Progress):
+    def step(self, step, logged):
+        super().step(step, logged)
+        if step + 1 == 2 and world()[0] == signalled:
+            signal.raise_signal(signal.SIGTERM)
+
+
+teacher.Progress = Signalled
+try:
+    teacher.train_teacher(cfg, progress=False, stop_after=int(sys.argv[3]) or None)
+except Interrupted as stop:
+    print(f"stopped after {{stop.step}}")
+"""
+
+
+def _run(procs: int, vae_file, out, stop: int | None = None, sharding: dict | None = None, signalled: int = -1):
+    """The micro teacher in ``procs`` processes (torchrun for 2: FSDP2 over gloo), to ``stop`` steps or all 5
+    (``signalled``: the rank that gets a SIGTERM during step 2); returns what the processes printed."""
+    return launch(procs, SCRIPT, vae_file, out, stop or 0, json.dumps(sharding or {}), signalled, port=29533)
 
 
 def _assert_close(h1, h2, rel=1e-5):
@@ -102,8 +156,10 @@ def test_two_processes_match_one_and_checkpoints_reshard_both_ways(vae_file, tmp
     one, two = _history(tmp_path / "one"), _history(tmp_path / "two")
     _assert_close(one, two)
     assert (tmp_path / "two" / "train" / "dcp-0000005").is_dir()
-    # a 2-process run stopped mid-way resumes to the same losses, in 2 processes or in 1; and 1 → 2
-    _run(2, vae_file, tmp_path / "two-stop", stop=2)
+    # a SIGTERM to one process of two stops both after the same step, with a checkpoint there; resumed, the same
+    # losses. A 2-process run stopped mid-way resumes in 1 too, and a 1-process run in 2
+    assert _run(2, vae_file, tmp_path / "two-stop", signalled=1).count("stopped after 2") == 2
+    assert len(_history(tmp_path / "two-stop")) == 2
     _run(2, vae_file, tmp_path / "two-stop")
     _assert_close(two, _history(tmp_path / "two-stop"), rel=1e-12)
     _run(2, vae_file, tmp_path / "two-one", stop=3)

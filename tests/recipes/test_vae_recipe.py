@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import signal
 
 import numpy as np
 import pytest
 import torch
 
+from hyperbagel.errors import Interrupted
 from hyperbagel.model.autoencoder import VAEConfig
 from hyperbagel.recipes.vae import (
     CONFIG_FILE,
@@ -85,6 +87,26 @@ def test_train_checkpoint_and_exact_resume(tmp_path):
     assert saved == config
 
 
+def test_a_signal_mid_run_stops_after_the_step_with_a_checkpoint_and_nothing_is_lost(tmp_path):
+    config = micro_config(checkpoint_every=100)
+    _, losses_full = train_vae(config, toy_image, tmp_path / "full")
+    calls = 0
+
+    def signalled_in_step_3(rng):  # the data stream is 8 calibration images, then 4 images a step
+        nonlocal calls
+        calls += 1
+        if calls == 8 + 2 * 4 + 1:
+            signal.raise_signal(signal.SIGTERM)
+        return toy_image(rng)
+
+    with pytest.raises(Interrupted) as err:
+        train_vae(config, signalled_in_step_3, tmp_path / "split")
+    assert err.value.step == 3 and err.value.exit_code == 143
+    assert (tmp_path / "split" / "train" / "dcp-0000003").is_dir()  # though checkpoints are every 100 steps
+    _, losses_resumed = train_vae(config, toy_image, tmp_path / "split")
+    assert losses_resumed == losses_full
+
+
 def test_a_file_without_config_is_refused_unless_a_model_config_sits_beside_it(tmp_path):
     from hyperbagel.errors import HyperBagelError
     from hyperbagel.model.autoencoder import AutoEncoder
@@ -110,6 +132,7 @@ def test_shapes_world_training_images_cover_both_backgrounds():
 
 VAE_SCRIPT = """
 import sys, numpy as np
+from hyperbagel.errors import Interrupted
 from hyperbagel.model.autoencoder import VAEConfig
 from hyperbagel.recipes.vae import VAETrainConfig, train_vae
 from hyperbagel.training.distributed import init

@@ -60,6 +60,7 @@ from hyperbagel.recipes.distill_common import (
     write_config,
 )
 from hyperbagel.training.distributed import full_tensor
+from hyperbagel.training.interrupt import graceful_stop
 from hyperbagel.training.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -188,33 +189,34 @@ def train_adp(cfg: ADPConfig, progress: bool = True, stop_after: int | None = No
     write_config(cfg, out)
     bar = Progress("distill adp", cfg.steps, start, cfg.log_every, progress, log)
     groups = [g for g in GROUPS if cfg.batch.get(g, 0)]
-    for step in range(start, cfg.steps):
-        for role, opt in opts.items():
-            for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, step, cfg.lr if role == "generator" else cfg.disc_lr)
-            opt.zero_grad(set_to_none=True)
-        logged, kept = {}, {}
-        for group in groups:
-            parts, kept[group] = generator_losses(setup, roles, cfg, step, group)
-            logged.update(parts)
-        for role in ("disc", "pixel_disc"):  # the generator's passes went through the discriminators
-            opts[role].zero_grad(set_to_none=True)
-        for group in groups:
-            logged.update(disc_losses(setup, roles, cfg, group, *kept[group]))
-        norms = {role: float(full_tensor(torch.nn.utils.clip_grad_norm_(params[role], cfg.grad_clip)))
-                 for role in opts}
-        for opt in opts.values():
-            opt.step()
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": norms["generator"],
-                  "disc_grad_norm": norms["disc"], "pixel_grad_norm": norms["pixel_disc"], **logged}
-        history.append(logged)
-        bar.step(step, logged)
-        stopping = stop_after is not None and step + 1 >= stop_after
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-            check_understanding(setup, fingerprint)
-            save(out, step + 1, trained, opts, {"history": history, "understanding_sha256": fingerprint})
-            export_student(out, roles["generator"], student_info(cfg, setup, "adp", steps=1), cfg.teacher)
-        if stopping:
-            break
+    with graceful_stop(stop_after) as stop:
+        for step in range(start, cfg.steps):
+            for role, opt in opts.items():
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(cfg, step, cfg.lr if role == "generator" else cfg.disc_lr)
+                opt.zero_grad(set_to_none=True)
+            logged, kept = {}, {}
+            for group in groups:
+                parts, kept[group] = generator_losses(setup, roles, cfg, step, group)
+                logged.update(parts)
+            for role in ("disc", "pixel_disc"):  # the generator's passes went through the discriminators
+                opts[role].zero_grad(set_to_none=True)
+            for group in groups:
+                logged.update(disc_losses(setup, roles, cfg, group, *kept[group]))
+            norms = {role: float(full_tensor(torch.nn.utils.clip_grad_norm_(params[role], cfg.grad_clip)))
+                     for role in opts}
+            for opt in opts.values():
+                opt.step()
+            logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": norms["generator"],
+                      "disc_grad_norm": norms["disc"], "pixel_grad_norm": norms["pixel_disc"], **logged}
+            history.append(logged)
+            bar.step(step, logged)
+            stopping = stop.due(step + 1)
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
+                check_understanding(setup, fingerprint)
+                save(out, step + 1, trained, opts, {"history": history, "understanding_sha256": fingerprint})
+                export_student(out, roles["generator"], student_info(cfg, setup, "adp", steps=1), cfg.teacher)
+            if stopping:
+                break
     bar.close()
     return out

@@ -42,6 +42,7 @@ from hyperbagel.recipes.distill_common import (
     write_config,
 )
 from hyperbagel.training.distributed import any_rank, full_tensor
+from hyperbagel.training.interrupt import graceful_stop
 from hyperbagel.training.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -108,27 +109,28 @@ def train_cfg(cfg: CFGDistillConfig, progress: bool = True, stop_after: int | No
     start, history = (state["step"], state["history"]) if state else (0, [])
     write_config(cfg, out)
     bar = Progress("distill cfg", cfg.steps, start, cfg.log_every, progress, log)
-    for step in range(start, cfg.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
-        opt.zero_grad(set_to_none=True)
-        logged = {}
-        for group in GROUPS:
-            if cfg.batch.get(group, 0):
-                logged.update(step_loss(setup, student, cfg, step, group))
-        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), **logged}
-        history.append(logged)
-        bar.step(step, logged)
-        stopping = stop_after is not None and step + 1 >= stop_after
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-            check_understanding(setup, fingerprint)
-            save(out, step + 1, {"student": student}, {"student": opt},
-                 {"history": history, "understanding_sha256": fingerprint})
-            export_student(out, student, student_info(cfg, setup, "cfg", steps=cfg.rollout_timesteps - 1),
-                           cfg.teacher)
-        if stopping:
-            break
+    with graceful_stop(stop_after) as stop:
+        for step in range(start, cfg.steps):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step)
+            opt.zero_grad(set_to_none=True)
+            logged = {}
+            for group in GROUPS:
+                if cfg.batch.get(group, 0):
+                    logged.update(step_loss(setup, student, cfg, step, group))
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), **logged}
+            history.append(logged)
+            bar.step(step, logged)
+            stopping = stop.due(step + 1)
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
+                check_understanding(setup, fingerprint)
+                save(out, step + 1, {"student": student}, {"student": opt},
+                     {"history": history, "understanding_sha256": fingerprint})
+                export_student(out, student, student_info(cfg, setup, "cfg", steps=cfg.rollout_timesteps - 1),
+                               cfg.teacher)
+            if stopping:
+                break
     bar.close()
     return out

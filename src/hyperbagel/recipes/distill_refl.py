@@ -48,6 +48,7 @@ from hyperbagel.recipes.distill_common import (
     write_config,
 )
 from hyperbagel.training.distributed import full_tensor
+from hyperbagel.training.interrupt import graceful_stop
 from hyperbagel.training.progress import Progress
 from hyperbagel.world.captions import caption
 from hyperbagel.world.scene import scene_from_json
@@ -163,29 +164,30 @@ def train_refl(cfg: ReFLConfig, progress: bool = True, stop_after: int | None = 
         log.info("refl probe before training: %s", probes[-1])
     write_config(cfg, out)
     bar = Progress("distill refl", cfg.steps, start, cfg.log_every, progress, log)
-    for step in range(start, cfg.steps):
-        for g in opts["generator"].param_groups:
-            g["lr"] = lr_at(cfg, step)
-        opts["generator"].zero_grad(set_to_none=True)
-        logged = {}
-        for group in GROUPS:
-            if cfg.batch.get(group, 0):
-                logged.update(step_loss(setup, roles, cfg, step, group))
-        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opts["generator"].step()
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), **logged}
-        history.append(logged)
-        bar.step(step, logged)
-        stopping = stop_after is not None and step + 1 >= stop_after
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-            if cfg.probe:
-                probes.append({"step": step + 1, **probe(setup, roles, cfg)})
-                log.info("refl probe at step %d: %s", step + 1, probes[-1])
-            check_understanding(setup, fingerprint)
-            save(out, step + 1, {"generator": roles["generator"]}, opts,
-                 {"history": history, "probes": probes, "understanding_sha256": fingerprint})
-            export_student(out, roles["generator"], student_info(cfg, setup, "refl", steps=1), cfg.teacher)
-        if stopping:
-            break
+    with graceful_stop(stop_after) as stop:
+        for step in range(start, cfg.steps):
+            for g in opts["generator"].param_groups:
+                g["lr"] = lr_at(cfg, step)
+            opts["generator"].zero_grad(set_to_none=True)
+            logged = {}
+            for group in GROUPS:
+                if cfg.batch.get(group, 0):
+                    logged.update(step_loss(setup, roles, cfg, step, group))
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opts["generator"].step()
+            logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), **logged}
+            history.append(logged)
+            bar.step(step, logged)
+            stopping = stop.due(step + 1)
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
+                if cfg.probe:
+                    probes.append({"step": step + 1, **probe(setup, roles, cfg)})
+                    log.info("refl probe at step %d: %s", step + 1, probes[-1])
+                check_understanding(setup, fingerprint)
+                save(out, step + 1, {"generator": roles["generator"]}, opts,
+                     {"history": history, "probes": probes, "understanding_sha256": fingerprint})
+                export_student(out, roles["generator"], student_info(cfg, setup, "refl", steps=1), cfg.teacher)
+            if stopping:
+                break
     bar.close()
     return out

@@ -68,6 +68,7 @@ from hyperbagel.recipes.distill_common import (
     write_config,
 )
 from hyperbagel.training.distributed import any_rank, full_tensor
+from hyperbagel.training.interrupt import graceful_stop
 from hyperbagel.training.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -185,32 +186,33 @@ def train_tscd(cfg: TSCDConfig, progress: bool = True, stop_after: int | None = 
     write_config(cfg, out)
     bar = Progress("distill tscd", cfg.steps, start, cfg.log_every, progress, log)
     groups = [g for g in GROUPS if cfg.batch.get(g, 0)]
-    for step in range(start, cfg.steps):
-        for role, opt in opts.items():
-            for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, step, cfg.lr if role == "student" else cfg.disc_lr)
-            opt.zero_grad(set_to_none=True)
-        logged, kept = {}, {}
-        for group in groups:
-            parts, kept[group] = generator_losses(setup, roles, cfg, step, group)
-            logged.update(parts)
-        opts["disc"].zero_grad(set_to_none=True)  # the generator's passes went through the discriminator
-        for group in groups:
-            logged.update(disc_loss(setup, roles, cfg, group, *kept[group]))
-        g_norm = torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
-        d_norm = torch.nn.utils.clip_grad_norm_(d_params, cfg.grad_clip)
-        for opt in opts.values():
-            opt.step()
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(g_norm)),
-                  "disc_grad_norm": float(full_tensor(d_norm)), **logged}
-        history.append(logged)
-        bar.step(step, logged)
-        stopping = stop_after is not None and step + 1 >= stop_after
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-            check_understanding(setup, fingerprint)
-            save(out, step + 1, trained, opts, {"history": history, "understanding_sha256": fingerprint})
-            export_student(out, student, student_info(cfg, setup, "tscd", cfg.sample_steps), cfg.teacher)
-        if stopping:
-            break
+    with graceful_stop(stop_after) as stop:
+        for step in range(start, cfg.steps):
+            for role, opt in opts.items():
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(cfg, step, cfg.lr if role == "student" else cfg.disc_lr)
+                opt.zero_grad(set_to_none=True)
+            logged, kept = {}, {}
+            for group in groups:
+                parts, kept[group] = generator_losses(setup, roles, cfg, step, group)
+                logged.update(parts)
+            opts["disc"].zero_grad(set_to_none=True)  # the generator's passes went through the discriminator
+            for group in groups:
+                logged.update(disc_loss(setup, roles, cfg, group, *kept[group]))
+            g_norm = torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
+            d_norm = torch.nn.utils.clip_grad_norm_(d_params, cfg.grad_clip)
+            for opt in opts.values():
+                opt.step()
+            logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(g_norm)),
+                      "disc_grad_norm": float(full_tensor(d_norm)), **logged}
+            history.append(logged)
+            bar.step(step, logged)
+            stopping = stop.due(step + 1)
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
+                check_understanding(setup, fingerprint)
+                save(out, step + 1, trained, opts, {"history": history, "understanding_sha256": fingerprint})
+                export_student(out, student, student_info(cfg, setup, "tscd", cfg.sample_steps), cfg.teacher)
+            if stopping:
+                break
     bar.close()
     return out

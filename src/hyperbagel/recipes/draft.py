@@ -55,6 +55,7 @@ from hyperbagel.pretrained import DEFAULT_MODEL, resolve
 from hyperbagel.recipes.checkpointing import load_training_state
 from hyperbagel.training import checkpoint as ckpt
 from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, is_main, shard_range, world
+from hyperbagel.training.interrupt import graceful_stop
 from hyperbagel.training.progress import Progress
 from hyperbagel.training.schedule import warmup_cosine
 from hyperbagel.training.sharding import ShardingConfig, loss_scale, shard
@@ -480,31 +481,32 @@ def train_draft(cfg: DraftTrainConfig, progress: bool = True, stop_after: int | 
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(cfg.to_dict(), indent=1, default=list) + "\n", out / "train_config.json")
     bar = Progress(f"draft {cfg.variant}", cfg.steps, start, cfg.log_every, progress, log)
-    for step in range(start, cfg.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
-        epoch, slot = divmod(step, per_epoch)
-        if epoch not in epochs:
-            epochs.clear()
-            epochs[epoch] = epoch_batches(cfg, epoch, lengths)
-        rows = epochs[epoch][slot]
-        batch = collate([data.get(rows[i]) for i in shard_range(len(rows))])
-        opt.zero_grad(set_to_none=True)
-        with bf16_autocast(cfg.bf16):
-            res = forward(batch, cfg.ttt_steps, cfg.step_decay, dcfg.ce_weight)
-        (res.loss * loss_scale()).backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "loss": res.value,
-                  "grad_norm": float(full_tensor(gnorm)), "kl": res.kl, "ce": res.ce, "acc": res.acc}
-        history.append(logged)
-        bar.step(step, {"draft/loss": res.value, **({"draft/acc0": res.acc[0]} if res.acc else {})})
-        stopping = stop_after is not None and step + 1 >= stop_after
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-            ckpt.save(out / "train", step + 1, {"draft": forward}, {"draft": opt}, {"history": history})
-            _export(out, forward, head)
-        if stopping:
-            break
+    with graceful_stop(stop_after) as stop:
+        for step in range(start, cfg.steps):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step)
+            epoch, slot = divmod(step, per_epoch)
+            if epoch not in epochs:
+                epochs.clear()
+                epochs[epoch] = epoch_batches(cfg, epoch, lengths)
+            rows = epochs[epoch][slot]
+            batch = collate([data.get(rows[i]) for i in shard_range(len(rows))])
+            opt.zero_grad(set_to_none=True)
+            with bf16_autocast(cfg.bf16):
+                res = forward(batch, cfg.ttt_steps, cfg.step_decay, dcfg.ce_weight)
+            (res.loss * loss_scale()).backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            logged = {"step": step + 1, "lr": lr_at(cfg, step), "loss": res.value,
+                      "grad_norm": float(full_tensor(gnorm)), "kl": res.kl, "ce": res.ce, "acc": res.acc}
+            history.append(logged)
+            bar.step(step, {"draft/loss": res.value, **({"draft/acc0": res.acc[0]} if res.acc else {})})
+            stopping = stop.due(step + 1)
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
+                ckpt.save(out / "train", step + 1, {"draft": forward}, {"draft": opt}, {"history": history})
+                _export(out, forward, head)
+            if stopping:
+                break
     bar.close()
     return out
 

@@ -45,6 +45,7 @@ from hyperbagel.recipes.checkpointing import (
 from hyperbagel.training import checkpoint as ckpt
 from hyperbagel.training.checkpoint import full_state_dict
 from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, is_main, shard_range
+from hyperbagel.training.interrupt import graceful_stop
 from hyperbagel.training.progress import Progress
 from hyperbagel.training.schedule import warmup_cosine
 from hyperbagel.training.sharding import loss_scale, shard
@@ -241,33 +242,34 @@ def train_reward(cfg: RewardTrainConfig, progress: bool = True, stop_after: int 
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(cfg.to_dict(), indent=1) + "\n", out / "train_config.json")
     bar = Progress("train reward", cfg.steps, start, cfg.log_every, progress, log)
-    for step in range(start, cfg.steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
-        rows = pool_rows(cfg, step, pool)
-        pairs = make_pairs(cfg, TRAIN, step, cfg.batch - len(rows), vae) + pool.take(rows)
-        n = len(pairs.labels)
-        mine = shard_range(n)
-        pixels = torch.stack([to_model_pixels(im) for im in pairs.images[mine.start:mine.stop]])
-        labels = torch.from_numpy(pairs.labels[mine.start:mine.stop])
-        r = reward(pixels, pairs.texts[mine.start:mine.stop])
-        loss = reward_bce(r, labels) * (len(mine) / n)  # this process's share of the batch's mean
-        opt.zero_grad(set_to_none=True)
-        (loss * loss_scale()).backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        bce, correct = all_sum([float(loss.detach()), float(((r.detach() > 0) == labels).sum())])
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), "bce": bce,
-                  "acc": correct / n, "positives": float(pairs.labels.mean()),
-                  **({"pool_positives": float(pool.labels[rows].mean())} if len(rows) else {})}
-        history.append(logged)
-        bar.step(step, {"reward/bce": bce, "reward/acc": correct / n})
-        stopping = stop_after is not None and step + 1 >= stop_after
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-            ckpt.save(out / "train", step + 1, {"reward": model}, {"reward": opt}, {"history": history})
-            _export(out, model, cfg, tok)
-        if stopping:
-            break
+    with graceful_stop(stop_after) as stop:
+        for step in range(start, cfg.steps):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step)
+            rows = pool_rows(cfg, step, pool)
+            pairs = make_pairs(cfg, TRAIN, step, cfg.batch - len(rows), vae) + pool.take(rows)
+            n = len(pairs.labels)
+            mine = shard_range(n)
+            pixels = torch.stack([to_model_pixels(im) for im in pairs.images[mine.start:mine.stop]])
+            labels = torch.from_numpy(pairs.labels[mine.start:mine.stop])
+            r = reward(pixels, pairs.texts[mine.start:mine.stop])
+            loss = reward_bce(r, labels) * (len(mine) / n)  # this process's share of the batch's mean
+            opt.zero_grad(set_to_none=True)
+            (loss * loss_scale()).backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            bce, correct = all_sum([float(loss.detach()), float(((r.detach() > 0) == labels).sum())])
+            logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), "bce": bce,
+                      "acc": correct / n, "positives": float(pairs.labels.mean()),
+                      **({"pool_positives": float(pool.labels[rows].mean())} if len(rows) else {})}
+            history.append(logged)
+            bar.step(step, {"reward/bce": bce, "reward/acc": correct / n})
+            stopping = stop.due(step + 1)
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
+                ckpt.save(out / "train", step + 1, {"reward": model}, {"reward": opt}, {"history": history})
+                _export(out, model, cfg, tok)
+            if stopping:
+                break
     bar.close()
     return out
 

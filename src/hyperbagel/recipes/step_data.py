@@ -10,9 +10,12 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from hyperbagel.training.interrupt import ignore_interrupts
 
-def _one_thread(_: int) -> None:
+
+def _worker_start(_: int) -> None:
     torch.set_num_threads(1)  # each worker builds whole steps; the workers share out the cores
+    ignore_interrupts()
 
 
 def _as_is(batch):
@@ -23,5 +26,5 @@ def step_loader(dataset: Dataset, start: int, stop: int, workers: int = 0, devic
     """``dataset[start] … dataset[stop - 1]`` in order, built by ``workers`` processes (pinned for a CUDA model)."""
     return DataLoader(
         dataset, batch_size=None, sampler=range(start, stop), num_workers=workers, collate_fn=_as_is,
-        worker_init_fn=_one_thread if workers else None, prefetch_factor=4 if workers else None,
+        worker_init_fn=_worker_start if workers else None, prefetch_factor=4 if workers else None,
         pin_memory=torch.device(device).type == "cuda")

@@ -46,6 +46,7 @@ from hyperbagel.training.checkpoint import STATE_FILE, full_state_dict
 from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, is_main, shard_range
 from hyperbagel.training.distributed import world as dist_world
 from hyperbagel.training.ema import ema_decay, ema_update
+from hyperbagel.training.interrupt import graceful_stop
 from hyperbagel.training.progress import Progress
 from hyperbagel.training.schedule import warmup_cosine
 from hyperbagel.training.sharding import ShardingConfig, loss_scale, shard
@@ -418,31 +419,32 @@ def train_teacher(cfg: TeacherConfig, progress: bool = True, stop_after: int | N
     bar = Progress("teacher", cfg.steps, start, cfg.log_every, progress, log)
     model.train()
     data = step_loader(StepBatches(cfg, mcfg, tok), start, cfg.steps, cfg.workers, cfg.device)
-    for step, micros in zip(range(start, cfg.steps), data):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(cfg, step)
-        opt.zero_grad(set_to_none=True)
-        logged: dict[str, float] = {}
-        for batches in micros:
-            parts = (packed_step_loss(forward, vae, batches, cfg) if cfg.packed
-                     else step_loss(forward, vae, batches, cfg, aligner))
-            for k, v in parts.items():
-                logged[k] = logged.get(k, 0.0) + v / cfg.grad_accum
-        gnorm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
-        opt.step()
-        ema_update(ema, model, ema_decay(step, cfg.ema_decay))
-        logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), **logged}
-        history.append(logged)
-        bar.step(step, logged)
-        stopping = stop_after is not None and step + 1 >= stop_after
-        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-            ckpt.save(out / "train", step + 1, {"model": forward, "ema": ema}, {"model": opt},
-                      {"history": history, "seconds": seconds + bar.elapsed()})
-            _export(out, ema, vae, tok)
-        if rank == 0 and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
-            save_pretrained(out / "snapshots" / f"{step + 1:06d}", ema, vae, {"tokenizer.json": tok.to_json()})
-        if stopping:
-            break
+    with graceful_stop(stop_after) as stop:
+        for step, micros in zip(range(start, cfg.steps), data):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step)
+            opt.zero_grad(set_to_none=True)
+            logged: dict[str, float] = {}
+            for batches in micros:
+                parts = (packed_step_loss(forward, vae, batches, cfg) if cfg.packed
+                         else step_loss(forward, vae, batches, cfg, aligner))
+                for k, v in parts.items():
+                    logged[k] = logged.get(k, 0.0) + v / cfg.grad_accum
+            gnorm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
+            opt.step()
+            ema_update(ema, model, ema_decay(step, cfg.ema_decay))
+            logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), **logged}
+            history.append(logged)
+            bar.step(step, logged)
+            stopping = stop.due(step + 1)
+            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
+                ckpt.save(out / "train", step + 1, {"model": forward, "ema": ema}, {"model": opt},
+                          {"history": history, "seconds": seconds + bar.elapsed()})
+                _export(out, ema, vae, tok)
+            if rank == 0 and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
+                save_pretrained(out / "snapshots" / f"{step + 1:06d}", ema, vae, {"tokenizer.json": tok.to_json()})
+            if stopping:
+                break
     bar.close()
     return out
 

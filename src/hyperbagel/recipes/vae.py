@@ -42,6 +42,7 @@ from hyperbagel.precision import bf16_autocast
 from hyperbagel.training import checkpoint as ckpt
 from hyperbagel.training.checkpoint import full_state_dict
 from hyperbagel.training.distributed import all_sum, barrier, distributed, is_main, shard_range
+from hyperbagel.training.interrupt import graceful_stop
 from hyperbagel.training.progress import Progress
 from hyperbagel.training.schedule import warmup_cosine
 from hyperbagel.training.sharding import loss_scale, shard
@@ -302,22 +303,26 @@ def train_vae(
     calibration = image_batch(sample_image, config.data_seed + 10_000, 0, config.calibration_images)
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     bar = Progress("vae", config.steps, step, config.log_every, enabled=False, logger=log)
-    while step < end:
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(config, step)
-        mine = shard_range(config.batch_size, step * config.batch_size)
-        x = image_batch(sample_image, config.data_seed, mine.start, len(mine))
-        noise = posterior_noise(config, step, range(mine.start - step * config.batch_size,
-                                                    mine.stop - step * config.batch_size))
-        loss, parts = vae_losses(loss_fn, x, noise)
-        optimizer.zero_grad(set_to_none=True)
-        (loss * loss_scale()).backward()
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(loss_fn.parameters(), config.grad_clip)
-        optimizer.step()
-        step += 1
-        losses.append(parts)
-        bar.step(step - 1, {f"vae/{k}": v for k, v in parts.items()})
-        if step % config.checkpoint_every == 0 or step == end:
-            save_checkpoint(run_dir, config, loss_fn, optimizer, step, losses, calibration)
+    with graceful_stop() as stop:
+        while step < end:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(config, step)
+            mine = shard_range(config.batch_size, step * config.batch_size)
+            x = image_batch(sample_image, config.data_seed, mine.start, len(mine))
+            noise = posterior_noise(config, step, range(mine.start - step * config.batch_size,
+                                                        mine.stop - step * config.batch_size))
+            loss, parts = vae_losses(loss_fn, x, noise)
+            optimizer.zero_grad(set_to_none=True)
+            (loss * loss_scale()).backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(loss_fn.parameters(), config.grad_clip)
+            optimizer.step()
+            step += 1
+            losses.append(parts)
+            bar.step(step - 1, {f"vae/{k}": v for k, v in parts.items()})
+            stopping = stop.due(step)
+            if step % config.checkpoint_every == 0 or step == end or stopping:
+                save_checkpoint(run_dir, config, loss_fn, optimizer, step, losses, calibration)
+            if stopping:
+                break
     return loss_fn.ae.eval(), losses
