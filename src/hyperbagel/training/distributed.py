@@ -1,5 +1,6 @@
-"""The process group: joined when launched by ``torchrun`` (gloo on the CPU, nccl on CUDA), absent otherwise. Under
-``torchrun`` the recipes shard with FSDP2 at any process count, one included (a check of FSDP2 on one GPU)."""
+"""The process group: joined when launched by ``torchrun`` (gloo on the CPU, nccl and gloo on CUDA), absent
+otherwise. Under ``torchrun`` the recipes shard with FSDP2 at any process count, one included (a check of FSDP2 on
+one GPU)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ def init(device: str = "cpu") -> None:
         cuda = torch.device(device).type == "cuda"
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if cuda else "gloo")
+        # on CUDA both backends: nccl for the sharded tensors, gloo for the host-side sums of logged losses and flags
+        # (``all_sum``, ``any_rank``), which nccl alone would refuse as CPU tensors
+        dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
         atexit.register(_leave)
 
 
