@@ -7,7 +7,8 @@
 #     speed     end-to-end teacher / 6-step / 1-step text-to-image and editing, the draft's cost c (issue 20)
 #   SMOKE=1 bash scripts/gpu_checks.sh OUT dmdo,roofline,speed    # the same parts at micro on the CPU, seconds
 # Each part runs under its own time limit (seconds: DMDO_S, ROOFLINE_S, SPEED_S) so that the call ends in time;
-# roofline and speed rewrite their JSON after every row, so a part cut short still returns what it measured.
+# roofline and speed rewrite their JSON after every row (speed: every image row, understanding at its end), so a
+# part cut short still returns what it measured.
 # OUT/status.txt has each part's exit status (124: its time ran out).
 set -uo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 OUT [dmdo,roofline,speed]" >&2; exit 2; }
@@ -17,8 +18,10 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p "$out"
 if [ -n "${SMOKE:-}" ]; then
     device=cpu size=(--preset micro --layers 2 --image-size 64) model=(--preset micro) tokens=16,64 image=64
+    # fp32 and small limit probes: an AVX2-only CPU has no bf16 kernels (an 8192³ bf16 matmul takes many minutes)
+    limits=(--dtype float32 --matmul 1024 --copy-gib 0.25)
 else
-    device=cuda size=() model=(--preset bagel-7b) tokens=1024,4096 image=512
+    device=cuda size=() model=(--preset bagel-7b) tokens=1024,4096 image=512 limits=()
 fi
 
 part() {  # NAME LIMIT COMMAND...: run, log to OUT/NAME.log, record the exit status
@@ -41,7 +44,7 @@ for p in ${parts//,/ }; do
             cp "$work/dmdo-plan.json" "$out/" 2>/dev/null
             rm -rf "$work" ;;
         roofline) part roofline "${ROOFLINE_S:-200}" python scripts/gpu_roofline.py "${model[@]}" --device "$device" \
-                      --tokens "$tokens" --compile --out "$out/roofline.json" ;;
+                      --tokens "$tokens" "${limits[@]}" --compile --out "$out/roofline.json" ;;
         speed) part speed "${SPEED_S:-480}" python scripts/gpu_speed.py "${model[@]}" --device "$device" \
                    --image-size "$image" --compile --out "$out/speed.json" ;;
         *) echo "unknown part '$p' (dmdo, roofline, speed)" >&2; exit 2 ;;

@@ -235,10 +235,12 @@ def peak_gib(device) -> float | None:
 
 
 # ----- sections -----
-def image_rows(pipes: dict, task: str, timer: Timer, args, batch: int, source=None) -> dict:
+def image_rows(pipes: dict, task: str, timer: Timer, args, batch: int, source=None, rows: dict | None = None,
+               save=lambda: None) -> dict:
     """Time ``Pipeline.generate``/``edit`` end to end per row, then one call split into prefill, sampling and VAE
-    decode (the same internal calls ``generate``/``edit`` make)."""
-    rows = {}
+    decode (the same internal calls ``generate``/``edit`` make); ``rows`` is filled and ``save`` called row by row,
+    so a run cut short keeps the rows it finished."""
+    rows = {} if rows is None else rows
     texts = [PROMPT if task == "t2i" else INSTRUCTION] * batch
     seeds = [args.seed + i for i in range(batch)]
     for name, (pipe, accelerated, info) in pipes.items():
@@ -275,6 +277,7 @@ def image_rows(pipes: dict, task: str, timer: Timer, args, batch: int, source=No
             log(f"  ERROR {type(err).__name__}: {err}")
             if timer.cuda:
                 torch.cuda.empty_cache()
+        save()
     teacher = rows.get("teacher", {}).get("seconds_per_image", {}).get("median")
     for row in rows.values():
         med = row.get("seconds_per_image", {}).get("median")
@@ -615,6 +618,8 @@ def main(argv=None) -> int:
         return 0
 
     tok = ShapesTokenizer.build(list(all_words()))
+    if args.compile:  # one model's forwards meet about ten shapes here: past dynamo's default 8, it runs eager
+        torch._dynamo.config.recompile_limit = 64
     teacher = Pipeline(model, vae, tok, compile=args.compile)
     pipes = {"teacher": (teacher, False, None)}
     info6 = StudentInfo(stage="dmdo", steps=6)
@@ -648,7 +653,8 @@ def main(argv=None) -> int:
                     source = None
                     if name == "edit":
                         source = np.random.default_rng(args.seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-                    sec["rows"] = image_rows(pipes, name, timer, args, args.batch, source)
+                    sec["rows"] = {}
+                    image_rows(pipes, name, timer, args, args.batch, source, sec["rows"], save)
                 else:
                     sec["results"] = understanding(teacher, draft, timer, args, device)
             except Exception as err:  # noqa: BLE001 - recorded, the next section runs

@@ -3,20 +3,26 @@ stay bit-identical, and its folder samples with the student in one forward per s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
+from hyperbagel.eval.random_folders import random_model_folder, random_student_folder
 from hyperbagel.model.checkpoint import load_pretrained
+from hyperbagel.model.presets import preset
 from hyperbagel.model.student import STUDENT_FILE, is_generation_param, read_student_info
 from hyperbagel.pipeline import Pipeline
 from hyperbagel.recipes.distill_cfg import CFGDistillConfig, train_cfg
-from hyperbagel.recipes.distill_common import understanding_fingerprint
+from hyperbagel.recipes.distill_common import picture, scene_size, understanding_fingerprint
 from hyperbagel.recipes.distill_dmdo import DMDOConfig, train_dmdo
 from hyperbagel.recipes.distill_tscd import TSCDConfig, train_tscd
+from hyperbagel.world.render import render
+from hyperbagel.world.scene import sample_scene
 from runs import assert_same_checkpoint
 
 SMALL = dict(batch={"gen": 1, "edit": 1}, warmup=1, ckpt_every=100, log_every=100)
@@ -157,3 +163,23 @@ def test_dmdo_with_the_papers_path_noise_resumes_exactly_and_trains_another_fake
     assert _state(a)["history"][0]["gen/fake_fm"] != default[0]["gen/fake_fm"]
     with pytest.raises(ValueError, match="fake_noise"):
         DMDOConfig(teacher="t", init="i", fake_noise="x_T")
+
+
+def test_a_model_of_a_size_shapes_world_does_not_draw_distils_on_its_scenes_scaled_up(tmp_path):
+    """BAGEL-7B's 896 px (the GPU memory check) is not a Shapes World resolution: the recipes draw scenes at 64 px
+    and scale the pictures by nearest neighbour. Here at 128 px, one DMDO step (its rollout, teacher contexts for
+    text-to-image and editing)."""
+    m = preset("micro")
+    cfg = dataclasses.replace(m, image_size=128, max_latent_size=16, vit_max_num_patch_per_side=8,
+                              vit=dataclasses.replace(m.vit, num_positions_side=8))
+    random_model_folder(tmp_path / "teacher", config=cfg, generation_noise=0.05)
+    random_student_folder(tmp_path / "teacher", tmp_path / "student")
+    train_dmdo(DMDOConfig(teacher=str(tmp_path / "teacher"), init=str(tmp_path / "student"), out=str(tmp_path / "o"),
+                          steps=1, fake_updates=1, fake_init="teacher", **SMALL), progress=False)
+    assert len(_state(tmp_path / "o")["history"]) == 1
+
+    scene = sample_scene(np.random.default_rng(0), scene_size(128))
+    assert scene_size(128) == 64 and scene_size(32) == 32
+    small, large = render(scene), picture(scene, 128)
+    assert large.shape == (128, 128, 3) and np.array_equal(large, small.repeat(2, axis=0).repeat(2, axis=1))
+    assert np.array_equal(picture(scene, 64), small)

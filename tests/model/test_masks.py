@@ -6,10 +6,11 @@ from unittest import mock
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.nn.attention.bias import CausalBias, causal_lower_right
+from torch.nn.attention.bias import causal_lower_right
 
 from hyperbagel.model.masks import CAUSAL, NOISE, Append, Attend, Packed, attend, resolve_attention
 from hyperbagel.pipeline import Pipeline, SamplerSettings
+from runs import launch
 
 
 def _qkv(B, S, K, g):
@@ -65,12 +66,63 @@ def test_cuda_lower_right_bias_is_the_causal_rule():
     bias = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(4, 10), enable_gqa=True)
     dense = F.scaled_dot_product_attention(q, k, v, attn_mask=Append("causal").dense(4, 10), enable_gqa=True)
     torch.testing.assert_close(bias, dense)
+    torch.testing.assert_close(attend(q, k, v, Attend(lower_right=True), enable_gqa=True), dense)
+
+
+SHARDED_LAYER = """
+import os, torch, torch.distributed as dist
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29563", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+dist.init_process_group("gloo")
+from hyperbagel.model.kv_cache import KVCache
+from hyperbagel.model.masks import Append, Attend
+from hyperbagel.model.qwen2_mot import LLMConfig, MoTDecoderLayer, rope_cos_sin
+from hyperbagel.training.sharding import ShardingConfig, shard
+
+cfg = LLMConfig(vocab_size=16, hidden_size=64, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=128)
+
+
+class Root(torch.nn.Module):  # a model of one decoder layer, sharded as the recipes shard theirs
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([MoTDecoderLayer(cfg)])
+
+    def forward(self, *args):
+        return self.layers[0](*args)
+
+
+torch.manual_seed(0)
+layer = shard(Root(), ShardingConfig(param_dtype="bfloat16"))
+g = torch.Generator().manual_seed(0)
+context, block = torch.randn(1, 7, 64, generator=g), torch.randn(1, 3, 64, generator=g)
+
+
+def run(attention):
+    cache = KVCache(1)
+    with torch.no_grad():
+        for x, start in ((context, 0), (block, 7)):
+            cos, sin = rope_cos_sin(torch.arange(start, start + x.shape[1])[None], cfg.head_dim, cfg.rope_theta,
+                                    torch.float32)
+            out = layer(x, None, cos, sin, Attend(causal=True) if start == 0 else attention, cache, 0, True)
+    return out.float()
+
+
+torch.testing.assert_close(run(Attend(lower_right=True)), run(Attend(Append("causal").dense(3, 10))))
+dist.destroy_process_group()
+print("same")
+"""
+
+
+def test_the_lower_right_bias_survives_fsdp2_input_casting():
+    """CUDA's causal block over a cache, through a decoder layer sharded with bf16 parameters: FSDP2 casts the
+    layer's floating inputs to bf16, which turned a ``CausalBias`` held in ``Attend`` into a plain tensor without
+    its sizes (the first edit's text prefill then failed); made inside ``attend`` it attends as the dense rule."""
+    assert "same" in launch(1, SHARDED_LAYER, port=0)
 
 
 def test_causal_block_over_a_cache_takes_the_fused_bias_on_cuda():
     """Device choice only (no GPU needed): CUDA gets PyTorch's lower-right bias; the CPU, which has no fused kernel
     for it, one ``[1, 1, S, K]`` mask shared by the batch."""
-    assert isinstance(resolve_attention(Append("causal"), 4, 10, torch.device("cuda")).mask, CausalBias)
+    assert resolve_attention(Append("causal"), 4, 10, torch.device("cuda")) == Attend(lower_right=True)
     assert resolve_attention(Append("causal"), 4, 10, torch.device("cpu")).mask.shape == (1, 1, 4, 10)
     assert resolve_attention(Append("causal"), 4, 4, torch.device("cuda")) == Attend(causal=True)
 

@@ -45,9 +45,17 @@ def probabilities(logits: Tensor, cfg: SamplingConfig) -> Tensor:
 
 
 def sample(probs: Tensor, generator: torch.Generator | None) -> Tensor:
-    """One draw per row of ``probs [..., V]``."""
+    """One draw per row of ``probs [..., V]``, made on the generator's device (a seeded CPU generator with a model
+    on the GPU: the same seed draws the same tokens on both)."""
     flat = probs.reshape(-1, probs.shape[-1])
-    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+    device = flat.device if generator is None else generator.device
+    return torch.multinomial(flat.to(device), 1, generator=generator).to(probs.device).view(probs.shape[:-1])
+
+
+def uniform(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+    """Uniform draws in [0, 1) of ``like``'s dtype on its device, made on the generator's device (as ``sample``)."""
+    device = like.device if generator is None else generator.device
+    return torch.rand(shape, generator=generator, dtype=like.dtype, device=device).to(like.device)
 
 
 def next_token(logits: Tensor, cfg: SamplingConfig, generator: torch.Generator | None) -> Tensor:

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from hyperbagel.decode.draft import Draft, TargetHead
 from hyperbagel.decode.generate import GREEDY
-from hyperbagel.decode.sampling import SamplingConfig, probabilities, sample
+from hyperbagel.decode.sampling import SamplingConfig, probabilities, sample, uniform
 from hyperbagel.model.context import Context, Forwarder
 from hyperbagel.model.masks import Append
 
@@ -92,7 +92,7 @@ def accept_chain(p: Tensor, q: Tensor, drafts: Tensor, generator: torch.Generato
     idx = drafts.unsqueeze(-1)
     p_d = p[:, :G].gather(-1, idx).squeeze(-1)
     q_d = q.gather(-1, idx).squeeze(-1)
-    u = torch.rand(B, G, generator=generator, dtype=p.dtype, device=p.device)
+    u = uniform((B, G), generator, p)
     n = (u * q_d < p_d).long().cumprod(-1).sum(-1)
     rows = torch.arange(B, device=p.device)
     p_n = p[rows, n]
@@ -141,7 +141,7 @@ def accept_tree(p: Tensor, tokens: Tensor, parents: list[int], generator: torch.
             live = active & ~moved & (child >= 0)
             tok = tokens[rows, child.clamp_min(0)]
             r_tok = r[rows, tok]
-            u = torch.rand(B, generator=generator, dtype=p.dtype, device=p.device)
+            u = uniform((B,), generator, p)
             keep = live & (u < r_tok)
             reject = live & ~keep
             r = torch.where(reject[:, None] & (torch.arange(V, device=p.device) == tok[:, None]), 0.0, r)

@@ -12,19 +12,21 @@ import torch
 
 def random_model_folder(folder: Path, preset_name: str = "micro", seed: int = 0, generation_noise: float = 0.0,
                         init_std: float = 0.05, config=None) -> Path:
-    """A model folder (``config.json``, weights, a random autoencoder, the Shapes World tokenizer) of the preset, or
-    of ``config`` (a ``BagelConfig``) when given. With ``generation_noise`` the generation branch is moved off its
-    understanding twin (and ``llm2vae`` off zero) by that much Gaussian noise, so that velocities are not zero and
-    the two branches can be told apart."""
+    """A model folder (``config.json``, weights, a random autoencoder, the Shapes World tokenizer and its special
+    tokens) of the preset, or of ``config`` (a ``BagelConfig``) when given. With ``generation_noise`` the generation
+    branch is moved off its understanding twin (and ``llm2vae`` off zero) by that much Gaussian noise, so that
+    velocities are not zero and the two branches can be told apart."""
     from hyperbagel.model.autoencoder import AutoEncoder
     from hyperbagel.model.checkpoint import build_model, save_pretrained
-    from hyperbagel.model.presets import preset
+    from hyperbagel.model.presets import SHAPES_SPECIAL, preset
     from hyperbagel.model.tokenizer import ShapesTokenizer
     from hyperbagel.recipes.teacher import init_weights
     from hyperbagel.world.vocab import all_words
 
     torch.manual_seed(seed)
-    cfg = config or preset(preset_name)
+    # the folder's tokenizer is Shapes World's, so its config names that tokenizer's special tokens whatever the
+    # architecture (a BAGEL-7B-width folder, as for the GPU memory check, would otherwise refuse to load)
+    cfg = dataclasses.replace(config or preset(preset_name), special_tokens=SHAPES_SPECIAL)
     vae = AutoEncoder(cfg.vae).eval()
     model = build_model(dataclasses.replace(cfg, vae=vae.config))
     g = torch.Generator().manual_seed(seed)

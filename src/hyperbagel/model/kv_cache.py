@@ -77,7 +77,8 @@ class KVCache:
         out = KVCache(len(self._k))
         for i, (k, v) in enumerate(zip(self.keys, self.values)):
             if k is not None:
-                out._set(i, k.index_select(0, batch_index), v.index_select(0, batch_index), k.shape[2], own=True)
+                index = batch_index.to(k.device)  # index_select takes no index from another device
+                out._set(i, k.index_select(0, index), v.index_select(0, index), k.shape[2], own=True)
         return out
 
     def copy(self) -> KVCache:

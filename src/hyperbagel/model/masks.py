@@ -95,11 +95,16 @@ class Append:
 
 @dataclass(frozen=True)
 class Attend:
-    """The mask arguments of one attention call, resolved once per forward for every layer: a mask (or PyTorch's
-    causal bias) and ``is_causal`` for ``scaled_dot_product_attention``, or a flex-attention block mask."""
+    """The mask arguments of one attention call, resolved once per forward for every layer: a mask and
+    ``is_causal`` for ``scaled_dot_product_attention``, PyTorch's lower-right causal bias (``lower_right``: the
+    queries are the last of the keys), or a flex-attention block mask.
 
-    mask: Tensor | CausalBias | None = None
+    The bias is made inside ``attend``, not held here: the layers' arguments pass through FSDP2's input casting,
+    which would cast a ``CausalBias`` (a float tensor subclass) to bf16 and lose its sizes."""
+
+    mask: Tensor | None = None
     causal: bool = False
+    lower_right: bool = False
     block_mask: object | None = None  # torch.nn.attention.flex_attention.BlockMask
 
 
@@ -126,7 +131,7 @@ def resolve_attention(attention: Tensor | Append | Packed | Attend | None, S: in
         if K == S:
             return Attend(causal=True)
         if device.type == "cuda":
-            return Attend(causal_lower_right(S, K))
+            return Attend(lower_right=True)
     return Attend(attention.dense(S, K, device))
 
 
@@ -143,4 +148,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, a: Attend, enable_gqa: bool) -> Tens
 
         flex = _compiled(flex_attention) if q.device.type == "cuda" else flex_attention  # eager: the CPU's reference
         return flex(q, k, v, block_mask=a.block_mask, enable_gqa=enable_gqa)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=a.mask, is_causal=a.causal, enable_gqa=enable_gqa)
+    mask = causal_lower_right(q.shape[-2], k.shape[-2]) if a.lower_right else a.mask
+    if enable_gqa and isinstance(mask, Tensor) and not isinstance(mask, CausalBias) and q.device.type == "cuda":
+        # CUDA's kernels for grouped keys (flash) take no mask; the math kernel would make fp32 scores [B, H, S, K].
+        # With the keys repeated per query head the memory-efficient kernel takes the mask.
+        groups = q.shape[1] // k.shape[1]
+        k, v, enable_gqa = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=a.causal, enable_gqa=enable_gqa)

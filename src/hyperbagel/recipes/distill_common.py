@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
@@ -54,6 +55,7 @@ from hyperbagel.training import checkpoint as ckpt
 from hyperbagel.training.distributed import all_sum, barrier, distributed, full_tensor, is_main, shard_range, world
 from hyperbagel.training.schedule import warmup_constant_decay
 from hyperbagel.training.sharding import Entry, ShardingConfig, loss_scale, shard
+from hyperbagel.world.palette import RESOLUTIONS
 from hyperbagel.world.render import render
 from hyperbagel.world.scene import sample_scene, scene_from_json
 from hyperbagel.world.tasks import edit as edit_tasks
@@ -269,8 +271,23 @@ def _t2i_item(rng: np.random.Generator, resolution: int, caption_share: float):
     return item, t2i.scene_for_prompt(item, rng, resolution)
 
 
+def scene_size(R: int) -> int:
+    """The resolution scenes are drawn at for a model of ``R`` px: its own where Shapes World draws it, else 64."""
+    return R if R in RESOLUTIONS else 64
+
+
+def picture(scene, R: int) -> np.ndarray:
+    """A scene's picture at the model's resolution: a model of a size Shapes World does not draw (BAGEL-7B's 896
+    for the GPU memory check) gets the 64-px picture scaled by nearest neighbour."""
+    image = render(scene)
+    if image.shape[0] == R:
+        return image
+    return np.asarray(Image.fromarray(image).resize((R, R), Image.NEAREST))
+
+
 def _latents(pipe: Pipeline, scenes, generators) -> Tensor:
-    pixels = torch.stack([to_model_pixels(render(s)) for s in scenes]).to(pipe.fwd.device)
+    R = pipe.cfg.image_size
+    pixels = torch.stack([to_model_pixels(picture(s, R)) for s in scenes]).to(pipe.fwd.device)
     return patchify_latents(pipe.vae.encode_rows(pixels, generators), pipe.cfg.latent_patch_size)
 
 
@@ -283,7 +300,7 @@ def conditions(setup: Setup, cfg: DistillConfig, step: int, group: str, sub: int
     rngs, gens = row_generators(cfg.seed, step, group, shard_range(cfg.batch[group]), sub)
     R = pipe.cfg.image_size
     if group == "gen":
-        items = [_t2i_item(r, R, cfg.caption_prompts) for r in rngs]
+        items = [_t2i_item(r, scene_size(R), cfg.caption_prompts) for r in rngs]
         with autocast(cfg, contexts=True):
             branches, _ = setup.teacher(pipe.generation_branches, [it["prompt"] for it, _ in items],
                                         cfg_branches=cfg_branches)
@@ -291,8 +308,8 @@ def conditions(setup: Setup, cfg: DistillConfig, step: int, group: str, sub: int
         items = [it for it, _ in items]
     else:
         tags = edit_tasks.EDIT_TAGS
-        items = [edit_tasks.sample_edit_item(r, tags[r.integers(len(tags))], R) for r in rngs]
-        sources = [render(scene_from_json(it["source"])) for it in items]
+        items = [edit_tasks.sample_edit_item(r, tags[r.integers(len(tags))], scene_size(R)) for r in rngs]
+        sources = [picture(scene_from_json(it["source"]), R) for it in items]
         with autocast(cfg, contexts=True):
             branches, _ = setup.teacher(pipe.edit_branches, sources, [it["instruction"] for it in items], gens,
                                         cfg_branches=cfg_branches)

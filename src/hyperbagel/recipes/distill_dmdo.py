@@ -94,7 +94,8 @@ def rollout(setup, fwd: Runner, c, cfg: DMDOConfig):
     with torch.no_grad(), autocast(cfg):
         velocity = distilled_velocity(fwd, c.branches.cond, setup.ids, c.text_scale, c.image_scale, c.gate)
         x0 = euler(velocity, c.noise, bagel_timesteps(cfg.sample_steps + 1, cfg.shift), path)
-    return torch.stack([x for _, x, _ in path]).float(), torch.stack([t.float() for t, _, _ in path]), x0.float()
+    times = torch.stack([t.float() for t, _, _ in path]).to(c.noise.device)  # the schedule is made on the CPU
+    return torch.stack([x for _, x, _ in path]).float(), times, x0.float()
 
 
 def fake_noise(c, cfg: DMDOConfig) -> torch.Tensor:
