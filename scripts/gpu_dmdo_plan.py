@@ -26,15 +26,19 @@ import torch
 
 
 class StepTimes(logging.Handler):
-    """The moment of each of the recipe's per-step log lines (``log_every=1``)."""
+    """The moment of each of the recipe's per-step log lines (``log_every=1``), each also printed with the peak
+    memory so far: a run cut short by its time limit still shows what it measured."""
 
-    def __init__(self):
+    def __init__(self, cuda: bool):
         super().__init__()
         self.times: list[float] = []
+        self.cuda = cuda
 
     def emit(self, record: logging.LogRecord) -> None:
         if "step" in record.getMessage():
             self.times.append(time.perf_counter())
+            peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if self.cuda else ""
+            print(f"{record.getMessage()}{peak}", flush=True)
 
 
 def main() -> None:
@@ -63,15 +67,17 @@ def main() -> None:
     if is_main():
         random_model_folder(teacher, args.preset, generation_noise=0.02, init_std=0.02, config=mcfg)
         phases["teacher folder"] = time.perf_counter() - t
+        print(f"teacher folder: {phases['teacher folder']:.1f} s", flush=True)
         random_student_folder(teacher, student)
         phases["student folder"] = time.perf_counter() - t - phases["teacher folder"]
+        print(f"student folder: {phases['student folder']:.1f} s", flush=True)
     barrier()
 
     cfg = DMDOConfig(teacher=str(teacher), init=str(student), out=str(args.out / "dmdo"), steps=1 + args.steps,
                      fake_updates=1, fake_init="teacher", batch={"gen": 1, "edit": 1}, device=args.device,
                      bf16=True, ckpt_every=10**6, log_every=1,
                      sharding={"param_dtype": settings.param_dtype, "activation_checkpointing": True})
-    clock = StepTimes()
+    clock = StepTimes(cuda)
     logging.getLogger("hyperbagel.recipes.distill_dmdo").addHandler(clock)
     logging.getLogger("hyperbagel.recipes.distill_dmdo").setLevel(logging.INFO)
     if cuda:
