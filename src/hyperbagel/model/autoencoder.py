@@ -282,7 +282,8 @@ class AutoEncoder(nn.Module):
         mean, logvar = self.posterior(x)
         z = mean
         if sample:
-            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+            device = mean.device if generator is None else generator.device  # drawn where the generator lives
+            noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=device).to(mean.device)
             z = mean + torch.exp(0.5 * logvar) * noise
         return self.scale(z)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from hyperbagel.model.qwen2_mot import MoTDecoderLayer
@@ -42,8 +43,11 @@ class ShardingConfig:
 
 def shard(root: nn.Module, cfg: ShardingConfig | None = None,
           layer_types: tuple[type[nn.Module], ...] = LAYER_TYPES) -> nn.Module:
-    """Shard ``root`` in place over the default process group (trained or frozen alike) and return it."""
+    """Shard ``root`` in place over the default process group (trained or frozen alike), on the device its
+    parameters are on, and return it."""
     cfg = cfg or ShardingConfig()
+    # FSDP2's default mesh is the accelerator's wherever one is visible, and it would move a CPU run's modules there
+    mesh = init_device_mesh(next(root.parameters()).device.type, (world()[1],))
     layers = [m for m in root.modules() if isinstance(m, layer_types)]
     if cfg.activation_checkpointing:
         from torch.distributed._composable import checkpoint
@@ -51,7 +55,7 @@ def shard(root: nn.Module, cfg: ShardingConfig | None = None,
         for layer in layers:
             checkpoint(layer)
     for unit in [*layers, root]:
-        fully_shard(unit, mp_policy=cfg.policy(), reshard_after_forward=cfg.reshard_after_forward)
+        fully_shard(unit, mesh=mesh, mp_policy=cfg.policy(), reshard_after_forward=cfg.reshard_after_forward)
     for m in root.modules():
         if isinstance(m, FSDPModule) and hasattr(m, "set_reduce_scatter_unused_params"):  # torch ≥ 2.12
             m.set_reduce_scatter_unused_params(True, recurse=False)
