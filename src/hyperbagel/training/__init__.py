@@ -1,4 +1,5 @@
-"""Shared training utilities: process group, FSDP2 sharding, distributed checkpoints, schedules, EMA, progress.
+"""Shared training utilities: process group, FSDP2 sharding, distributed checkpoints, schedules, EMA, progress,
+stops between steps.
 
 Every recipe keeps its own short loop over these (``recipes/``). One process trains the plain modules; under
 ``torchrun`` the same loop shards them with FSDP2 (``torch.distributed.fsdp.fully_shard``) and checkpoints them with
