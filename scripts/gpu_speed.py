@@ -235,12 +235,10 @@ def peak_gib(device) -> float | None:
 
 
 # ----- sections -----
-def image_rows(pipes: dict, task: str, timer: Timer, args, batch: int, source=None, rows: dict | None = None,
-               save=lambda: None) -> dict:
+def image_rows(pipes: dict, task: str, timer: Timer, args, batch: int, source, rows: dict, save) -> None:
     """Time ``Pipeline.generate``/``edit`` end to end per row, then one call split into prefill, sampling and VAE
-    decode (the same internal calls ``generate``/``edit`` make); ``rows`` is filled and ``save`` called row by row,
-    so a run cut short keeps the rows it finished."""
-    rows = {} if rows is None else rows
+    decode (the same internal calls ``generate``/``edit`` make), into ``rows``; ``save`` is called row by row, so a
+    run cut short keeps the rows it finished."""
     texts = [PROMPT if task == "t2i" else INSTRUCTION] * batch
     seeds = [args.seed + i for i in range(batch)]
     for name, (pipe, accelerated, info) in pipes.items():
@@ -283,7 +281,6 @@ def image_rows(pipes: dict, task: str, timer: Timer, args, batch: int, source=No
         med = row.get("seconds_per_image", {}).get("median")
         if teacher and med:
             row["speedup_vs_teacher (median s/image)"] = teacher / med
-    return rows
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.attention.bias import CausalBias, causal_lower_right
+from torch.nn.attention.bias import causal_lower_right
 
 CAUSAL, FULL, NOISE = 0, 1, 2
 
@@ -148,8 +148,10 @@ def attend(q: Tensor, k: Tensor, v: Tensor, a: Attend, enable_gqa: bool) -> Tens
 
         flex = _compiled(flex_attention) if q.device.type == "cuda" else flex_attention  # eager: the CPU's reference
         return flex(q, k, v, block_mask=a.block_mask, enable_gqa=enable_gqa)
-    mask = causal_lower_right(q.shape[-2], k.shape[-2]) if a.lower_right else a.mask
-    if enable_gqa and isinstance(mask, Tensor) and not isinstance(mask, CausalBias) and q.device.type == "cuda":
+    mask = a.mask
+    if a.lower_right:
+        mask = causal_lower_right(q.shape[-2], k.shape[-2])
+    elif mask is not None and enable_gqa and q.device.type == "cuda":
         # CUDA's kernels for grouped keys (flash) take no mask; the math kernel would make fp32 scores [B, H, S, K].
         # With the keys repeated per query head the memory-efficient kernel takes the mask.
         groups = q.shape[1] // k.shape[1]

@@ -28,17 +28,17 @@ class Stop:
     def __init__(self, stop_after: int | None = None):
         self.stop_after = stop_after
         self.signum: int | None = None  # the signal this process received
-        self.step: int | None = None  # the step after which a signal stopped the run
+        self.signalled = False  # a signal to any process stopped the loop
         self.done = 0
 
     def due(self, done: int) -> bool:
         """After ``done`` steps in all: stop here? (A collective under ``torchrun``: every process calls it.)"""
         self.done = done
-        asked = any_rank(self.signum is not None)
-        if asked and self.step is None:
-            self.step = done
+        if any_rank(self.signum is not None):
+            self.signalled = True
             log.warning("stopping after step %d with a checkpoint (a second signal stops at once)", done)
-        return asked or (self.stop_after is not None and done >= self.stop_after)
+            return True
+        return self.stop_after is not None and done >= self.stop_after
 
 
 @contextlib.contextmanager
@@ -64,8 +64,8 @@ def graceful_stop(stop_after: int | None = None) -> Iterator[Stop]:
         yield stop
     finally:
         restore()
-    if stop.step is not None or stop.signum is not None:
-        raise Interrupted(stop.signum, stop.done if stop.step is None else stop.step)
+    if stop.signalled or stop.signum is not None:
+        raise Interrupted(stop.signum, stop.done)
 
 
 def ignore_interrupts() -> None:
