@@ -40,28 +40,19 @@ from hyperbagel.model.latents import unpatchify_latents
 from hyperbagel.model.student import generation_params
 from hyperbagel.pipeline import Pipeline
 from hyperbagel.recipes.distill_common import (
-    GROUPS,
     DistillConfig,
     Runner,
     autocast,
     backward_share,
-    check_understanding,
     conditions,
     distribute,
-    export_student,
     group_mean,
     load_setup,
-    lr_at,
     new_student,
-    resume,
-    save,
     student_info,
-    understanding_fingerprint,
-    write_config,
 )
+from hyperbagel.recipes.distill_loop import StageLoop
 from hyperbagel.training.distributed import full_tensor
-from hyperbagel.training.interrupt import graceful_stop
-from hyperbagel.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +161,7 @@ def build_roles(setup, cfg: ADPConfig) -> dict:
 
 def train_adp(cfg: ADPConfig, progress: bool = True, stop_after: int | None = None) -> Path:
     """Train (or resume) stage 4 from the 6-step folder ``cfg.init``; returns the 1-step model folder."""
-    out = Path(cfg.out)
     setup = load_setup(cfg)
-    fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)  # the discriminator heads' and the pixel discriminator's initialisation
     roles = build_roles(setup, cfg)
     distribute(setup, cfg, *roles.values())
@@ -183,40 +172,23 @@ def train_adp(cfg: ADPConfig, progress: bool = True, stop_after: int | None = No
                                            weight_decay=cfg.weight_decay),
             **{role: torch.optim.AdamW(params[role], lr=cfg.disc_lr, betas=cfg.disc_betas, weight_decay=0.0)
                for role in ("disc", "pixel_disc")}}
-    trained = {role: roles[role] for role in opts}
-    state = resume(out, trained, opts)
-    start, history = (state["step"], state["history"]) if state else (0, [])
-    write_config(cfg, out)
-    bar = Progress("distill adp", cfg.steps, start, cfg.log_every, progress, log)
-    groups = [g for g in GROUPS if cfg.batch.get(g, 0)]
-    with graceful_stop(stop_after) as stop:
-        for step in range(start, cfg.steps):
-            for role, opt in opts.items():
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(cfg, step, cfg.lr if role == "generator" else cfg.disc_lr)
-                opt.zero_grad(set_to_none=True)
-            logged, kept = {}, {}
-            for group in groups:
-                parts, kept[group] = generator_losses(setup, roles, cfg, step, group)
-                logged.update(parts)
-            for role in ("disc", "pixel_disc"):  # the generator's passes went through the discriminators
-                opts[role].zero_grad(set_to_none=True)
-            for group in groups:
-                logged.update(disc_losses(setup, roles, cfg, group, *kept[group]))
-            norms = {role: float(full_tensor(torch.nn.utils.clip_grad_norm_(params[role], cfg.grad_clip)))
-                     for role in opts}
-            for opt in opts.values():
-                opt.step()
-            logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": norms["generator"],
-                      "disc_grad_norm": norms["disc"], "pixel_grad_norm": norms["pixel_disc"], **logged}
-            history.append(logged)
-            bar.step(step, logged)
-            stopping = stop.due(step + 1)
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-                check_understanding(setup, fingerprint)
-                save(out, step + 1, trained, opts, {"history": history, "understanding_sha256": fingerprint})
-                export_student(out, roles["generator"], student_info(cfg, setup, "adp", steps=1), cfg.teacher)
-            if stopping:
-                break
-    bar.close()
-    return out
+    loop = StageLoop("adp", cfg, setup, {role: roles[role] for role in opts}, opts)
+
+    def train_step(step: int) -> dict[str, float]:
+        logged, kept = {}, {}
+        for group in cfg.groups:
+            parts, kept[group] = generator_losses(setup, roles, cfg, step, group)
+            logged.update(parts)
+        for role in ("disc", "pixel_disc"):  # the generator's passes went through the discriminators
+            opts[role].zero_grad(set_to_none=True)
+        for group in cfg.groups:
+            logged.update(disc_losses(setup, roles, cfg, group, *kept[group]))
+        norms = {role: float(full_tensor(torch.nn.utils.clip_grad_norm_(params[role], cfg.grad_clip)))
+                 for role in opts}
+        for opt in opts.values():
+            opt.step()
+        return {"grad_norm": norms["generator"], "disc_grad_norm": norms["disc"],
+                "pixel_grad_norm": norms["pixel_disc"], **logged}
+
+    info = student_info(cfg, setup, "adp", steps=1)
+    return loop.run(train_step, roles["generator"], info, progress, stop_after)

@@ -22,28 +22,19 @@ from hyperbagel.flow.sampler import euler
 from hyperbagel.flow.schedule import bagel_timesteps
 from hyperbagel.model.student import generation_params
 from hyperbagel.recipes.distill_common import (
-    GROUPS,
     DistillConfig,
     Runner,
     autocast,
     backward_share,
-    check_understanding,
     conditions,
     distribute,
-    export_student,
     group_mean,
     load_setup,
-    lr_at,
     new_student,
-    resume,
-    save,
     student_info,
-    understanding_fingerprint,
-    write_config,
 )
+from hyperbagel.recipes.distill_loop import StageLoop
 from hyperbagel.training.distributed import any_rank, full_tensor
-from hyperbagel.training.interrupt import graceful_stop
-from hyperbagel.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -97,40 +88,21 @@ def step_loss(setup, student: Runner, cfg: CFGDistillConfig, step: int, group: s
 def train_cfg(cfg: CFGDistillConfig, progress: bool = True, stop_after: int | None = None) -> Path:
     """Train (or resume) stage 1; returns the model folder (the teacher's files + ``student.safetensors``).
     ``stop_after`` ends the call after that many total steps with a checkpoint, as an interruption would."""
-    out = Path(cfg.out)
     setup = load_setup(cfg, cfg.gated)
-    fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)
     student = Runner(new_student(setup, cfg.init))
     distribute(setup, cfg, student)
     params = generation_params(student.model)
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    state = resume(out, {"student": student}, {"student": opt})
-    start, history = (state["step"], state["history"]) if state else (0, [])
-    write_config(cfg, out)
-    bar = Progress("distill cfg", cfg.steps, start, cfg.log_every, progress, log)
-    with graceful_stop(stop_after) as stop:
-        for step in range(start, cfg.steps):
-            for g in opt.param_groups:
-                g["lr"] = lr_at(cfg, step)
-            opt.zero_grad(set_to_none=True)
-            logged = {}
-            for group in GROUPS:
-                if cfg.batch.get(group, 0):
-                    logged.update(step_loss(setup, student, cfg, step, group))
-            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), **logged}
-            history.append(logged)
-            bar.step(step, logged)
-            stopping = stop.due(step + 1)
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-                check_understanding(setup, fingerprint)
-                save(out, step + 1, {"student": student}, {"student": opt},
-                     {"history": history, "understanding_sha256": fingerprint})
-                export_student(out, student, student_info(cfg, setup, "cfg", steps=cfg.rollout_timesteps - 1),
-                               cfg.teacher)
-            if stopping:
-                break
-    bar.close()
-    return out
+    loop = StageLoop("cfg", cfg, setup, {"student": student}, {"student": opt})
+
+    def train_step(step: int) -> dict[str, float]:
+        logged = {}
+        for group in cfg.groups:
+            logged.update(step_loss(setup, student, cfg, step, group))
+        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        return {"grad_norm": float(full_tensor(gnorm)), **logged}
+
+    info = student_info(cfg, setup, "cfg", steps=cfg.rollout_timesteps - 1)
+    return loop.run(train_step, student, info, progress, stop_after)

@@ -1,4 +1,4 @@
-"""What the three generation-distillation recipes share: the config fields, the Shapes World conditions of a step,
+"""What the generation-distillation recipes share: the config fields, the Shapes World conditions of a step,
 the teacher's contexts, the models as the training utilities run them (one process, or FSDP2 under ``torchrun``),
 trainable-only distributed checkpoints with exact resume, and the understanding-weights guard.
 
@@ -112,6 +112,11 @@ class DistillConfig:
             if not 0 < lo <= hi:
                 raise ValueError(f"{type(self).__name__}.{name} must be a range 0 < lo ≤ hi, got {(lo, hi)}")
 
+    @property
+    def groups(self) -> list[str]:
+        """The task groups a step trains on: those with rows in ``batch``, in ``GROUPS`` order."""
+        return [g for g in GROUPS if self.batch.get(g, 0)]
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -149,6 +154,7 @@ class Setup:
     ids: Tensor  # latent position ids of one image
     lineage: dict[str, str]
     teacher: Runner  # the teacher's model, as it is run (its contexts and velocities go through it)
+    fingerprint: str  # the teacher's understanding weights as loaded (``understanding_fingerprint``)
     gated: bool = False  # the student's scales are gated by the CFG interval (``StudentInfo.gated``)
 
 
@@ -167,7 +173,8 @@ def load_setup(cfg: DistillConfig, gated: bool | None = None) -> Setup:
         raise HyperBagelError(f"{cfg.init} holds no {STUDENT_FILE}: run the previous distillation stage first")
     info = read_student_info(cfg.init) if cfg.init else None
     gated = bool(info and info.gated) if gated is None else gated
-    return Setup(pipe, pipe.latent_ids(), dict(info.lineage) if info else {}, Runner(pipe.model), gated)
+    return Setup(pipe, pipe.latent_ids(), dict(info.lineage) if info else {}, Runner(pipe.model),
+                 understanding_fingerprint(pipe.model), gated)
 
 
 def student_weights(folder: str | Path | None) -> dict[str, Tensor] | None:
@@ -409,9 +416,7 @@ def student_info(cfg: DistillConfig, setup: Setup, stage: str, steps: int = 6) -
                        gated=setup.gated)
 
 
-def check_understanding(setup: Setup, expected: str) -> str:
-    """Raise if the teacher's understanding weights changed during training (they never should)."""
-    now = understanding_fingerprint(setup.pipe.model)
-    if now != expected:
+def check_understanding(setup: Setup) -> None:
+    """Raise if the teacher's understanding weights changed since they were loaded (they never should)."""
+    if understanding_fingerprint(setup.pipe.model) != setup.fingerprint:
         raise HyperBagelError("the understanding weights changed during distillation; this is a bug")
-    return now

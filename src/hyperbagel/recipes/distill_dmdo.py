@@ -28,28 +28,19 @@ from hyperbagel.flow.sampler import distilled_velocity, euler
 from hyperbagel.flow.schedule import bagel_timesteps, x0_from_velocity
 from hyperbagel.model.student import generation_params
 from hyperbagel.recipes.distill_common import (
-    GROUPS,
     DistillConfig,
     Runner,
     autocast,
     backward_share,
-    check_understanding,
     conditions,
     distribute,
-    export_student,
     group_mean,
     load_setup,
-    lr_at,
     new_student,
-    resume,
-    save,
     student_info,
-    understanding_fingerprint,
-    write_config,
 )
+from hyperbagel.recipes.distill_loop import StageLoop
 from hyperbagel.training.distributed import any_rank, full_tensor
-from hyperbagel.training.interrupt import graceful_stop
-from hyperbagel.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +137,7 @@ def fake_start(cfg: DMDOConfig, setup) -> str | None:
 
 def train_dmdo(cfg: DMDOConfig, progress: bool = True, stop_after: int | None = None) -> Path:
     """Train (or resume) stage 3 from the stage-2 folder ``cfg.init``; returns the model folder."""
-    out = Path(cfg.out)
     setup = load_setup(cfg)
-    fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)
     fwds = {"generator": Runner(new_student(setup, cfg.init)),
             "fake": Runner(new_student(setup, fake_start(cfg, setup)))}
@@ -156,52 +145,36 @@ def train_dmdo(cfg: DMDOConfig, progress: bool = True, stop_after: int | None = 
     g_params, f_params = generation_params(fwds["generator"].model), generation_params(fwds["fake"].model)
     opts = {"generator": torch.optim.AdamW(g_params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay),
             "fake": torch.optim.AdamW(f_params, lr=cfg.fake_lr, betas=cfg.betas, weight_decay=cfg.weight_decay)}
-    state = resume(out, fwds, opts)
-    start, history = (state["step"], state["history"]) if state else (0, [])
-    write_config(cfg, out)
-    bar = Progress("distill dmdo", cfg.steps, start, cfg.log_every, progress, log)
-    groups = [g for g in GROUPS if cfg.batch.get(g, 0)]
-    with graceful_stop(stop_after) as stop:
-        for step in range(start, cfg.steps):
-            logged: dict[str, float] = {}
-            last = {}
-            # fake updates: flow matching on the generator's own paths
-            for j in range(cfg.fake_updates):
-                opts["fake"].zero_grad(set_to_none=True)
-                for g in opts["fake"].param_groups:
-                    g["lr"] = lr_at(cfg, step, cfg.fake_lr)
-                for group in groups:
-                    c = conditions(setup, cfg, step, group, sub=j, cfg_branches=j == cfg.fake_updates - 1)
-                    states, times, x0 = rollout(setup, fwds["generator"], c, cfg)
-                    loss = fake_loss(setup, fwds, cfg, c, x0)
-                    backward_share(loss, c, cfg)
-                    key = f"{group}/fake_fm"
-                    mean = group_mean({key: float(loss.detach())}, c)[key]
-                    logged[key] = logged.get(key, 0.0) + mean / cfg.fake_updates
-                    last[group] = (c, states, times)
-                torch.nn.utils.clip_grad_norm_(f_params, cfg.grad_clip)
-                opts["fake"].step()
-            # generator update on the last paths
-            opts["generator"].zero_grad(set_to_none=True)
-            for g in opts["generator"].param_groups:
-                g["lr"] = lr_at(cfg, step)
-            for group in groups:
-                c, states, times = last[group]
-                loss, gap = generator_loss(setup, fwds, cfg, c, states, times)
+    loop = StageLoop("dmdo", cfg, setup, fwds, opts)
+
+    def train_step(step: int) -> dict[str, float]:
+        logged: dict[str, float] = {}
+        last = {}
+        # fake updates: flow matching on the generator's own paths
+        for j in range(cfg.fake_updates):
+            opts["fake"].zero_grad(set_to_none=True)
+            for group in cfg.groups:
+                c = conditions(setup, cfg, step, group, sub=j, cfg_branches=j == cfg.fake_updates - 1)
+                states, times, x0 = rollout(setup, fwds["generator"], c, cfg)
+                loss = fake_loss(setup, fwds, cfg, c, x0)
                 backward_share(loss, c, cfg)
-                # mean |x̂_0^fake − x̂_0^real|: the mismatch DMD closes
-                logged.update(group_mean({f"{group}/real_fake_gap": gap}, c))
-            gnorm = torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
-            opts["generator"].step()
-            logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), **logged}
-            history.append(logged)
-            bar.step(step, logged)
-            stopping = stop.due(step + 1)
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-                check_understanding(setup, fingerprint)
-                save(out, step + 1, fwds, opts, {"history": history, "understanding_sha256": fingerprint})
-                export_student(out, fwds["generator"], student_info(cfg, setup, "dmdo", cfg.sample_steps), cfg.teacher)
-            if stopping:
-                break
-    bar.close()
-    return out
+                key = f"{group}/fake_fm"
+                mean = group_mean({key: float(loss.detach())}, c)[key]
+                logged[key] = logged.get(key, 0.0) + mean / cfg.fake_updates
+                last[group] = (c, states, times)
+            torch.nn.utils.clip_grad_norm_(f_params, cfg.grad_clip)
+            opts["fake"].step()
+        # generator update on the last paths
+        opts["generator"].zero_grad(set_to_none=True)
+        for group in cfg.groups:
+            c, states, times = last[group]
+            loss, gap = generator_loss(setup, fwds, cfg, c, states, times)
+            backward_share(loss, c, cfg)
+            # mean |x̂_0^fake − x̂_0^real|: the mismatch DMD closes
+            logged.update(group_mean({f"{group}/real_fake_gap": gap}, c))
+        gnorm = torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
+        opts["generator"].step()
+        return {"grad_norm": float(full_tensor(gnorm)), **logged}
+
+    info = student_info(cfg, setup, "dmdo", cfg.sample_steps)
+    return loop.run(train_step, fwds["generator"], info, progress, stop_after)

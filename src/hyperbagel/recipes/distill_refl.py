@@ -33,23 +33,15 @@ from hyperbagel.recipes.distill_common import (
     Runner,
     autocast,
     backward_share,
-    check_understanding,
     conditions,
     distribute,
-    export_student,
     group_mean,
     load_setup,
-    lr_at,
     new_student,
-    resume,
-    save,
     student_info,
-    understanding_fingerprint,
-    write_config,
 )
+from hyperbagel.recipes.distill_loop import StageLoop
 from hyperbagel.training.distributed import full_tensor
-from hyperbagel.training.interrupt import graceful_stop
-from hyperbagel.training.progress import Progress
 from hyperbagel.world.captions import caption
 from hyperbagel.world.scene import scene_from_json
 from hyperbagel.world.tasks import edit as edit_tasks
@@ -142,9 +134,7 @@ def probe(setup, roles, cfg: ReFLConfig) -> dict[str, float]:
 
 def train_refl(cfg: ReFLConfig, progress: bool = True, stop_after: int | None = None) -> Path:
     """Train (or resume) stage 5 from the 1-step folder ``cfg.init``; returns the model folder."""
-    out = Path(cfg.out)
     setup = load_setup(cfg)
-    fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)
     reward = HardenedReward([load_reward(f) for f in (cfg.reward, *cfg.ensemble)], cfg.combine, cfg.views,
                             cfg.max_shift)
@@ -155,39 +145,26 @@ def train_refl(cfg: ReFLConfig, progress: bool = True, stop_after: int | None = 
         roles["anchor"] = Runner(new_student(setup, cfg.init, trainable=False))
     distribute(setup, cfg, roles["generator"], *reward.models, *([roles["anchor"]] if "anchor" in roles else []))
     params = generation_params(roles["generator"].model)
-    opts = {"generator": torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)}
-    state = resume(out, {"generator": roles["generator"]}, opts)
-    start, history = (state["step"], state["history"]) if state else (0, [])
-    probes = state["probes"] if state else []
-    if not state and cfg.probe:
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    loop = StageLoop("refl", cfg, setup, {"generator": roles["generator"]}, {"generator": opt})
+    probes = loop.state["probes"] if loop.state else []
+    if not loop.state and cfg.probe:
         probes.append({"step": 0, **probe(setup, roles, cfg)})  # the ADP model, before any feedback
         log.info("refl probe before training: %s", probes[-1])
-    write_config(cfg, out)
-    bar = Progress("distill refl", cfg.steps, start, cfg.log_every, progress, log)
-    with graceful_stop(stop_after) as stop:
-        for step in range(start, cfg.steps):
-            for g in opts["generator"].param_groups:
-                g["lr"] = lr_at(cfg, step)
-            opts["generator"].zero_grad(set_to_none=True)
-            logged = {}
-            for group in GROUPS:
-                if cfg.batch.get(group, 0):
-                    logged.update(step_loss(setup, roles, cfg, step, group))
-            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opts["generator"].step()
-            logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(gnorm)), **logged}
-            history.append(logged)
-            bar.step(step, logged)
-            stopping = stop.due(step + 1)
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-                if cfg.probe:
-                    probes.append({"step": step + 1, **probe(setup, roles, cfg)})
-                    log.info("refl probe at step %d: %s", step + 1, probes[-1])
-                check_understanding(setup, fingerprint)
-                save(out, step + 1, {"generator": roles["generator"]}, opts,
-                     {"history": history, "probes": probes, "understanding_sha256": fingerprint})
-                export_student(out, roles["generator"], student_info(cfg, setup, "refl", steps=1), cfg.teacher)
-            if stopping:
-                break
-    bar.close()
-    return out
+
+    def train_step(step: int) -> dict[str, float]:
+        logged = {}
+        for group in cfg.groups:
+            logged.update(step_loss(setup, roles, cfg, step, group))
+        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        return {"grad_norm": float(full_tensor(gnorm)), **logged}
+
+    def checkpoint_state(done: int) -> dict:
+        if cfg.probe:
+            probes.append({"step": done, **probe(setup, roles, cfg)})
+            log.info("refl probe at step %d: %s", done, probes[-1])
+        return {"probes": probes}
+
+    info = student_info(cfg, setup, "refl", steps=1)
+    return loop.run(train_step, roles["generator"], info, progress, stop_after, checkpoint_state)

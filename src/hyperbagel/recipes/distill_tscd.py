@@ -48,28 +48,19 @@ from hyperbagel.distill.tscd import (
 from hyperbagel.flow.schedule import noisy
 from hyperbagel.model.student import generation_params
 from hyperbagel.recipes.distill_common import (
-    GROUPS,
     DistillConfig,
     Runner,
     autocast,
     backward_share,
-    check_understanding,
     conditions,
     distribute,
-    export_student,
     group_mean,
     load_setup,
-    lr_at,
     new_student,
-    resume,
-    save,
     student_info,
-    understanding_fingerprint,
-    write_config,
 )
+from hyperbagel.recipes.distill_loop import StageLoop
 from hyperbagel.training.distributed import any_rank, full_tensor
-from hyperbagel.training.interrupt import graceful_stop
-from hyperbagel.training.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -169,9 +160,7 @@ def build_roles(setup, cfg: TSCDConfig):
 
 def train_tscd(cfg: TSCDConfig, progress: bool = True, stop_after: int | None = None) -> Path:
     """Train (or resume) stage 2 from the stage-1 folder ``cfg.init``; returns the model folder."""
-    out = Path(cfg.out)
     setup = load_setup(cfg)
-    fingerprint = understanding_fingerprint(setup.pipe.model)
     torch.manual_seed(cfg.seed)
     roles = build_roles(setup, cfg)
     distribute(setup, cfg, *roles.values())
@@ -180,39 +169,20 @@ def train_tscd(cfg: TSCDConfig, progress: bool = True, stop_after: int | None = 
     d_params = [p for p in disc.parameters() if p.requires_grad]
     opts = {"student": torch.optim.AdamW(g_params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay),
             "disc": torch.optim.AdamW(d_params, lr=cfg.disc_lr, betas=cfg.disc_betas, weight_decay=0.0)}
-    trained = {"student": student, "disc": disc}
-    state = resume(out, trained, opts)
-    start, history = (state["step"], state["history"]) if state else (0, [])
-    write_config(cfg, out)
-    bar = Progress("distill tscd", cfg.steps, start, cfg.log_every, progress, log)
-    groups = [g for g in GROUPS if cfg.batch.get(g, 0)]
-    with graceful_stop(stop_after) as stop:
-        for step in range(start, cfg.steps):
-            for role, opt in opts.items():
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(cfg, step, cfg.lr if role == "student" else cfg.disc_lr)
-                opt.zero_grad(set_to_none=True)
-            logged, kept = {}, {}
-            for group in groups:
-                parts, kept[group] = generator_losses(setup, roles, cfg, step, group)
-                logged.update(parts)
-            opts["disc"].zero_grad(set_to_none=True)  # the generator's passes went through the discriminator
-            for group in groups:
-                logged.update(disc_loss(setup, roles, cfg, group, *kept[group]))
-            g_norm = torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
-            d_norm = torch.nn.utils.clip_grad_norm_(d_params, cfg.grad_clip)
-            for opt in opts.values():
-                opt.step()
-            logged = {"step": step + 1, "lr": lr_at(cfg, step), "grad_norm": float(full_tensor(g_norm)),
-                      "disc_grad_norm": float(full_tensor(d_norm)), **logged}
-            history.append(logged)
-            bar.step(step, logged)
-            stopping = stop.due(step + 1)
-            if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps or stopping:
-                check_understanding(setup, fingerprint)
-                save(out, step + 1, trained, opts, {"history": history, "understanding_sha256": fingerprint})
-                export_student(out, student, student_info(cfg, setup, "tscd", cfg.sample_steps), cfg.teacher)
-            if stopping:
-                break
-    bar.close()
-    return out
+    loop = StageLoop("tscd", cfg, setup, {"student": student, "disc": disc}, opts)
+
+    def train_step(step: int) -> dict[str, float]:
+        logged, kept = {}, {}
+        for group in cfg.groups:
+            parts, kept[group] = generator_losses(setup, roles, cfg, step, group)
+            logged.update(parts)
+        opts["disc"].zero_grad(set_to_none=True)  # the generator's passes went through the discriminator
+        for group in cfg.groups:
+            logged.update(disc_loss(setup, roles, cfg, group, *kept[group]))
+        g_norm = torch.nn.utils.clip_grad_norm_(g_params, cfg.grad_clip)
+        d_norm = torch.nn.utils.clip_grad_norm_(d_params, cfg.grad_clip)
+        for opt in opts.values():
+            opt.step()
+        return {"grad_norm": float(full_tensor(g_norm)), "disc_grad_norm": float(full_tensor(d_norm)), **logged}
+
+    return loop.run(train_step, student, student_info(cfg, setup, "tscd", cfg.sample_steps), progress, stop_after)
