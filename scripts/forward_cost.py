@@ -3,7 +3,7 @@ baseline number is made of: a decode step, a γ = 10 verification, a velocity fo
 prefills of an edit (VAE block, ViT block, instruction). Medians in milliseconds, for whatever ``hyperbagel`` is
 importable: run two checkouts alternately on PYTHONPATH to compare them.
 
-    python scripts/forward_cost.py --preset tiny [--compile]
+    python scripts/forward_cost.py --preset tiny [--compile] [--fused]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=60)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="Forwarder(compile=True), where this checkout has it")
+    ap.add_argument("--fused", action="store_true", help="text steps through FusedLayer copies (fused_text=True)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -50,7 +51,7 @@ def main() -> None:
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.02)
-    fwd = Forwarder(model, compile=True) if args.compile else Forwarder(model)
+    fwd = Forwarder(model, **({"compile": True} if args.compile else {}), **({"fused_text": True} if args.fused else {}))
     g = torch.Generator().manual_seed(0)
     V = cfg.llm.vocab_size
     side = cfg.image_size // cfg.latent_downsample
@@ -91,7 +92,7 @@ def main() -> None:
             fwd.prefill_text(c, [instruction])
 
         results["edit_prefills_3"] = _median_ms(edit_prefills, args.repeats, 5)
-    print(json.dumps({"preset": args.preset, "context": args.context, "compile": args.compile,
+    print(json.dumps({"preset": args.preset, "context": args.context, "compile": args.compile, "fused": args.fused,
                       "torch": torch.__version__, "threads": args.threads, "cpu": platform.processor() or "cpu",
                       "compile_supported": "compile" in inspect.signature(Forwarder).parameters,
                       "ms": {k: round(v, 2) for k, v in results.items()}}))

@@ -100,3 +100,19 @@ def test_a_forwarder_with_fused_text_steps_trains_through_the_modules():
         unfused.prefill_text(ctx, [[3, 4, 5]])
         want = unfused.text_forward(ctx, torch.tensor([[6, 7]]), torch.tensor([[3, 4]])).hidden
         torch.testing.assert_close(step(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_compiles_with_dynamic_shapes_in_one_graph():
+    """Compiled text steps have dynamic shapes; a graph break inside the layer (as the SymBool ``H != Hkv`` once made
+    in scaled_dot_product_attention's ``enable_gqa``) split every layer and recompiled it per layer index."""
+    fused = FusedLayer(_layer(True))
+    D = fused.o_weight.shape[0]
+    step = torch.compile(fused.__call__, dynamic=True, fullgraph=True, backend="eager")
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        cache = KVCache(1)
+        _run(fused, torch.randn(1, 5, D, generator=g), torch.arange(5)[None], Append("causal"), cache, True)
+        block = torch.randn(1, 3, D, generator=g)
+        positions = torch.arange(5, 8)[None]
+        expected = _run(fused, block, positions, Append("causal"), cache, False)
+        torch.testing.assert_close(_run(step, block, positions, Append("causal"), cache, False), expected)

@@ -53,6 +53,9 @@ class FusedLayer:
         attn, mlp = layer.self_attn, layer.mlp
         H, Hkv = attn.num_heads, attn.num_kv_heads
         self.num_heads, self.num_kv_heads, self.head_dim = H, Hkv, attn.head_dim
+        # a plain bool: compiled with dynamic shapes, ``H != Hkv`` on this object's ints would be a SymBool, which
+        # scaled_dot_product_attention refuses (a graph break in every layer)
+        self.grouped = H != Hkv
         self.eps = layer.input_layernorm.eps
         self.input_norm = layer.input_layernorm.weight.detach()
         self.post_norm = layer.post_attention_layernorm.weight.detach()
@@ -87,7 +90,7 @@ class FusedLayer:
             w = torch.softmax((g @ k.transpose(-1, -2)) * hd**-0.5, dim=-1)
             out = (w @ v).view(B, 1, H * hd)
         else:
-            out = attend(q, k, v, a, enable_gqa=H != Hkv).transpose(1, 2).reshape(B, S, H * hd)
+            out = attend(q, k, v, a, enable_gqa=self.grouped).transpose(1, 2).reshape(B, S, H * hd)
         x = x + F.linear(out, self.o_weight)
         gate, up = F.linear(self.post_norm * _rms(x, self.eps), self.gate_up_weight).chunk(2, dim=-1)
         return x + F.linear(F.silu(gate) * up, self.down_weight)
