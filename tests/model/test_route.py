@@ -92,3 +92,31 @@ def test_no_host_sync_inside_the_decoder_layers(micro_folder, micro_draft_folder
     with _watch(pipe.model) as w:
         pipe.understand(image, "describe the image.", max_new_tokens=6)
     assert w.syncs == [], "speculative verification"
+
+
+def test_framed_routing_is_the_vae_blocks_mask():
+    gen = torch.ones(3, 7, dtype=torch.bool)
+    gen[:, 0] = gen[:, -1] = False
+    framed, of = Routing.framed(3, 7, torch.device("cpu")), Routing.of(gen)
+    assert torch.equal(framed.und, of.und) and torch.equal(framed.gen, of.gen)
+
+
+def test_a_velocity_forward_compiles_whole_and_never_syncs(micro_folder):
+    """The denoising forward's routing is built by arithmetic: no sync anywhere in the forward, and a static compile
+    of it needs no graph break (``Routing.of``'s ``nonzero`` once split it, with a host wait, on every step)."""
+    from hyperbagel.model.context import Context
+
+    pipe = Pipeline.from_pretrained(micro_folder)
+    fwd = pipe.fwd
+    ctx = Context.empty(pipe.model, 2)
+    fwd.prefill_text(ctx, [[3, 4, 5], [6, 7, 8]])
+    ids = pipe.latent_ids()
+    x_t = torch.randn(2, *ids.shape, pipe.cfg.patch_latent_dim, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.7, 0.3])
+    with torch.no_grad():
+        with _watch(pipe.model) as w:  # counts inside the layers only: watch the whole forward instead
+            w.depth = 1
+            expected, _ = fwd.velocity(ctx, x_t, t, ids)
+        assert w.syncs == []
+        fwd._denoise = torch.compile(pipe.model.lm, dynamic=False, fullgraph=True, backend="eager")
+        torch.testing.assert_close(fwd.velocity(ctx, x_t, t, ids)[0], expected)

@@ -22,7 +22,7 @@ from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.fused_layer import FusedStack
 from hyperbagel.model.kv_cache import KVCache
 from hyperbagel.model.masks import Append
-from hyperbagel.model.qwen2_mot import LMOutput
+from hyperbagel.model.qwen2_mot import LMOutput, Routing
 
 
 @dataclass(frozen=True)
@@ -377,7 +377,8 @@ class Forwarder:
 
     def _denoise_forward(self, ctx: Context, block: Block, layer_states: bool) -> LMOutput:
         """A block over the context that never enters the cache, by the (possibly compiled) denoising model."""
-        out = self._lm(ctx, block.x, block.positions(ctx.rope), block.gen, ctx.attention("full", block.length),
+        routing = Routing.framed(*block.x.shape[:2], block.x.device)  # a latent block: markers + generation tokens
+        out = self._lm(ctx, block.x, block.positions(ctx.rope), routing, ctx.attention("full", block.length),
                        False, layer_states, self._denoise)
         if self._graphs:  # keep this call's outputs past the next replay (CFG's branches)
             out.hidden = out.hidden.clone()

@@ -98,6 +98,16 @@ class Routing:
             return None
         return cls((~flat).nonzero().squeeze(1), gen_rows)
 
+    @classmethod
+    def framed(cls, B: int, S: int, device: torch.device) -> Routing:
+        """The routing of ``B`` image blocks of ``S`` tokens whose inner tokens take the generation expert and whose
+        two markers do not (a VAE block): ``Routing.of`` of that mask, built by arithmetic, so a compiled denoising
+        forward neither breaks its graph nor waits on the host for it."""
+        rows = torch.arange(B, device=device)[:, None] * S
+        und = (rows + torch.tensor([0, S - 1], device=device)).reshape(-1)
+        gen = (rows + torch.arange(1, S - 1, device=device)).reshape(-1)
+        return cls(und, gen)
+
 
 def route(x: Tensor, routing: Routing | None, und_fn: Module, gen_fn: Module) -> Tensor:
     """Apply ``und_fn`` to understanding tokens and ``gen_fn`` to generation tokens of ``x [..., D]``: each expert
@@ -224,7 +234,7 @@ class Qwen2Model(nn.Module):
         self,
         x: Tensor,
         positions: Tensor,
-        gen: Tensor | None = None,
+        gen: Tensor | Routing | None = None,
         mask: Tensor | Append | Packed | Attend | None = None,
         cache: KVCache | None = None,
         update_cache: bool = True,
@@ -233,13 +243,13 @@ class Qwen2Model(nn.Module):
     ) -> LMOutput:
         """Run embedded tokens ``x [B, S, D]`` through the decoder layers.
 
-        ``gen`` marks generation-expert tokens; ``mask`` is a block rule (``Append``) or a boolean ``[B, 1, S, T+S]``
-        over cache + new tokens (None: all visible); ``update_cache=False`` attends to the cache without storing the
-        new keys (denoising steps). ``layers``: other callables computing the decoder layers (``FusedLayer`` copies
-        for text-only steps; default: the modules).
+        ``gen`` marks generation-expert tokens (or is their ``Routing``, built by the caller); ``mask`` is a block
+        rule (``Append``) or a boolean ``[B, 1, S, T+S]`` over cache + new tokens (None: all visible);
+        ``update_cache=False`` attends to the cache without storing the new keys (denoising steps). ``layers``: other
+        callables computing the decoder layers (``FusedLayer`` copies for text-only steps; default: the modules).
         """
         cos, sin = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
-        routing = Routing.of(gen)
+        routing = gen if isinstance(gen, Routing) else Routing.of(gen)
         mask = resolve_attention(mask, x.shape[1], keys_after(cache, x.shape[1]), x.device)
         states = [] if return_layer_states else None
         for i, layer in enumerate(self.layers if layers is None else layers):
