@@ -103,9 +103,9 @@ class Routing:
         """The routing of ``B`` image blocks of ``S`` tokens whose inner tokens take the generation expert and whose
         two markers do not (a VAE block): ``Routing.of`` of that mask, built by arithmetic, so a compiled denoising
         forward neither breaks its graph nor waits on the host for it."""
-        rows = torch.arange(B, device=device)[:, None] * S
-        und = (rows + torch.tensor([0, S - 1], device=device)).reshape(-1)
-        gen = (rows + torch.arange(1, S - 1, device=device)).reshape(-1)
+        starts = torch.arange(B, device=device) * S  # made on the device: no copy from the host either
+        und = torch.stack([starts, starts + (S - 1)], dim=1).reshape(-1)
+        gen = (starts[:, None] + torch.arange(1, S - 1, device=device)).reshape(-1)
         return cls(und, gen)
 
 
