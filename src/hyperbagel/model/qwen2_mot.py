@@ -81,8 +81,9 @@ class SwiGLU(nn.Module):
 
 @dataclass(frozen=True)
 class Routing:
-    """Which tokens of a ``[B, S]`` batch each expert takes, as flat row indices. Built once per forward (its one
-    ``nonzero`` is the forward's only host synchronisation for routing), so no decoder layer waits on the host."""
+    """Which tokens of a ``[B, S]`` batch each expert takes, as flat row indices. Built once per forward (``of``: its
+    one ``nonzero`` is the forward's only host synchronisation for routing; ``framed``: none), so no decoder layer
+    waits on the host."""
 
     und: Tensor  # flat indices of understanding tokens
     gen: Tensor  # flat indices of generation tokens
