@@ -51,7 +51,9 @@ def main() -> None:
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.02)
-    fwd = Forwarder(model, **({"compile": True} if args.compile else {}), **({"fused_text": True} if args.fused else {}))
+    # only the options asked for: an older checkout's Forwarder may lack them
+    options = {name: True for name, asked in (("compile", args.compile), ("fused_text", args.fused)) if asked}
+    fwd = Forwarder(model, **options)
     g = torch.Generator().manual_seed(0)
     V = cfg.llm.vocab_size
     side = cfg.image_size // cfg.latent_downsample

@@ -46,8 +46,10 @@ class _SyncsInLayers(TorchDispatchMode):
 
 
 @contextlib.contextmanager
-def _watch(model):
+def _watch(model, whole: bool = False):
+    """Records syncs inside ``model``'s decoder layers (``whole``: anywhere while the block runs)."""
     mode = _SyncsInLayers()
+    mode.depth = int(whole)
     layers = [m for m in model.modules() if isinstance(m, MoTDecoderLayer)]
 
     def enter(*_):
@@ -114,8 +116,7 @@ def test_a_velocity_forward_compiles_whole_and_never_syncs(micro_folder):
     x_t = torch.randn(2, *ids.shape, pipe.cfg.patch_latent_dim, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([0.7, 0.3])
     with torch.no_grad():
-        with _watch(pipe.model) as w:  # counts inside the layers only: watch the whole forward instead
-            w.depth = 1
+        with _watch(pipe.model, whole=True) as w:
             expected, _ = fwd.velocity(ctx, x_t, t, ids)
         assert w.syncs == []
         fwd._denoise = torch.compile(pipe.model.lm, dynamic=False, fullgraph=True, backend="eager")
