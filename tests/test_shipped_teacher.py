@@ -1,6 +1,6 @@
 """The shipped teacher (``shapes-teacher``): its files match their SHA-256; it reproduces the vqa-shapes score its
-card records (all 900 items, greedy, fp32: 16 s here); and issue 17's bar, 64 fixed vqa-shapes questions (every 11th
-question of the suite, all seven templates) answered with accuracy ≥ 0.85.
+card records (all 900 items, greedy, fp32: 38 s on a two-core AVX2 machine); and issue 17's bar, 64 fixed
+vqa-shapes questions (every 11th question of the suite, all seven templates) answered with accuracy ≥ 0.85.
 
 The bar is kept as the issue states it. Where the shipped teacher's own card says it scores below it on vqa-shapes,
 that test is an expected failure, strict: it still runs, and a teacher that passes it while its card says otherwise

@@ -73,6 +73,17 @@ def default_sampler_name(pipe: Pipeline) -> str:
     return f"student-{pipe.student_info.steps}" if pipe.student is not None else "bagel-50"
 
 
+def batches(items: list[dict], size: int, suite: str) -> list[list[int]]:
+    """The indices of ``items`` a model call each, ``size`` at most. The image suites go in suite order (each
+    item's seeds come from its index). In vqa-shapes the descriptions (tens of tokens) are batched together after
+    the short answers (a word or two): a batch decodes until its longest answer ends, so one description among seven
+    one-word answers made the whole batch decode for its length."""
+    order = list(range(len(items)))
+    if suite == "vqa-shapes":
+        order.sort(key=lambda i: items[i]["template"] == "describe")
+    return [order[lo: lo + size] for lo in range(0, len(order), size)]
+
+
 def evaluate(pipe: Pipeline, model_name: str, settings: EvalSettings, sampler_name: str | None = None,
              generate_kw: dict | None = None) -> dict:
     """Generate answers for ``settings.suite`` with ``pipe`` and score them; returns the score dict."""
@@ -89,14 +100,13 @@ def evaluate(pipe: Pipeline, model_name: str, settings: EvalSettings, sampler_na
         raise HyperBagelError("guidance applies to the image suites, not to vqa-shapes")
     bar = tqdm(total=len(items), desc=settings.suite, unit="item", disable=not settings.progress)
     start, forwards, calls, outputs = time.perf_counter(), 0, 0, 0
-    predictions = []
-    for lo in range(0, len(items), settings.batch):
-        chunk = items[lo: lo + settings.batch]
-        idx = range(lo, lo + len(chunk))
+    answers: dict[int, str] = {}
+    for idx in batches(items, settings.batch, settings.suite):
+        chunk = [items[i] for i in idx]
         if settings.suite == "vqa-shapes":
             imgs = [render(scene_from_json(it["scene"])) for it in chunk]
             res = pipe.understand(imgs, [it["question"] for it in chunk], settings.max_new_tokens)
-            predictions += [{"id": it["id"], "answer": a} for it, a in zip(chunk, res.texts)]
+            answers.update(zip(idx, res.texts))
             forwards, calls, outputs = forwards + res.forwards, calls + 1, outputs + len(chunk)
         else:
             S = settings.samples
@@ -120,6 +130,7 @@ def evaluate(pipe: Pipeline, model_name: str, settings: EvalSettings, sampler_na
         run["guidance"] = asdict(gk["guidance"])
     folders.write_run(out, run)
     if settings.suite == "vqa-shapes":
+        predictions = [{"id": items[i]["id"], "answer": answers[i]} for i in sorted(answers)]
         path = folders.write_predictions(out, predictions)
         return scoring.score_vqa(folders.read_predictions(path), run=run)
     if settings.suite == "geneval-shapes":
