@@ -1,4 +1,5 @@
-"""BAGEL's small embedding modules: timestep embedder, fixed 2-D sin-cos position tables, the ViT connector."""
+"""BAGEL's small embedding modules: token tables, timestep embedder, fixed 2-D sin-cos position tables, the ViT
+connector."""
 
 from __future__ import annotations
 
@@ -21,6 +22,16 @@ def sincos_2d(dim: int, side: int) -> np.ndarray:
     """Row ``r·side + c`` holds ``[E(c), E(r)]``: the column coordinate fills the first half (BAGEL's layout)."""
     cols, rows = np.meshgrid(np.arange(side, dtype=np.float64), np.arange(side, dtype=np.float64))
     return np.concatenate([sincos_1d(dim // 2, cols), sincos_1d(dim // 2, rows)], axis=1)
+
+
+def lookup_table(rows: int, dim: int) -> nn.Embedding:
+    """``nn.Embedding(rows, dim)``, its weight drawn from N(0, 1) as torch draws it, except on the meta device: there
+    torch's ``normal_`` imports ``torch._dynamo`` (about 1.8 s on a two-core machine), and every loaded model is built
+    on the meta device first."""
+    table = nn.Embedding(rows, dim, _weight=torch.empty(rows, dim))
+    if not table.weight.is_meta:
+        nn.init.normal_(table.weight)
+    return table
 
 
 class PositionEmbedding(nn.Module):

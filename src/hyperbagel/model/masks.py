@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn.attention.bias import causal_lower_right
 
 CAUSAL, FULL, NOISE = 0, 1, 2
 
@@ -150,6 +149,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, a: Attend, enable_gqa: bool) -> Tens
         return flex(q, k, v, block_mask=a.block_mask, enable_gqa=enable_gqa)
     mask = a.mask
     if a.lower_right:
+        from torch.nn.attention.bias import causal_lower_right  # here: importing it imports dynamo (about 1.8 s)
+
         mask = causal_lower_right(q.shape[-2], k.shape[-2])
     elif mask is not None and enable_gqa and q.device.type == "cuda":
         # CUDA's kernels for grouped keys (flash) take no mask; the math kernel would make fp32 scores [B, H, S, K].

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hyperbagel.model.embeddings import lookup_table
+
 NUM_CHANNELS = 3
 
 
@@ -98,7 +100,7 @@ class SiglipEmbeddings(nn.Module):
     def __init__(self, config: ViTConfig):
         super().__init__()
         self.patch_embedding = nn.Linear(config.patch_dim, config.hidden_size)
-        self.position_embedding = nn.Embedding(config.num_positions, config.hidden_size)
+        self.position_embedding = lookup_table(config.num_positions, config.hidden_size)
 
     def forward(self, pixel_tokens: Tensor, position_ids: Tensor) -> Tensor:
         return self.patch_embedding(pixel_tokens) + self.position_embedding(position_ids)
