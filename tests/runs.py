@@ -1,24 +1,36 @@
-"""What the recipe tests share: a script run in N processes (``torchrun`` for more than one, FSDP2 over gloo), and
-two runs' checkpoints compared tensor by tensor."""
+"""What the recipe tests share: a script run in N processes (``torchrun`` for more than one, FSDP2 over gloo), once
+per job, and two runs' checkpoints compared tensor by tensor."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from hyperbagel.training.checkpoint import read
 
+JOBS = """
+import json, sys
+script, jobs = sys.argv[1], json.loads(sys.argv[2])
+for args in jobs:
+    sys.argv = ["-c", *args]
+    exec(script, {"__name__": "__main__"})
+"""
 
-def launch(procs: int, script: str, *args: str, port: int) -> str:
-    """``python -c script args`` in ``procs`` processes (one thread each); fails the test with the error's tail,
-    returns what they printed."""
+
+def launch(procs: int, script: str, jobs: Sequence[Sequence] = ((),), *, port: int) -> str:
+    """``script`` in ``procs`` processes (one thread each), once per job of ``jobs`` (its ``sys.argv[1:]``), one
+    after another in the same processes: starting them (torch, FSDP2, the process group) takes longer than a micro
+    run. Fails the test with the error's tail; returns what they printed."""
     runner = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={port}",
               "--no-python", sys.executable] if procs > 1 else [sys.executable]
-    done = subprocess.run([*runner, "-c", script, *map(str, args)], capture_output=True, text=True,
+    argv = json.dumps([[str(a) for a in job] for job in jobs])
+    done = subprocess.run([*runner, "-c", JOBS, script, argv], capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout

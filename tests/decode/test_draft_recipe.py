@@ -120,15 +120,15 @@ train_draft(cfg, progress=False, stop_after=int(sys.argv[4]) if len(sys.argv) > 
 def test_two_processes_match_one_and_resume_across_process_counts(micro_teacher, tmp_path):
     build_data(DATA, micro_teacher, tmp_path / "data", progress=False)
 
-    def run(procs, out, stop=None):
-        launch(procs, SCRIPT, micro_teacher, tmp_path / "data", tmp_path / out, *([stop] if stop else []),
-               port=29557)
-        return _history(tmp_path / out)
+    def job(name, stop=None):
+        return micro_teacher, tmp_path / "data", tmp_path / name, *([stop] if stop else [])
 
-    one = run(1, "one")
+    launch(1, SCRIPT, [job("one"), job("one-two", stop=3)], port=29557)
+    launch(2, SCRIPT, [job("two"), job("two-one", stop=2), job("one-two")], port=29557)  # one-two: resumed in 2
+    launch(1, SCRIPT, [job("two-one")], port=29557)  # two-one: resumed in 1
+    one = _history(tmp_path / "one")
     assert all(h["loss"] > 0 and h["grad_norm"] > 0 for h in one)
-    for other in (run(2, "two"), (run(2, "two-one", stop=2), run(1, "two-one"))[1],
-                  (run(1, "one-two", stop=3), run(2, "one-two"))[1]):
+    for other in (_history(tmp_path / name) for name in ("two", "two-one", "one-two")):
         assert [h["step"] for h in other] == [1, 2, 3, 4, 5]
         for a, b in zip(one, other):
             for k in ("loss", "grad_norm"):

@@ -24,8 +24,7 @@ train_dmdo(cfg, progress=False, stop_after=int(sys.argv[4]) if len(sys.argv) > 4
 """
 
 
-def _run(procs, teacher, start, out, stop=None):
-    launch(procs, SCRIPT, teacher, start, out, *([stop] if stop else []), port=29551)
+def _history(out):
     return json.loads((out / "train" / "train_state.json").read_text())["history"]
 
 
@@ -45,12 +44,16 @@ def _assert_close(h1, h2, rel=1e-5):
 @pytest.mark.slow
 def test_dmdo_in_two_processes_matches_one_and_resumes_across_process_counts(micro_teacher, tmp_path):
     start = random_student_folder(micro_teacher, tmp_path / "start")
-    one = _run(1, micro_teacher, start, tmp_path / "one")
+
+    def job(name, stop=None):
+        return micro_teacher, start, tmp_path / name, *([stop] if stop else [])
+
+    launch(1, SCRIPT, [job("one"), job("one-two", stop=3)], port=29551)
+    launch(2, SCRIPT, [job("two"), job("two-one", stop=2), job("one-two")], port=29551)  # one-two: resumed in 2
+    launch(1, SCRIPT, [job("two-one")], port=29551)  # two-one: resumed in 1
+    one = _history(tmp_path / "one")
     assert all(h["grad_norm"] > 0 and h["gen/fake_fm"] > 0 for h in one)  # a run that learns, not zeros
-    _assert_close(one, _run(2, micro_teacher, start, tmp_path / "two"))
-    _run(2, micro_teacher, start, tmp_path / "two-one", stop=2)
-    _assert_close(one, _run(1, micro_teacher, start, tmp_path / "two-one"))
-    _run(1, micro_teacher, start, tmp_path / "one-two", stop=3)
-    _assert_close(one, _run(2, micro_teacher, start, tmp_path / "one-two"))
+    for other in ("two", "two-one", "one-two"):
+        _assert_close(one, _history(tmp_path / other))
     assert_weights_close(load_file(tmp_path / "one" / "student.safetensors"),
                          load_file(tmp_path / "one-two" / "student.safetensors"))

@@ -18,17 +18,16 @@ train_reward(cfg, progress=False, stop_after=int(sys.argv[2]) if len(sys.argv) >
 """
 
 
-def _run(procs, out, stop=None):
-    launch(procs, SCRIPT, out, *([stop] if stop else []), port=29547)
+def _history(out):
     return json.loads((out / "train" / "train_state.json").read_text())["history"]
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
-    one = _run(1, tmp_path / "one")
-    two = _run(2, tmp_path / "two")
-    _run(2, tmp_path / "two-one", stop=2)
-    resumed = _run(1, tmp_path / "two-one")
-    for h in (two, resumed):
+    launch(1, SCRIPT, [(tmp_path / "one",)], port=29547)
+    launch(2, SCRIPT, [(tmp_path / "two",), (tmp_path / "two-one", 2)], port=29547)
+    launch(1, SCRIPT, [(tmp_path / "two-one",)], port=29547)  # stopped after step 2 in 2 processes, resumed in 1
+    one = _history(tmp_path / "one")
+    for h in (_history(tmp_path / "two"), _history(tmp_path / "two-one")):
         assert [x["bce"] for x in h] == pytest.approx([x["bce"] for x in one], rel=1e-5)
         assert [x["acc"] for x in h] == [x["acc"] for x in one]

@@ -109,17 +109,20 @@ def test_ctrl_c_stops_the_command_after_a_step_and_the_run_resumes_as_if_never_s
 
 SCRIPT = f"""
 import json, signal, sys
+from pathlib import Path
 from hyperbagel.errors import Interrupted
 from hyperbagel.recipes import teacher
 from hyperbagel.training.distributed import init, world
 
 init()
-cfg = teacher.TeacherConfig(preset="micro", vae=sys.argv[1], out=sys.argv[2], steps=5, batch={BATCH!r}, warmup=1,
+out = Path(sys.argv[2])
+cfg = teacher.TeacherConfig(preset="micro", vae=sys.argv[1], out=str(out), steps=5, batch={BATCH!r}, warmup=1,
                             bf16=False, vit_pretrain={{"steps": 2, "batch": 4}}, sharding=json.loads(sys.argv[4]))
 signalled = int(sys.argv[5])  # this process gets a SIGTERM during step 2 (-1: none does)
+Progress = teacher.Progress
 
 
-class Signalled(teacher.Progress):
+class Signalled(Progress):
     def step(self, step, logged):
         super().step(step, logged)
         if step + 1 == 2 and world()[0] == signalled:
@@ -130,14 +133,11 @@ teacher.Progress = Signalled
 try:
     teacher.train_teacher(cfg, progress=False, stop_after=int(sys.argv[3]) or None)
 except Interrupted as stop:
-    print(f"stopped after {{stop.step}}")
+    logged = json.loads((out / "train" / "train_state.json").read_text())["history"]
+    print(f"stopped after {{stop.step}}, {{len(logged)}} steps in its checkpoint")
+finally:
+    teacher.Progress = Progress  # the next job in this process runs unpatched
 """
-
-
-def _run(procs: int, vae_file, out, stop: int | None = None, sharding: dict | None = None, signalled: int = -1):
-    """The micro teacher in ``procs`` processes (torchrun for 2: FSDP2 over gloo), to ``stop`` steps or all 5
-    (``signalled``: the rank that gets a SIGTERM during step 2); returns what the processes printed."""
-    return launch(procs, SCRIPT, vae_file, out, stop or 0, json.dumps(sharding or {}), signalled, port=29533)
 
 
 def _assert_close(h1, h2, rel=1e-5):
@@ -151,28 +151,27 @@ def _assert_close(h1, h2, rel=1e-5):
 
 @pytest.mark.slow
 def test_two_processes_match_one_and_checkpoints_reshard_both_ways(vae_file, tmp_path):
-    _run(1, vae_file, tmp_path / "one")
-    _run(2, vae_file, tmp_path / "two")
+    def job(name, stop=0, sharding=None, signalled=-1):
+        """The micro teacher to ``stop`` steps or all 5; ``signalled``: the rank that gets a SIGTERM in step 2."""
+        return vae_file, tmp_path / name, stop, json.dumps(sharding or {}), signalled
+
+    launch(1, SCRIPT, [job("one"), job("one-two", stop=3)], port=29533)
+    printed = launch(2, SCRIPT, [job("two"), job("two-stop", signalled=1), job("two-stop"), job("two-one", stop=3),
+                                 job("one-two"), job("two-ac", sharding={"activation_checkpointing": True}),
+                                 job("two-bf16", sharding={"param_dtype": "bfloat16"})], port=29533)
+    launch(1, SCRIPT, [job("two-one")], port=29533)
     one, two = _history(tmp_path / "one"), _history(tmp_path / "two")
     _assert_close(one, two)
     assert (tmp_path / "two" / "train" / "dcp-0000005").is_dir()
     # a SIGTERM to one process of two stops both after the same step, with a checkpoint there; resumed, the same
     # losses. A 2-process run stopped mid-way resumes in 1 too, and a 1-process run in 2
-    assert _run(2, vae_file, tmp_path / "two-stop", signalled=1).count("stopped after 2") == 2
-    assert len(_history(tmp_path / "two-stop")) == 2
-    _run(2, vae_file, tmp_path / "two-stop")
+    assert printed.count("stopped after") == printed.count("stopped after 2, 2 steps in its checkpoint") == 2
     _assert_close(two, _history(tmp_path / "two-stop"), rel=1e-12)
-    _run(2, vae_file, tmp_path / "two-one", stop=3)
-    _run(1, vae_file, tmp_path / "two-one")
     _assert_close(one, _history(tmp_path / "two-one"))
-    _run(1, vae_file, tmp_path / "one-two", stop=3)
-    _run(2, vae_file, tmp_path / "one-two")
     _assert_close(one, _history(tmp_path / "one-two"))
     # activation checkpointing recomputes each layer in backward: the same losses
-    _run(2, vae_file, tmp_path / "two-ac", sharding={"activation_checkpointing": True})
     _assert_close(two, _history(tmp_path / "two-ac"), rel=1e-6)
     # bf16 gathered parameters (FSDP2's MixedPrecisionPolicy; fp32 reductions): close, not equal
-    _run(2, vae_file, tmp_path / "two-bf16", sharding={"param_dtype": "bfloat16"})
     _assert_close(two, _history(tmp_path / "two-bf16"), rel=3e-3)
     # the exported model folders agree
     a, _ = load_pretrained(tmp_path / "one")

@@ -150,17 +150,18 @@ train_vae(config, toy_image, sys.argv[1], stop_after=stop)
 """
 
 
-def _vae_run(procs, out, stop=None):
-    launch(procs, VAE_SCRIPT, out, *([stop] if stop else []), port=29541)
+def _losses(out):
     return [s["loss"] for s in json.loads((out / "train" / "train_state.json").read_text())["losses"]]
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
-    one = _vae_run(1, tmp_path / "one")
-    assert _vae_run(2, tmp_path / "two") == pytest.approx(one, rel=1e-5)
-    _vae_run(2, tmp_path / "two-one", stop=3)
-    assert _vae_run(1, tmp_path / "two-one") == pytest.approx(one, rel=1e-5)
+    launch(1, VAE_SCRIPT, [(tmp_path / "one",)], port=29541)
+    launch(2, VAE_SCRIPT, [(tmp_path / "two",), (tmp_path / "two-one", 3)], port=29541)
+    launch(1, VAE_SCRIPT, [(tmp_path / "two-one",)], port=29541)  # stopped after step 3 in 2 processes, resumed in 1
+    one = _losses(tmp_path / "one")
+    assert _losses(tmp_path / "two") == pytest.approx(one, rel=1e-5)
+    assert _losses(tmp_path / "two-one") == pytest.approx(one, rel=1e-5)
     # the autoencoders agree as functions (weight by weight they need not: a key bias gets no gradient but
     # rounding noise, which Adam turns into steps of the learning rate's size, and attention ignores it)
     a, b = load_autoencoder(tmp_path / "one" / WEIGHTS_FILE), load_autoencoder(tmp_path / "two-one" / WEIGHTS_FILE)

@@ -76,7 +76,7 @@ if is_main():
 def test_two_processes_pretrain_the_one_process_vit(tmp_path):
     runs = {}
     for procs in (1, 2):
-        launch(procs, SCRIPT, tmp_path / str(procs), port=29559)
+        launch(procs, SCRIPT, [(tmp_path / str(procs),)], port=29559)
         history = json.loads((tmp_path / f"{procs}.json").read_text())
         runs[procs] = (history, load_file(tmp_path / f"{procs}.safetensors"))
     (h1, w1), (h2, w2) = runs[1], runs[2]
