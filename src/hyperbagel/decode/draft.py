@@ -337,6 +337,6 @@ def load_draft(folder: str | Path, target) -> Draft:
                               "LM head differ)")
     with torch.device("meta"):
         draft = Draft(cfg, llm)
-    draft.to_empty(device=target.vae2llm.weight.device)
-    load_state(draft, read_tensors(folder / DRAFT_FILE), str(folder / DRAFT_FILE))
+    tensors = read_tensors(folder / DRAFT_FILE, device=target.vae2llm.weight.device)
+    load_state(draft, tensors, str(folder / DRAFT_FILE), assign=True)
     return draft.eval()

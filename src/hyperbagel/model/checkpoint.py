@@ -133,10 +133,10 @@ def load_pretrained(folder: str | Path, device: str | torch.device = "cpu") -> t
     model = build_model(cfg, "meta")
     if (folder / MODEL_FILE).is_file():  # a config that does not describe the weights fails here, before allocating
         check_state(model, stored_shapes(folder / MODEL_FILE), f"{folder / MODEL_FILE} (for {CONFIG_FILE})")
-    model.to_empty(device=device)
-    load_state(model, read_tensors(folder / MODEL_FILE), str(folder / MODEL_FILE))
+    # the tensors read become the parameters (``assign``): no second copy, and no ``to_empty``, whose meta
+    # ``empty_like`` imports sympy (about 0.5 s)
+    load_state(model, read_tensors(folder / MODEL_FILE, device=device), str(folder / MODEL_FILE), assign=True)
     with torch.device("meta"):
         vae = AutoEncoder(cfg.vae)
-    vae.to_empty(device=device)
-    load_state(vae, read_tensors(folder / AE_FILE), str(folder / AE_FILE))
+    load_state(vae, read_tensors(folder / AE_FILE, device=device), str(folder / AE_FILE), assign=True)
     return model.eval(), vae.eval()
