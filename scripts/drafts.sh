@@ -9,7 +9,7 @@ T="${1:-shapes-teacher}"  # default: the pretrained teacher
 D="${2:-runs/drafts}"
 OUT="${3:-out/bench-understand}"
 # the variant names as the package defines them, Hyper-Bagel first (it builds the shared data)
-names="$(python -c 'from hyperbagel.decode.draft import VARIANTS; print(*VARIANTS)')"
+names="$(python -c 'from hyperbagel.decode.draft_config import VARIANTS; print(*VARIANTS)')"
 read -r -a VARIANTS <<< "$names"
 for v in "${VARIANTS[@]}"; do
   hyperbagel train draft --target "$T" --out "$D/$v" --variant "$v" --data "$D/draft-data"

@@ -44,7 +44,8 @@ if (ROOT / "src" / "hyperbagel").is_dir():  # the repo's own code, installed or 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from hyperbagel.decode.draft import VARIANTS, TargetHead, build_draft  # noqa: E402
+from hyperbagel.decode.draft import TargetHead, build_draft  # noqa: E402
+from hyperbagel.decode.draft_config import VARIANTS  # noqa: E402
 from hyperbagel.decode.generate import GREEDY, generate_text  # noqa: E402
 from hyperbagel.decode.speculative import SpecConfig, _catch_up, _draft_chain, _DraftRows, speculative_generate  # noqa: E402,E501
 from hyperbagel.flow.schedule import bagel_timesteps  # noqa: E402

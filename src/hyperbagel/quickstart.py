@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hyperbagel.decode.draft import VARIANTS as DRAFT_VARIANTS
+from hyperbagel.decode.draft_config import VARIANTS as DRAFT_VARIANTS
 from hyperbagel.errors import HyperBagelError, Interrupted
 from hyperbagel.pretrained import DEFAULT_MODEL, copy_folder, resolve, sha256
 

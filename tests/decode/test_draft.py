@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from hyperbagel.decode.draft import VARIANTS, TargetHead, build_draft, load_draft, save_draft
+from hyperbagel.decode.draft import TargetHead, build_draft, load_draft, save_draft
+from hyperbagel.decode.draft_config import VARIANTS
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.model.checkpoint import load_pretrained
 from hyperbagel.recipes.draft import DraftData, DraftDataConfig, build_data, collate, ttt_loss

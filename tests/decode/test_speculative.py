@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from hyperbagel.decode.draft import VARIANTS, build_draft
+from hyperbagel.decode.draft import build_draft
+from hyperbagel.decode.draft_config import VARIANTS
 from hyperbagel.decode.generate import generate_text
 from hyperbagel.decode.sampling import SamplingConfig, sample
 from hyperbagel.decode.speculative import SpecConfig, accept_chain, accept_tree, speculative_generate

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hyperbagel.decode.draft import VARIANTS, load_draft
+from hyperbagel.decode.draft import load_draft
+from hyperbagel.decode.draft_config import VARIANTS
 from hyperbagel.decode.generate import generate_text
 from hyperbagel.decode.lookup import LookupConfig, lookup_generate
 from hyperbagel.decode.speculative import SpecConfig, speculative_generate

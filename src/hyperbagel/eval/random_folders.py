@@ -52,7 +52,8 @@ def random_student_folder(teacher: Path, folder: Path, steps: int = 2) -> Path:
 
 def random_draft_folder(teacher: Path, folder: Path) -> Path:
     """An (untrained) Hyper-Bagel draft for ``teacher``'s model."""
-    from hyperbagel.decode.draft import VARIANTS, TargetHead, build_draft, save_draft
+    from hyperbagel.decode.draft import TargetHead, build_draft, save_draft
+    from hyperbagel.decode.draft_config import VARIANTS
     from hyperbagel.model.checkpoint import load_pretrained
 
     model, _ = load_pretrained(teacher)

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from hyperbagel.decode.draft import VARIANTS, Draft, DraftConfig, TargetHead, build_draft, save_draft
+from hyperbagel.decode.draft import Draft, TargetHead, build_draft, save_draft
+from hyperbagel.decode.draft_config import VARIANTS, DraftConfig
 from hyperbagel.decode.generate import generate_text
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.files import atomic_save_tensors, atomic_write_text

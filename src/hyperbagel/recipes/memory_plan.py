@@ -139,7 +139,8 @@ def _units(model: nn.Module) -> list[int]:
 
 def _roles(stage: str, cfg: BagelConfig) -> list[Role]:
     """The stage's models, built on the meta device as its recipe builds them."""
-    from hyperbagel.decode.draft import DraftConfig, build_draft
+    from hyperbagel.decode.draft import build_draft
+    from hyperbagel.decode.draft_config import DraftConfig
     from hyperbagel.distill.discriminator import LatentDiscriminator, default_layers
     from hyperbagel.distill.pixel_discriminator import PixelDiscriminator
     from hyperbagel.distill.reward import RewardModel, RewardModelConfig
