@@ -9,6 +9,14 @@ def test_help_lists_commands():
     assert "hyperbagel" in help_text
 
 
+def test_the_parser_imports_no_torch():
+    """``hyperbagel --help`` and a command's argument check take under a second: the command modules import torch
+    only in the commands that run a model (the configs and presets are plain dataclasses)."""
+    script = "import sys; from hyperbagel.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
 def test_console_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "hyperbagel.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "hyperbagel" in out.stdout

@@ -7,7 +7,8 @@ import pytest
 import torch
 from fixtures import load_fixture, load_weights, manifest, rel_err
 
-from hyperbagel.model.autoencoder import AutoEncoder, VAEConfig
+from hyperbagel.model.autoencoder import AutoEncoder
+from hyperbagel.model.config import VAEConfig
 from hyperbagel.model.pixels import to_model_pixels, to_uint8
 
 # The edit fixtures' posterior samples were drawn from torch's global generator right after manual_seed(seed)

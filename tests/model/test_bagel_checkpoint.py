@@ -17,7 +17,6 @@ from fixtures import fixtures_dir, load_weights, manifest
 from safetensors.torch import save_file
 
 from hyperbagel.errors import HyperBagelError
-from hyperbagel.model.autoencoder import VAEConfig
 from hyperbagel.model.bagel_checkpoint import (
     AE_FILE,
     LLM_CONFIG,
@@ -28,7 +27,7 @@ from hyperbagel.model.bagel_checkpoint import (
     load_bagel_weights,
 )
 from hyperbagel.model.checkpoint import build_model
-from hyperbagel.model.config import SpecialTokens
+from hyperbagel.model.config import SpecialTokens, VAEConfig
 from hyperbagel.model.presets import preset
 
 KEYS_7B = Path(__file__).resolve().parents[3] / "shared/design/bagel7b_keys.json"

@@ -6,8 +6,9 @@ import json
 import torch
 from random_model import random_micro_model
 
-from hyperbagel.model.autoencoder import AutoEncoder, VAEConfig
+from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.checkpoint import load_pretrained, open_safetensors, save_pretrained
+from hyperbagel.model.config import VAEConfig
 from hyperbagel.model.context import Context, Forwarder
 from hyperbagel.model.kv_cache import KVCache
 

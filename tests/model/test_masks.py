@@ -75,7 +75,8 @@ os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29563", RANK="0", WORLD_
 dist.init_process_group("gloo")
 from hyperbagel.model.kv_cache import KVCache
 from hyperbagel.model.masks import Append, Attend
-from hyperbagel.model.qwen2_mot import LLMConfig, MoTDecoderLayer, rope_cos_sin
+from hyperbagel.model.qwen2_mot import MoTDecoderLayer, rope_cos_sin
+from hyperbagel.model.config import LLMConfig
 from hyperbagel.training.sharding import ShardingConfig, shard
 
 cfg = LLMConfig(vocab_size=16, hidden_size=64, num_layers=1, num_heads=4, num_kv_heads=2, intermediate_size=128)

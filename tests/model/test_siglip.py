@@ -6,8 +6,9 @@ import pytest
 import torch
 from fixtures import load_fixture, load_weights, manifest, rel_err
 
+from hyperbagel.model.config import ViTConfig
 from hyperbagel.model.pixels import to_model_pixels
-from hyperbagel.model.siglip import SiglipVisionModel, ViTConfig, block_diagonal_mask, patchify_image, vit_position_ids
+from hyperbagel.model.siglip import SiglipVisionModel, block_diagonal_mask, patchify_image, vit_position_ids
 
 
 def tiny_config() -> ViTConfig:

@@ -3,8 +3,9 @@
 import numpy as np
 import torch
 
+from hyperbagel.model.config import ViTConfig
 from hyperbagel.model.pixels import to_model_pixels
-from hyperbagel.model.siglip import SiglipVisionTransformer, ViTConfig
+from hyperbagel.model.siglip import SiglipVisionTransformer
 from hyperbagel.recipes.alignment import palette_cells, vit_token_targets
 from hyperbagel.recipes.vit import patch_targets
 from hyperbagel.world.render import render

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hyperbagel.errors import Interrupted
-from hyperbagel.model.autoencoder import VAEConfig
+from hyperbagel.model.config import VAEConfig
 from hyperbagel.recipes.vae import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -133,7 +133,7 @@ def test_shapes_world_training_images_cover_both_backgrounds():
 VAE_SCRIPT = """
 import sys, numpy as np
 from hyperbagel.errors import Interrupted
-from hyperbagel.model.autoencoder import VAEConfig
+from hyperbagel.model.config import VAEConfig
 from hyperbagel.recipes.vae import VAETrainConfig, train_vae
 from hyperbagel.training.distributed import init
 init()

@@ -37,10 +37,11 @@ from torch import Tensor, nn
 
 from hyperbagel.decode.draft_config import DraftConfig
 from hyperbagel.errors import HyperBagelError
+from hyperbagel.model.config import LLMConfig
 from hyperbagel.model.fused_layer import FusedLayer, FusedStack
 from hyperbagel.model.kv_cache import KVCache
 from hyperbagel.model.masks import Append, resolve_attention
-from hyperbagel.model.qwen2_mot import LLMConfig, MoTDecoderLayer, Qwen2Model, RMSNorm, keys_after, rope_cos_sin
+from hyperbagel.model.qwen2_mot import MoTDecoderLayer, Qwen2Model, RMSNorm, keys_after, rope_cos_sin
 
 DRAFT_FILE, DRAFT_CONFIG = "draft.safetensors", "draft.json"
 

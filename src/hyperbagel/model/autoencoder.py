@@ -12,79 +12,11 @@ Encoding *samples* the diagonal Gaussian posterior (BAGEL does so even at infere
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-@dataclass(frozen=True)
-class VAEConfig:
-    """Shape of a FLUX-family autoencoder.
-
-    ``resolution`` is the image side the autoencoder is meant for (FLUX keeps it as bookkeeping only; any
-    image whose sides are multiples of :attr:`downsample_factor` works). FLUX.1: ``VAEConfig(256, ch=128,
-    ch_mult=(1, 2, 4, 4), num_res_blocks=2)``. ``norm_groups`` (GroupNorm groups, FLUX: 32) must divide every
-    width ``ch·ch_mult[i]``.
-    """
-
-    resolution: int
-    in_channels: int = 3
-    out_channels: int = 3
-    ch: int = 128
-    ch_mult: tuple[int, ...] = (1, 2, 4, 4)
-    num_res_blocks: int = 2
-    z_channels: int = 16
-    scale_factor: float = 0.3611
-    shift_factor: float = 0.1159
-    norm_groups: int = 32
-
-    def __post_init__(self) -> None:
-        # Accept lists (e.g. from JSON) but store a tuple so the config stays hashable.
-        object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
-        for name in ("resolution", "in_channels", "out_channels", "ch", "num_res_blocks", "z_channels",
-                     "norm_groups"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"VAEConfig.{name} must be a positive integer, got {value!r}")
-        if not self.ch_mult or any(m < 1 for m in self.ch_mult):
-            raise ValueError(
-                f"VAEConfig.ch_mult must be a non-empty tuple of positive integers, got {self.ch_mult}"
-            )
-        for m in self.ch_mult:
-            if (self.ch * m) % self.norm_groups:
-                raise ValueError(
-                    f"VAEConfig.ch: every width ch*ch_mult[i] must be divisible by "
-                    f"norm_groups={self.norm_groups}, got ch={self.ch}, ch_mult={self.ch_mult}"
-                )
-        if self.resolution % self.downsample_factor:
-            raise ValueError(
-                f"VAEConfig.resolution must be a multiple of the downsample factor {self.downsample_factor}, "
-                f"got {self.resolution}"
-            )
-        if not (math.isfinite(self.scale_factor) and self.scale_factor > 0):
-            raise ValueError(f"VAEConfig.scale_factor must be positive and finite, got {self.scale_factor}")
-        if not math.isfinite(self.shift_factor):
-            raise ValueError(f"VAEConfig.shift_factor must be finite, got {self.shift_factor}")
-
-    @property
-    def downsample_factor(self) -> int:
-        return 2 ** (len(self.ch_mult) - 1)
-
-    @property
-    def latent_resolution(self) -> int:
-        return self.resolution // self.downsample_factor
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ch_mult"] = list(self.ch_mult)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> VAEConfig:
-        return cls(**d)
+from hyperbagel.model.config import VAEConfig
 
 
 def swish(x: Tensor) -> Tensor:

@@ -21,12 +21,10 @@ import torch
 from torch import nn
 
 from hyperbagel.errors import HyperBagelError
-from hyperbagel.model.autoencoder import AutoEncoder, VAEConfig
+from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.bagel import Bagel
 from hyperbagel.model.checkpoint import build_model, load_state, read_tensors
-from hyperbagel.model.config import BagelConfig, SpecialTokens
-from hyperbagel.model.qwen2_mot import LLMConfig
-from hyperbagel.model.siglip import ViTConfig
+from hyperbagel.model.config import BagelConfig, LLMConfig, SpecialTokens, VAEConfig, ViTConfig
 
 LLM_CONFIG, VIT_CONFIG, MODEL_FILE, AE_FILE = "llm_config.json", "vit_config.json", "ema.safetensors", "ae.safetensors"
 

@@ -9,10 +9,7 @@
 
 from __future__ import annotations
 
-from hyperbagel.model.autoencoder import VAEConfig
-from hyperbagel.model.config import BagelConfig, SpecialTokens
-from hyperbagel.model.qwen2_mot import LLMConfig
-from hyperbagel.model.siglip import ViTConfig
+from hyperbagel.model.config import BagelConfig, LLMConfig, SpecialTokens, VAEConfig, ViTConfig
 
 # Shapes World tokenizers put the four special tokens first (see model/tokenizer.py).
 SHAPES_SPECIAL = SpecialTokens(bos=0, eos=1, start_of_image=2, end_of_image=3)

@@ -19,40 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hyperbagel.model.config import LLMConfig
 from hyperbagel.model.embeddings import lookup_table
 from hyperbagel.model.kv_cache import KVCache
 from hyperbagel.model.masks import Append, Attend, Packed, attend, resolve_attention
 
 Module = Callable[[Tensor], Tensor]
-
-
-@dataclass(frozen=True)
-class LLMConfig:
-    vocab_size: int
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    num_kv_heads: int
-    intermediate_size: int
-    head_dim: int = 0  # 0 → hidden_size // num_heads
-    rms_norm_eps: float = 1e-6
-    rope_theta: float = 1e6
-    qk_norm: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"LLMConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(
-                f"LLMConfig.num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
-            )
-        if not self.head_dim:
-            if self.hidden_size % self.num_heads:
-                raise ValueError("LLMConfig.hidden_size must be divisible by num_heads when head_dim is 0")
-            object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
-        if self.head_dim % 2:
-            raise ValueError(f"LLMConfig.head_dim must be even for RoPE, got {self.head_dim}")
 
 
 class RMSNorm(nn.Module):

@@ -13,60 +13,12 @@ Parameter names follow the checkpoint (``vision_model.embeddings.patch_embedding
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hyperbagel.model.config import ViTConfig
 from hyperbagel.model.embeddings import lookup_table
-
-NUM_CHANNELS = 3
-
-
-@dataclass(frozen=True)
-class ViTConfig:
-    """Shape of the vision tower. BAGEL-7B: ``ViTConfig(1152, 4304, num_layers=26, num_heads=16)``."""
-
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    num_heads: int
-    patch_size: int = 14
-    num_positions_side: int = 70
-    layer_norm_eps: float = 1e-6
-
-    def __post_init__(self) -> None:
-        for name in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "patch_size",
-                     "num_positions_side"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"ViTConfig.{name} must be a positive integer, got {value!r}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"ViTConfig.num_heads must divide hidden_size={self.hidden_size}, got {self.num_heads}"
-            )
-        if not self.layer_norm_eps > 0:
-            raise ValueError(f"ViTConfig.layer_norm_eps must be positive, got {self.layer_norm_eps}")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def patch_dim(self) -> int:
-        return self.patch_size * self.patch_size * NUM_CHANNELS
-
-    @property
-    def num_positions(self) -> int:
-        return self.num_positions_side**2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ViTConfig:
-        return cls(**d)
 
 
 def patchify_image(pixels: Tensor, patch_size: int = 14) -> Tensor:

@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hyperbagel.model.bagel import Bagel
-from hyperbagel.model.config import BagelConfig
+from hyperbagel.model.config import BagelConfig, LLMConfig
 from hyperbagel.model.presets import preset
-from hyperbagel.model.qwen2_mot import LLMConfig, MoTDecoderLayer, Routing, rope_cos_sin
+from hyperbagel.model.qwen2_mot import MoTDecoderLayer, Routing, rope_cos_sin
 
 STAGES = ("vae", "vit", "teacher", "draft", "reward", "cfg", "tscd", "dmdo", "adp", "refl")
 GIB = 2**30

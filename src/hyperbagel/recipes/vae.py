@@ -34,9 +34,10 @@ from torch import Tensor, nn
 
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.files import atomic_write_text
-from hyperbagel.model.autoencoder import AutoEncoder, VAEConfig
+from hyperbagel.model.autoencoder import AutoEncoder
 from hyperbagel.model.checkpoint import CONFIG_FILE as MODEL_CONFIG_FILE
 from hyperbagel.model.checkpoint import load_config, open_safetensors, save_autoencoder
+from hyperbagel.model.config import VAEConfig
 from hyperbagel.model.pixels import to_model_pixels
 from hyperbagel.precision import bf16_autocast
 from hyperbagel.training import checkpoint as ckpt
