@@ -34,14 +34,17 @@ def read_tensors(
 ) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file on ``device``; floating tensors cast to ``dtype`` (bf16 → fp32 is lossless).
 
-    Tensors are read, cast and moved one at a time, so only the result is ever held in full.
+    Tensors are read, cast and moved one at a time, so only the result is ever held in full. Each is a fresh
+    allocation: a tensor as read may sit at any byte offset of the file's buffer, and weights that are not aligned
+    take other (slower, differently rounding) matmul paths than the same weights copied.
     """
     path = Path(path)
     if not path.is_file():
         raise HyperBagelError(f"weights file not found: {path}")
 
     def convert(t: torch.Tensor) -> torch.Tensor:
-        return t.to(device, dtype) if dtype is not None and t.is_floating_point() else t.to(device)
+        cast = dtype if dtype is not None and t.is_floating_point() else t.dtype
+        return t.to(device, cast, copy=True)
 
     with open_safetensors(path) as f:
         return {k: convert(f.get_tensor(k)) for k in f.keys()}
