@@ -3,6 +3,8 @@ per job, and two runs' checkpoints compared tensor by tensor."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -34,6 +36,22 @@ def launch(procs: int, script: str, jobs: Sequence[Sequence] = ((),), *, port: i
                           env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
+
+
+def run_here(script: str, jobs: Sequence[Sequence]) -> str:
+    """``launch(1, script, jobs)`` in this process, with one thread as there: a one-process run needs no process
+    group, and starting a process costs more than a micro run. Returns what the jobs printed."""
+    argv, threads, printed = sys.argv, torch.get_num_threads(), io.StringIO()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(printed):
+            for job in jobs:
+                sys.argv = ["-c", *map(str, job)]
+                exec(script, {"__name__": "__main__"})
+    finally:
+        sys.argv = argv
+        torch.set_num_threads(threads)
+    return printed.getvalue()
 
 
 def assert_same_checkpoint(a: Path, b: Path) -> None:

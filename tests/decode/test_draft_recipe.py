@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.recipes.draft import DraftDataConfig, DraftTrainConfig, build_data, train_draft
-from runs import launch
+from runs import launch, run_here
 
 DATA = DraftDataConfig(samples=8, chunk_size=4, max_new_tokens=10, batch=4)
 
@@ -123,9 +123,9 @@ def test_two_processes_match_one_and_resume_across_process_counts(micro_teacher,
     def job(name, stop=None):
         return micro_teacher, tmp_path / "data", tmp_path / name, *([stop] if stop else [])
 
-    launch(1, SCRIPT, [job("one"), job("one-two", stop=3)], port=29557)
+    run_here(SCRIPT, [job("one"), job("one-two", stop=3)])
     launch(2, SCRIPT, [job("two"), job("two-one", stop=2), job("one-two")], port=29557)  # one-two: resumed in 2
-    launch(1, SCRIPT, [job("two-one")], port=29557)  # two-one: resumed in 1
+    run_here(SCRIPT, [job("two-one")])  # two-one: resumed in 1
     one = _history(tmp_path / "one")
     assert all(h["loss"] > 0 and h["grad_norm"] > 0 for h in one)
     for other in (_history(tmp_path / name) for name in ("two", "two-one", "one-two")):

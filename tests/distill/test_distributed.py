@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from hyperbagel.eval.random_folders import random_student_folder
-from runs import assert_weights_close, launch
+from runs import assert_weights_close, launch, run_here
 
 SCRIPT = """
 import sys
@@ -48,9 +48,9 @@ def test_dmdo_in_two_processes_matches_one_and_resumes_across_process_counts(mic
     def job(name, stop=None):
         return micro_teacher, start, tmp_path / name, *([stop] if stop else [])
 
-    launch(1, SCRIPT, [job("one"), job("one-two", stop=3)], port=29551)
+    run_here(SCRIPT, [job("one"), job("one-two", stop=3)])
     launch(2, SCRIPT, [job("two"), job("two-one", stop=2), job("one-two")], port=29551)  # one-two: resumed in 2
-    launch(1, SCRIPT, [job("two-one")], port=29551)  # two-one: resumed in 1
+    run_here(SCRIPT, [job("two-one")])  # two-one: resumed in 1
     one = _history(tmp_path / "one")
     assert all(h["grad_norm"] > 0 and h["gen/fake_fm"] > 0 for h in one)  # a run that learns, not zeros
     for other in ("two", "two-one", "one-two"):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from runs import launch
+from runs import launch, run_here
 
 SCRIPT = """
 import sys
@@ -24,9 +24,9 @@ def _history(out):
 
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
-    launch(1, SCRIPT, [(tmp_path / "one",)], port=29547)
+    run_here(SCRIPT, [(tmp_path / "one",)])
     launch(2, SCRIPT, [(tmp_path / "two",), (tmp_path / "two-one", 2)], port=29547)
-    launch(1, SCRIPT, [(tmp_path / "two-one",)], port=29547)  # stopped after step 2 in 2 processes, resumed in 1
+    run_here(SCRIPT, [(tmp_path / "two-one",)])  # stopped after step 2 in 2 processes, resumed in 1
     one = _history(tmp_path / "one")
     for h in (_history(tmp_path / "two"), _history(tmp_path / "two-one")):
         assert [x["bce"] for x in h] == pytest.approx([x["bce"] for x in one], rel=1e-5)

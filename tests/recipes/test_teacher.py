@@ -16,7 +16,7 @@ from hyperbagel.model.checkpoint import load_pretrained
 from hyperbagel.model.presets import preset
 from hyperbagel.recipes.teacher import TeacherConfig, train_teacher
 from hyperbagel.recipes.vae import save_autoencoder
-from runs import assert_weights_close, launch
+from runs import assert_weights_close, launch, run_here
 
 BATCH = {"gen": 2, "edit": 2, "und": 2}
 
@@ -155,11 +155,11 @@ def test_two_processes_match_one_and_checkpoints_reshard_both_ways(vae_file, tmp
         """The micro teacher to ``stop`` steps or all 5; ``signalled``: the rank that gets a SIGTERM in step 2."""
         return vae_file, tmp_path / name, stop, json.dumps(sharding or {}), signalled
 
-    launch(1, SCRIPT, [job("one"), job("one-two", stop=3)], port=29533)
+    run_here(SCRIPT, [job("one"), job("one-two", stop=3)])
     printed = launch(2, SCRIPT, [job("two"), job("two-stop", signalled=1), job("two-stop"), job("two-one", stop=3),
                                  job("one-two"), job("two-ac", sharding={"activation_checkpointing": True}),
                                  job("two-bf16", sharding={"param_dtype": "bfloat16"})], port=29533)
-    launch(1, SCRIPT, [job("two-one")], port=29533)
+    run_here(SCRIPT, [job("two-one")])
     one, two = _history(tmp_path / "one"), _history(tmp_path / "two")
     _assert_close(one, two)
     assert (tmp_path / "two" / "train" / "dcp-0000005").is_dir()

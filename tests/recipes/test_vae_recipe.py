@@ -21,7 +21,7 @@ from hyperbagel.recipes.vae import (
     reconstruct,
     train_vae,
 )
-from runs import launch
+from runs import launch, run_here
 
 MICRO = VAEConfig(resolution=16, ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=4, norm_groups=4)
 
@@ -156,9 +156,9 @@ def _losses(out):
 
 @pytest.mark.slow
 def test_two_processes_match_one_and_resume_across_process_counts(tmp_path):
-    launch(1, VAE_SCRIPT, [(tmp_path / "one",)], port=29541)
+    run_here(VAE_SCRIPT, [(tmp_path / "one",)])
     launch(2, VAE_SCRIPT, [(tmp_path / "two",), (tmp_path / "two-one", 3)], port=29541)
-    launch(1, VAE_SCRIPT, [(tmp_path / "two-one",)], port=29541)  # stopped after step 3 in 2 processes, resumed in 1
+    run_here(VAE_SCRIPT, [(tmp_path / "two-one",)])  # stopped after step 3 in 2 processes, resumed in 1
     one = _losses(tmp_path / "one")
     assert _losses(tmp_path / "two") == pytest.approx(one, rel=1e-5)
     assert _losses(tmp_path / "two-one") == pytest.approx(one, rel=1e-5)
