@@ -1,5 +1,5 @@
-"""What the recipe tests share: a script run in N processes (``torchrun`` for more than one, FSDP2 over gloo), once
-per job, and two runs' checkpoints compared tensor by tensor."""
+"""What the recipe tests share: a script run once per job in N processes (``torchrun`` for more than one, FSDP2
+over gloo) or in the test's own process, and two runs' checkpoints compared tensor by tensor."""
 
 from __future__ import annotations
 
