@@ -18,8 +18,9 @@ from hyperbagel.recipes.distill_dmdo import DMDOConfig, train_dmdo
 from hyperbagel.training.distributed import init
 init()
 teacher, start, out = sys.argv[1:4]
-cfg = DMDOConfig(teacher=teacher, init=start, out=out, steps=5, fake_updates=2, fake_init="teacher",
-                 batch={"gen": 2, "edit": 2}, warmup=1, lr=1e-3, bf16=False, ckpt_every=100, log_every=100)
+cfg = DMDOConfig(teacher=teacher, init=start, out=out, steps=5, fake_updates=2, sample_steps=2,  # 2-step rollouts
+                 fake_init="teacher", batch={"gen": 2, "edit": 2}, warmup=1, lr=1e-3, bf16=False, ckpt_every=100,
+                 log_every=100)
 train_dmdo(cfg, progress=False, stop_after=int(sys.argv[4]) if len(sys.argv) > 4 else None)
 """
 
