@@ -52,6 +52,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from hyperbagel.eval.random_folders import random_model_folder, random_student_folder
+    from hyperbagel.recipes import distill_loop
     from hyperbagel.recipes.distill_dmdo import DMDOConfig, train_dmdo
     from hyperbagel.recipes.memory_plan import GIB, PlanSettings, plan_stage
     from hyperbagel.training.distributed import barrier, init, is_main
@@ -78,8 +79,8 @@ def main() -> None:
                      bf16=True, ckpt_every=10**6, log_every=1,
                      sharding={"param_dtype": settings.param_dtype, "activation_checkpointing": True})
     clock = StepTimes(cuda)
-    logging.getLogger("hyperbagel.recipes.distill_dmdo").addHandler(clock)
-    logging.getLogger("hyperbagel.recipes.distill_dmdo").setLevel(logging.INFO)
+    distill_loop.log.addHandler(clock)  # the logger of every stage's per-step lines
+    distill_loop.log.setLevel(logging.INFO)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()

@@ -131,3 +131,17 @@ def test_finding_jemalloc_never_ends_a_pipefail_chain(tmp_path):
                          env=env, capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run
     assert run.stdout.strip() == "/opt/lib/libjemalloc.so.2"
+
+
+@pytest.mark.slow
+def test_the_prepared_gpu_dmdo_check_records_each_step_at_micro(tmp_path):
+    """The call a lent GPU gets for issue 19 (``scripts/gpu_checks.sh OUT dmdo``), in its CPU smoke form: it exits 0
+    and its report holds every timed DMDO step and the plan's prediction (a handler on a logger that never logs the
+    steps once left ``step_s`` empty)."""
+    run = subprocess.run(["bash", str(SCRIPTS / "gpu_checks.sh"), str(tmp_path), "dmdo"], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "SMOKE": "1", "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (tmp_path / "status.txt").read_text().split() == ["dmdo", "0"], (tmp_path / "dmdo.log").read_text()[-3000:]
+    report = json.loads((tmp_path / "dmdo-plan.json").read_text())
+    assert len(report["step_s"]) == 3 and all(s > 0 for s in report["step_s"]), report["step_s"]
+    assert report["first_step_with_setup_s"] > 0 and report["plan_total_gib"] > 0
