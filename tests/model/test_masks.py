@@ -69,6 +69,21 @@ def test_cuda_lower_right_bias_is_the_causal_rule():
     torch.testing.assert_close(attend(q, k, v, Attend(lower_right=True), enable_gqa=True), dense)
 
 
+def test_the_lower_right_rule_compiles_whole_with_dynamic_shapes():
+    """Inside a compiled step (a verification over the cache on CUDA) dynamo cannot build the bias: the rule's own
+    mask stands in, so the graph does not break there, for any number of new tokens and keys."""
+    g = torch.Generator().manual_seed(0)
+
+    def verify(q, k, v):
+        return attend(q, k, v, Attend(lower_right=True), enable_gqa=True)
+
+    compiled = torch.compile(verify, dynamic=True, fullgraph=True, backend="eager")
+    for S, T in ((4, 10), (6, 13)):
+        q, k, v = _qkv(2, S, T, g)
+        dense = F.scaled_dot_product_attention(q, k, v, attn_mask=Append("causal").dense(S, T), enable_gqa=True)
+        torch.testing.assert_close(compiled(q, k, v), dense)
+
+
 SHARDED_LAYER = """
 import os, torch, torch.distributed as dist
 os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29563", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")

@@ -147,12 +147,16 @@ def attend(q: Tensor, k: Tensor, v: Tensor, a: Attend, enable_gqa: bool) -> Tens
 
         flex = _compiled(flex_attention) if q.device.type == "cuda" else flex_attention  # eager: the CPU's reference
         return flex(q, k, v, block_mask=a.block_mask, enable_gqa=enable_gqa)
-    mask = a.mask
+    mask, dense = a.mask, a.mask is not None
     if a.lower_right:
-        from torch.nn.attention.bias import causal_lower_right  # here: importing it imports dynamo (about 1.8 s)
+        S, K = q.shape[-2], k.shape[-2]
+        if torch.compiler.is_compiling():  # dynamo cannot build the bias inside a graph: the mask it stands for
+            mask, dense = torch.ones(S, K, dtype=torch.bool, device=q.device).tril(K - S), True
+        else:
+            from torch.nn.attention.bias import causal_lower_right  # here: importing it imports dynamo (about 1.8 s)
 
-        mask = causal_lower_right(q.shape[-2], k.shape[-2])
-    elif mask is not None and enable_gqa and q.device.type == "cuda":
+            mask = causal_lower_right(S, K)
+    if dense and enable_gqa and q.device.type == "cuda":
         # CUDA's kernels for grouped keys (flash) take no mask; the math kernel would make fp32 scores [B, H, S, K].
         # With the keys repeated per query head the memory-efficient kernel takes the mask.
         groups = q.shape[1] // k.shape[1]
