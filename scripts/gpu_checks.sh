@@ -15,6 +15,10 @@ set -uo pipefail
 out=$1 parts=${2:-dmdo,roofline}
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+# the device image's interpreter is python3 (no promise of `python` or `torchrun` on PATH); one node: the process
+# group's sockets on the loopback, whatever the machine's hostname resolves to
+py=${PYTHON:-python3}
+export GLOO_SOCKET_IFNAME=${GLOO_SOCKET_IFNAME:-lo} NCCL_SOCKET_IFNAME=${NCCL_SOCKET_IFNAME:-lo}
 mkdir -p "$out"
 if [ -n "${SMOKE:-}" ]; then
     device=cpu size=(--preset micro --layers 2 --image-size 64) model=(--preset micro) tokens=16,64 image=64
@@ -39,13 +43,13 @@ for p in ${parts//,/ }; do
     case $p in
         dmdo)  # its random model folders are GBs: they stay on the machine, the report comes back
             work=$(mktemp -d)
-            part dmdo "${DMDO_S:-330}" torchrun --nproc_per_node=1 scripts/gpu_dmdo_plan.py --device "$device" \
-                "${size[@]}" --out "$work"
+            part dmdo "${DMDO_S:-330}" "$py" -m torch.distributed.run --nproc_per_node=1 scripts/gpu_dmdo_plan.py \
+                --device "$device" "${size[@]}" --out "$work"
             cp "$work/dmdo-plan.json" "$out/" 2>/dev/null
             rm -rf "$work" ;;
-        roofline) part roofline "${ROOFLINE_S:-200}" python scripts/gpu_roofline.py "${model[@]}" --device "$device" \
+        roofline) part roofline "${ROOFLINE_S:-200}" "$py" scripts/gpu_roofline.py "${model[@]}" --device "$device" \
                       --tokens "$tokens" "${limits[@]}" --compile --out "$out/roofline.json" ;;
-        speed) part speed "${SPEED_S:-480}" python scripts/gpu_speed.py "${model[@]}" --device "$device" \
+        speed) part speed "${SPEED_S:-480}" "$py" scripts/gpu_speed.py "${model[@]}" --device "$device" \
                    --image-size "$image" --compile --out "$out/speed.json" ;;
         *) echo "unknown part '$p' (dmdo, roofline, speed)" >&2; exit 2 ;;
     esac

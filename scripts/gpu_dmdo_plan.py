@@ -24,20 +24,44 @@ from pathlib import Path
 
 import torch
 
+from hyperbagel.recipes.memory_plan import GIB
+from hyperbagel.training.distributed import barrier, init, is_main
+
+
+class Report:
+    """OUT/dmdo-plan.json, written before the steps, again after each step and when the run ends (a failure's
+    message included): a run cut short by its time limit or out of memory still returns its plan, phases and
+    steps. Written by the main process only."""
+
+    def __init__(self, path: Path, cuda: bool, result: dict):
+        self.path, self.cuda, self.result = path, cuda, result
+        self.start = time.perf_counter()
+        self.times: list[float] = []  # the moment of each step's log line (the first holds the setup)
+
+    def write(self) -> None:
+        steps = [b - a for a, b in zip([self.start, *self.times], self.times)]
+        self.result.update(step_s=steps[1:], first_step_with_setup_s=steps[0] if steps else None)
+        if self.cuda:
+            self.result.update(peak_allocated_gib=torch.cuda.max_memory_allocated() / GIB,
+                               peak_reserved_gib=torch.cuda.max_memory_reserved() / GIB)
+        if is_main():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.result, indent=1) + "\n")
+
 
 class StepTimes(logging.Handler):
-    """The moment of each of the recipe's per-step log lines (``log_every=1``), each also printed with the peak
-    memory so far: a run cut short by its time limit still shows what it measured."""
+    """Each of the recipe's per-step log lines (``log_every=1``): its moment into the report, and the line printed
+    with the peak memory so far."""
 
-    def __init__(self, cuda: bool):
+    def __init__(self, report: Report):
         super().__init__()
-        self.times: list[float] = []
-        self.cuda = cuda
+        self.report = report
 
     def emit(self, record: logging.LogRecord) -> None:
         if "step" in record.getMessage():
-            self.times.append(time.perf_counter())
-            peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if self.cuda else ""
+            self.report.times.append(time.perf_counter())
+            self.report.write()
+            peak = f", peak {self.report.result['peak_allocated_gib']:.1f} GiB" if self.report.cuda else ""
             print(f"{record.getMessage()}{peak}", flush=True)
 
 
@@ -54,16 +78,28 @@ def main() -> None:
     from hyperbagel.eval.random_folders import random_model_folder, random_student_folder
     from hyperbagel.recipes import distill_loop
     from hyperbagel.recipes.distill_dmdo import DMDOConfig, train_dmdo
-    from hyperbagel.recipes.memory_plan import GIB, PlanSettings, plan_stage
-    from hyperbagel.training.distributed import barrier, init, is_main
+    from hyperbagel.recipes.memory_plan import PlanSettings, plan_stage
 
     init(args.device)
     cuda = args.device.startswith("cuda")
-    phases, t = {}, time.perf_counter()
     settings = PlanSettings(preset=args.preset, gpus=1, batch=1, image_size=args.image_size, context_tokens=64,
                             layers=args.layers, vit_tokens=(args.image_size // 14) ** 2,
                             gpu_memory_gib=torch.cuda.get_device_properties(0).total_memory / GIB if cuda else 1e6)
     mcfg = settings.model_config()
+    plan = plan_stage("dmdo", settings)
+    phases: dict[str, float] = {}
+    report = Report(args.out / "dmdo-plan.json", cuda, {
+        "machine": f"{platform.node()} {torch.cuda.get_device_name(0) if cuda else platform.machine()}, "
+                   f"torch {torch.__version__}",
+        "settings": dataclasses.asdict(settings), "model": {"layers": mcfg.llm.num_layers,
+                                                            "hidden": mcfg.llm.hidden_size},
+        "phases_s": phases, "step_s": [], "first_step_with_setup_s": None,
+        "peak_allocated_gib": None, "peak_reserved_gib": None, "error": None,
+        "plan_gib": {k: v / GIB for k, v in plan.bytes.items()}, "plan_total_gib": plan.total / GIB,
+        "plan_params": {"trained": plan.trained_params, "frozen": plan.frozen_params},
+    })
+    report.write()
+    t = time.perf_counter()
     teacher, student = args.out / "teacher", args.out / "student"
     if is_main():
         random_model_folder(teacher, args.preset, generation_noise=0.02, init_std=0.02, config=mcfg)
@@ -78,32 +114,22 @@ def main() -> None:
                      fake_updates=1, fake_init="teacher", batch={"gen": 1, "edit": 1}, device=args.device,
                      bf16=True, ckpt_every=10**6, log_every=1,
                      sharding={"param_dtype": settings.param_dtype, "activation_checkpointing": True})
-    clock = StepTimes(cuda)
-    distill_loop.log.addHandler(clock)  # the logger of every stage's per-step lines
+    distill_loop.log.addHandler(StepTimes(report))  # the logger of every stage's per-step lines
     distill_loop.log.setLevel(logging.INFO)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    train_dmdo(cfg, progress=False)
-    phases["dmdo (setup, steps, final checkpoint)"] = time.perf_counter() - t
-    steps = [b - a for a, b in zip([t, *clock.times], clock.times)]  # the first holds the setup
-
-    plan = plan_stage("dmdo", settings)
-    result = {
-        "machine": f"{platform.node()} {torch.cuda.get_device_name(0) if cuda else platform.machine()}, "
-                   f"torch {torch.__version__}",
-        "settings": dataclasses.asdict(settings), "model": {"layers": mcfg.llm.num_layers,
-                                                            "hidden": mcfg.llm.hidden_size},
-        "phases_s": phases, "step_s": steps[1:], "first_step_with_setup_s": steps[0] if steps else None,
-        "peak_allocated_gib": torch.cuda.max_memory_allocated() / GIB if cuda else None,
-        "peak_reserved_gib": torch.cuda.max_memory_reserved() / GIB if cuda else None,
-        "plan_gib": {k: v / GIB for k, v in plan.bytes.items()}, "plan_total_gib": plan.total / GIB,
-        "plan_params": {"trained": plan.trained_params, "frozen": plan.frozen_params},
-    }
+    report.start = time.perf_counter()
+    try:
+        train_dmdo(cfg, progress=False)
+    except BaseException as err:  # out of memory, a signal: the report says so, then the error goes on
+        report.result["error"] = f"{type(err).__name__}: {err}"[:2000]
+        raise
+    finally:
+        phases["dmdo (setup, steps, final checkpoint)"] = time.perf_counter() - report.start
+        report.write()
     if is_main():
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "dmdo-plan.json").write_text(json.dumps(result, indent=1) + "\n")
-        print(json.dumps({k: result[k] for k in ("step_s", "peak_allocated_gib", "plan_total_gib", "phases_s")}))
+        print(json.dumps({k: report.result[k] for k in ("step_s", "peak_allocated_gib", "plan_total_gib",
+                                                         "phases_s")}))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 1. The limits, measured here: a large bf16 matmul (the compute roofline) and a device-to-device copy (memory
    bandwidth).
 2. Velocity forwards at each ``--tokens`` latent-token count over a short text context: their FLOPs (counted by
-   ``torch.utils.flop_counter`` on the real call), seconds, and the share of the measured matmul peak.
+   ``torch.utils.flop_counter`` on the real call, fused attention by ``attention_flops``), seconds, and the share of
+   the measured matmul peak.
 3. A decode step over a ``--context``-token cache: the bytes of the weights it must read (the understanding expert,
    the final norm, the LM head), and its seconds against bytes ÷ bandwidth.
 
@@ -33,6 +34,21 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from hyperbagel.model.context import Context, Forwarder  # noqa: E402
 from hyperbagel.model.presets import PRESETS, preset  # noqa: E402
 from hyperbagel.model.siglip import vit_position_ids  # noqa: E402
+
+
+def attention_flops(query_shape, key_shape, value_shape, *_, **__) -> int:
+    """FLOPs of one fused attention call: scores and their product with the values over every query head. Keys and
+    values may have fewer heads (grouped-query attention, BAGEL's 28 over 4): older torch's own formula asserts
+    equal head counts, and none counts the CPU's fused kernel."""
+    b, heads, queries, d = query_shape
+    keys, d_v = key_shape[-2], value_shape[-1]
+    return 2 * b * heads * queries * keys * (d + d_v)
+
+
+ATTENTION_OPS = [getattr(torch.ops.aten, name) for name in (
+    "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention_for_cpu")
+    if hasattr(torch.ops.aten, name)]
 
 
 def matmul_peak(device, dtype, timer: Timer, n: int, repeats: int) -> float:
@@ -77,7 +93,7 @@ def velocity_rows(fwd: Forwarder, model, cfg, tokens: int, context: int, timer: 
     call()  # warm-up (and, compiled, the compile)
     flops = None
     if not fwd.compiled:  # counted on the eager call (a dispatch mode would send a compiled one back to dynamo)
-        counter = FlopCounterMode(display=False)
+        counter = FlopCounterMode(display=False, custom_mapping=dict.fromkeys(ATTENTION_OPS, attention_flops))
         with counter:
             call()
         flops = counter.get_total_flops()

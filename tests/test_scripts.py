@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from hyperbagel.cli import build_parser
 from hyperbagel.distill.commands import bench_plan, stage_config
@@ -144,4 +145,22 @@ def test_the_prepared_gpu_dmdo_check_records_each_step_at_micro(tmp_path):
     assert (tmp_path / "status.txt").read_text().split() == ["dmdo", "0"], (tmp_path / "dmdo.log").read_text()[-3000:]
     report = json.loads((tmp_path / "dmdo-plan.json").read_text())
     assert len(report["step_s"]) == 3 and all(s > 0 for s in report["step_s"]), report["step_s"]
-    assert report["first_step_with_setup_s"] > 0 and report["plan_total_gib"] > 0
+    assert report["first_step_with_setup_s"] > 0 and report["plan_total_gib"] > 0 and report["error"] is None
+
+
+def test_the_roofline_counts_grouped_query_attention_over_every_query_head():
+    """gpu_roofline's FLOP count of a fused attention call with fewer key/value heads than query heads (BAGEL's 28
+    over 4; older torch's own formula asserts equal counts): scores and values over every query head."""
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from gpu_roofline import ATTENTION_OPS, attention_flops
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    q, k, v = torch.randn(2, 8, 5, 16), torch.randn(2, 2, 11, 16), torch.randn(2, 2, 11, 16)
+    counter = FlopCounterMode(display=False, custom_mapping=dict.fromkeys(ATTENTION_OPS, attention_flops))
+    with counter:
+        F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    assert counter.get_total_flops() == 2 * 2 * 8 * 5 * 11 * (16 + 16)
