@@ -151,7 +151,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, a: Attend, enable_gqa: bool) -> Tens
     if a.lower_right:
         S, K = q.shape[-2], k.shape[-2]
         if torch.compiler.is_compiling():  # dynamo cannot build the bias inside a graph: the mask it stands for
-            mask, dense = torch.ones(S, K, dtype=torch.bool, device=q.device).tril(K - S), True
+            mask, dense = Append("causal").dense(S, K, q.device), True
         else:
             from torch.nn.attention.bias import causal_lower_right  # here: importing it imports dynamo (about 1.8 s)
 
