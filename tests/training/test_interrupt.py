@@ -35,11 +35,33 @@ def test_a_signal_ends_the_loop_after_its_step_and_leaving_raises(signum):
     assert signal.getsignal(signum) is before  # the handlers are given back
 
 
-def test_a_second_signal_acts_at_once():
+@pytest.fixture
+def sigint_handler():
+    """Sets SIGINT's handler for the test and gives the old one back. A process started in the background by a
+    non-interactive shell (a CI runner's ``cmd &``) begins with SIGINT ignored, so the test cannot rely on
+    inheriting Python's own."""
+    before = signal.getsignal(signal.SIGINT)
+    yield lambda handler: signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGINT, before)
+
+
+def test_a_second_signal_acts_at_once(sigint_handler):
+    sigint_handler(signal.default_int_handler)
     with pytest.raises(KeyboardInterrupt):
         with graceful_stop() as stop:
             assert _loop(stop, 10, {2: signal.SIGINT}) == [1, 2]
             signal.raise_signal(signal.SIGINT)  # the second one is Python's own again
+
+
+def test_the_second_signal_goes_to_the_handler_there_before(sigint_handler):
+    seen = []
+    sigint_handler(lambda signum, _frame: seen.append(signum))
+    with pytest.raises(Interrupted):
+        with graceful_stop() as stop:
+            assert _loop(stop, 10, {2: signal.SIGINT}) == [1, 2]
+            assert seen == []  # the first one was ours
+            signal.raise_signal(signal.SIGINT)
+            assert seen == [signal.SIGINT]
 
 
 def test_without_a_signal_only_stop_after_ends_the_loop():
