@@ -76,6 +76,12 @@ def test_loss_decreases_and_understanding_path_learns(vae_file, tmp_path):
     assert h[-1]["und/ce"] < h[0]["und/ce"] - 0.5
 
 
+def _interactive_sigint() -> None:
+    """In the child: SIGINT as a terminal's foreground command has it (the suite may run in the background with
+    SIGINT ignored, which the child would inherit and keep)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_the_command_after_a_step_and_the_run_resumes_as_if_never_stopped(vae_file, tmp_path):
     """Ctrl-C reaches the whole process group, the data-loading worker included: the command finishes its step,
@@ -87,7 +93,7 @@ def test_ctrl_c_stops_the_command_after_a_step_and_the_run_resumes_as_if_never_s
     proc = subprocess.Popen(
         [sys.executable, "-m", "hyperbagel.cli", "train", "teacher", "--preset", "micro", "--vae", str(vae_file),
          "--out", str(out), "--config", str(tmp_path / "cfg.json"), "--workers", "1"],
-        stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_interactive_sigint)
     seen = []
     for line in proc.stderr:
         seen.append(line)

@@ -21,8 +21,19 @@ def _loop(stop, steps: int, signal_at: dict[int, int]) -> list[int]:
     return done
 
 
+@pytest.fixture
+def sigint_handler():
+    """Sets SIGINT's handler for the test and gives the old one back. A process started in the background by a
+    non-interactive shell (a CI runner's ``cmd &``) begins with SIGINT ignored, so a test cannot rely on
+    inheriting Python's own."""
+    before = signal.getsignal(signal.SIGINT)
+    yield lambda handler: signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_ends_the_loop_after_its_step_and_leaving_raises(signum):
+def test_a_signal_ends_the_loop_after_its_step_and_leaving_raises(signum, sigint_handler):
+    sigint_handler(signal.default_int_handler)
     before = signal.getsignal(signum)
     done = []
     with pytest.raises(Interrupted) as err:
@@ -33,16 +44,6 @@ def test_a_signal_ends_the_loop_after_its_step_and_leaving_raises(signum):
     assert err.value.exit_code == 128 + signum
     assert "resume" in str(err.value) and signal.Signals(signum).name in str(err.value)
     assert signal.getsignal(signum) is before  # the handlers are given back
-
-
-@pytest.fixture
-def sigint_handler():
-    """Sets SIGINT's handler for the test and gives the old one back. A process started in the background by a
-    non-interactive shell (a CI runner's ``cmd &``) begins with SIGINT ignored, so the test cannot rely on
-    inheriting Python's own."""
-    before = signal.getsignal(signal.SIGINT)
-    yield lambda handler: signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGINT, before)
 
 
 def test_a_second_signal_acts_at_once(sigint_handler):
@@ -91,3 +92,11 @@ def test_outside_the_main_thread_signals_are_left_alone():
     thread.start()
     thread.join()
     assert seen == {"handler": signal.getsignal(signal.SIGTERM), "due": True}
+
+
+def test_an_ignored_signal_stays_ignored(sigint_handler):
+    sigint_handler(signal.SIG_IGN)
+    with graceful_stop() as stop:
+        assert _loop(stop, 5, {2: signal.SIGINT}) == [1, 2, 3, 4, 5]
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN

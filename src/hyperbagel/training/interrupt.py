@@ -2,8 +2,10 @@
 
 Inside ``graceful_stop()`` the first SIGINT (Ctrl-C) or SIGTERM (``kill``, a scheduler's pre-emption) asks the
 loop to finish its step, write a checkpoint and stop; leaving the block then raises ``Interrupted``, and the same
-command resumes after that step. A second signal acts at once, as it would without this. Under ``torchrun`` the
-processes agree on the request every step (one small collective), so all of them stop after the same step.
+command resumes after that step. A second signal acts at once, as it would without this. A signal the process
+was started ignoring stays ignored, as Python leaves it (a non-interactive shell starts its background jobs with
+SIGINT ignored, so that a Ctrl-C meant for the script does not reach them). Under ``torchrun`` the processes agree
+on the request every step (one small collective), so all of them stop after the same step.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ class Stop:
 
 @contextlib.contextmanager
 def graceful_stop(stop_after: int | None = None) -> Iterator[Stop]:
-    """Catch SIGINT and SIGTERM for the block (in the main thread; elsewhere signals act as before) and raise
-    ``Interrupted`` when the block ends after one (also after one that came too late for the loop to see: the
-    work after the block would not be what was asked for)."""
+    """Catch SIGINT and SIGTERM for the block (in the main thread, and unless ignored; elsewhere signals act as
+    before) and raise ``Interrupted`` when the block ends after one (also after one that came too late for the
+    loop to see: the work after the block would not be what was asked for)."""
     stop = Stop(stop_after)
     previous: dict[int, object] = {}
 
@@ -59,7 +61,8 @@ def graceful_stop(stop_after: int | None = None) -> Iterator[Stop]:
 
     if threading.current_thread() is threading.main_thread():
         for signum in SIGNALS:
-            previous[signum] = signal.signal(signum, received)
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, received)
     try:
         yield stop
     finally:
