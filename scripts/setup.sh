@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs hyperbagel with its test, bench and demo dependencies, and the browser the demo's test drives.
 # torch==2.13.0 first: it is the CPU build that lies on this machine's disk; letting pip pick torch itself would pull
-# a multi-GB CUDA build (docs/environment.md). Debian's chromium + chromium-driver come from apt (a test tool's own
+# a multi-GB CUDA build. Debian's chromium + chromium-driver come from apt (a test tool's own
 # browser download does not work offline); apt-get update runs only when they are missing and not in the package
 # lists. Safe to re-run. HYPERBAGEL_SKIP_BROWSER=1 skips the browser (its test then skips, saying why).
 set -euo pipefail
