@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from hyperbagel.cli import build_parser
-from hyperbagel.distill.commands import bench_plan, stage_config
+from hyperbagel.commands.distill import bench_plan, stage_config
 from hyperbagel.errors import HyperBagelError
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"

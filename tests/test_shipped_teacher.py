@@ -81,7 +81,7 @@ def test_commands_default_to_the_shipped_teacher(tmp_path, capsys):
 def test_its_autoencoder_loads_on_its_own():
     """``train reward``'s default ``--vae`` (and the quickstart's, started from this teacher) is the folder's
     ``ae.safetensors``, which embeds no config of its own: it is read from the folder's ``config.json``."""
-    from hyperbagel.distill.commands import _default_autoencoder
+    from hyperbagel.commands.distill import _default_autoencoder
     from hyperbagel.model.checkpoint import load_pretrained
     from hyperbagel.recipes.vae import load_autoencoder
 

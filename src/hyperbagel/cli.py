@@ -22,11 +22,11 @@ PATH_ERRORS = {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EP
 
 # Modules exposing ``add_commands(subparsers)``. Order is the order of ``hyperbagel --help``.
 COMMAND_MODULES = [
-    "hyperbagel.world.commands",
-    "hyperbagel.commands",
-    "hyperbagel.distill.commands",
-    "hyperbagel.decode.commands",
-    "hyperbagel.serve.commands",
+    "hyperbagel.commands.world",
+    "hyperbagel.commands.models",
+    "hyperbagel.commands.distill",
+    "hyperbagel.commands.decode",
+    "hyperbagel.commands.serve",
     "hyperbagel.quickstart",
 ]
 

@@ -706,8 +706,9 @@ def add_commands(subparsers) -> None:
                     "paper's tables and write RUN/report.html. Every stage is cached: run it again to continue an "
                     "interrupted run or to rebuild only what is missing.")
     p.add_argument("--preset", default="tiny", choices=sorted(QUICKSTART_PRESETS),
-                   help="tiny: the Shapes World models from the shipped teacher (1 h 52 min measured on two idle cores); micro: a small run "
-                        "(under five minutes); smoke: every stage cut to the bone (seconds; measures nothing)")
+                   help="tiny: the Shapes World models from the shipped teacher (1 h 52 min measured on two idle "
+                        "cores); micro: a small run (under five minutes); smoke: every stage cut to the bone (seconds; "
+                        "measures nothing)")
     p.add_argument("--out", type=Path, default=None, help="the run folder (default: runs/<preset>)")
     p.add_argument("--config", type=Path, default=None, help="JSON file of QuickstartConfig overrides")
     p.add_argument("--teacher", default=None, metavar="FOLDER",

@@ -20,7 +20,7 @@ def test_a_crowd_gets_answers_or_busy_refusals_and_nothing_is_lost(server, tmp_p
 def test_the_demo_listens_on_localhost_unless_told_otherwise():
     import argparse
 
-    from hyperbagel.serve.commands import add_commands
+    from hyperbagel.commands.serve import add_commands
 
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command"))
@@ -69,7 +69,7 @@ def test_the_server_caps_malloc_arenas_and_trims_the_heap_on_glibc():
     import platform
     import threading
 
-    from hyperbagel.serve.commands import limit_malloc_arenas, trim_malloc_every
+    from hyperbagel.serve.malloc import limit_malloc_arenas, trim_malloc_every
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt(M_ARENA_MAX) and malloc_trim are glibc's")

@@ -1,2 +1,3 @@
-"""Generation distillation (Hyper-Bagel §3.2): pure loss functions per stage (``cfg``, ``tscd``, ``dmdo``), the
-latent discriminator, and the ``hyperbagel distill`` commands. The training loops live in ``recipes/``."""
+"""Generation distillation (Hyper-Bagel §3.2): pure loss functions per stage (``cfg``, ``tscd``, ``dmdo``, ``adp``,
+``refl``), the discriminators and the reward model. The training loops live in ``recipes/``, the ``hyperbagel
+distill`` commands in ``commands/distill.py``."""

@@ -6,23 +6,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hyperbagel.commands.groups import group
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.pretrained import DEFAULT_MODEL, MODEL_HELP
 
 VARIANT_NAMES = ("hyper-bagel", "eagle3", "no-zero-init", "no-ce", "no-zero-init-no-ce")
 
 
-def _group(subparsers, name: str, help: str, dest: str):
-    """The sub-command group ``name`` (``train``, ``bench``), created if no other module made it yet."""
-    parser = subparsers.choices.get(name) or subparsers.add_parser(name, help=help)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest=dest, metavar="WHAT", required=True)
-
 
 def add_commands(subparsers) -> None:
-    train = _group(subparsers, "train", "train a model", "train_command")
+    train = group(subparsers, "train", "train a model", "train_command")
     p = train.add_parser("draft", help="train a speculative-decoding draft for a target (builds its data first; "
                                        "resumes if OUT has a checkpoint)")
     p.add_argument("--target", type=Path, default=Path(DEFAULT_MODEL), help="the target: " + MODEL_HELP)
@@ -35,7 +28,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--config", type=Path, default=None, help="JSON file of DraftTrainConfig overrides")
     p.set_defaults(func=cmd_train_draft)
 
-    bench = _group(subparsers, "bench", "benchmarks", "bench_command")
+    bench = group(subparsers, "bench", "benchmarks", "bench_command")
     p = bench.add_parser("understand", help="speculative decoding vs plain decoding on vqa-shapes and think plans: "
                                             "τ, acceptance, tokens/s, speedup, greedy identity, Table 1 ablations")
     p.add_argument("--target", type=Path, default=Path(DEFAULT_MODEL), help=MODEL_HELP)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hyperbagel.decode.commands import _group, add_draft_args
+from hyperbagel.commands.decode import add_draft_args
+from hyperbagel.commands.groups import group
 from hyperbagel.pretrained import DEFAULT_MODEL, MODEL_HELP
 
 
@@ -16,7 +17,7 @@ def add_commands(subparsers) -> None:
     add_draft_args(p)
     p.set_defaults(func=cmd_serve)
 
-    bench = _group(subparsers, "bench", "benchmarks", "bench_command")
+    bench = group(subparsers, "bench", "benchmarks", "bench_command")
     p = bench.add_parser("demo", help="the demo under load: concurrent clients against a live server")
     p.add_argument("--ckpt", type=Path, default=None,
                    help="model folder (default: a random micro model with a student and a draft, made in OUT)")
@@ -31,9 +32,10 @@ def add_commands(subparsers) -> None:
 def cmd_serve(args) -> int:
     import logging
 
-    from hyperbagel.decode.commands import load_draft_from_args
+    from hyperbagel.commands.decode import load_draft_from_args
     from hyperbagel.pipeline import Pipeline
     from hyperbagel.serve.app import _gradio, launch
+    from hyperbagel.serve.malloc import limit_malloc_arenas, trim_malloc_every
 
     _gradio()  # a missing gradio, a bad address or a busy port is reported before the model loads
     check_address(args.host, args.port)
@@ -129,48 +131,3 @@ def cmd_bench_demo(args) -> int:
     atomic_write_text(json.dumps(record, indent=1) + "\n", args.out / "load.json")
     print(json.dumps(summary, indent=1))
     return 0 if alive and summary["failed"] == 0 and summary["lost"] == 0 else 1
-
-
-def _glibc():
-    """The C library when it is glibc (``mallopt``, ``malloc_trim``), else None."""
-    import ctypes
-    import ctypes.util
-    import platform
-
-    name = ctypes.util.find_library("c")
-    if platform.libc_ver()[0] != "glibc" or not name:
-        return None
-    try:
-        return ctypes.CDLL(name)
-    except OSError:
-        return None
-
-
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas for this process (``mallopt(M_ARENA_MAX)``, as ``MALLOC_ARENA_MAX`` would).
-
-    Gradio runs requests on a pool of threads, and glibc gives each thread an arena of its own, where the freed
-    tensors of varying sizes fragment: under 20 clients the server's memory kept growing by ~6 MB a minute with the
-    default arenas and by ~2 MB a minute with two (docs/demo.md). False where the C library is not glibc."""
-    libc = _glibc()
-    return bool(libc and libc.mallopt(-8, arenas))  # M_ARENA_MAX
-
-
-def trim_malloc_every(seconds: float = 10.0) -> bool:
-    """Hand freed heap memory back to the system every ``seconds`` (glibc's ``malloc_trim(0)``, on a daemon
-    thread). What still grew with two arenas was memory freed but kept by malloc: one trim by hand took a server
-    from 551 to 530 MB (docs/demo.md). False where the C library is not glibc."""
-    import threading
-    import time
-
-    libc = _glibc()
-    if libc is None:
-        return False
-
-    def trim() -> None:
-        while True:
-            time.sleep(seconds)
-            libc.malloc_trim(0)
-
-    threading.Thread(target=trim, name="malloc-trim", daemon=True).start()
-    return True

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from hyperbagel.commands.groups import group
 from hyperbagel.config_types import config_from_json
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.pretrained import DEFAULT_MODEL, MODEL_HELP, resolve
@@ -22,17 +22,9 @@ STAGES = {
 }
 
 
-def _group(subparsers, name: str, help: str, dest: str, metavar: str):
-    """The sub-command group ``name`` (``distill``, ``bench``), created unless another module made it already."""
-    parser = subparsers.choices.get(name) or subparsers.add_parser(name, help=help)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest=dest, metavar=metavar, required=True)
-
 
 def add_commands(subparsers) -> None:
-    dsub = _group(subparsers, "distill", "distil the generation branch (cfg → tscd → dmdo → adp → refl)",
+    dsub = group(subparsers, "distill", "distil the generation branch (cfg → tscd → dmdo → adp → refl)",
                   "distill_command", "STAGE")
     for stage, (text, init, out) in STAGES.items():
         p = dsub.add_parser(stage, help=text, description=text + ". Resumes if OUT has a checkpoint.")
@@ -48,7 +40,7 @@ def add_commands(subparsers) -> None:
                                 "their min by default)")
         p.set_defaults(func=cmd_distill, stage=stage)
 
-    tsub = _group(subparsers, "train", "train a model", "train_command", "MODEL")
+    tsub = group(subparsers, "train", "train a model", "train_command", "MODEL")
     p = tsub.add_parser("reward", help="the image–text reward model of ReFL (resumes if OUT has a checkpoint)",
                         description="Train the Shapes World reward model (ReFL's stand-in for HPSv3), then write its "
                                     "report: Spearman and AUC against the exact judge on held-out renders and on "
@@ -69,7 +61,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--report-only", action="store_true", help="skip training; report on the reward in OUT")
     p.set_defaults(func=cmd_train_reward)
 
-    bsub = _group(subparsers, "bench", "benchmarks", "bench_command", "WHAT")
+    bsub = group(subparsers, "bench", "benchmarks", "bench_command", "WHAT")
     for task, suite in (("generate", "geneval-shapes"), ("edit", "gedit-shapes")):
         p = bsub.add_parser(task, help=f"{suite}: the teacher, each stage and training-free 6-forward peers")
         p.add_argument("--teacher", type=Path, default=Path(DEFAULT_MODEL), help=MODEL_HELP)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hyperbagel.decode.commands import add_draft_args, load_draft_from_args
+from hyperbagel.commands.decode import add_draft_args, load_draft_from_args
+from hyperbagel.commands.groups import group
 from hyperbagel.errors import HyperBagelError
 from hyperbagel.pretrained import DEFAULT_MODEL, MODEL_HELP
 
@@ -47,9 +48,7 @@ def add_commands(subparsers) -> None:
                         "with --device cuda)")
     p.set_defaults(func=cmd_train_teacher)
 
-    from hyperbagel.decode.commands import _group
-
-    bench = _group(subparsers, "bench", "benchmarks", "bench_command")
+    bench = group(subparsers, "bench", "benchmarks", "bench_command")
     p = bench.add_parser("kills", help="SIGKILL recipes (micro) at random moments and during checkpoint writes, "
                                        "restart them, and check that they end as an uninterrupted run")
     p.add_argument("--recipes", default="vae,vit,teacher,draft,reward,cfg,tscd,dmdo,adp,refl,quickstart")
