@@ -13,7 +13,6 @@ from hyperbagel.pretrained import DEFAULT_MODEL, MODEL_HELP
 VARIANT_NAMES = ("hyper-bagel", "eagle3", "no-zero-init", "no-ce", "no-zero-init-no-ce")
 
 
-
 def add_commands(subparsers) -> None:
     train = group(subparsers, "train", "train a model", "train_command")
     p = train.add_parser("draft", help="train a speculative-decoding draft for a target (builds its data first; "

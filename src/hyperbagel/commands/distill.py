@@ -22,10 +22,9 @@ STAGES = {
 }
 
 
-
 def add_commands(subparsers) -> None:
     dsub = group(subparsers, "distill", "distil the generation branch (cfg → tscd → dmdo → adp → refl)",
-                  "distill_command", "STAGE")
+                 "distill_command", "STAGE")
     for stage, (text, init, out) in STAGES.items():
         p = dsub.add_parser(stage, help=text, description=text + ". Resumes if OUT has a checkpoint.")
         p.add_argument("--teacher", type=Path, default=Path(DEFAULT_MODEL), help="the teacher: " + MODEL_HELP)
@@ -61,7 +60,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--report-only", action="store_true", help="skip training; report on the reward in OUT")
     p.set_defaults(func=cmd_train_reward)
 
-    bsub = group(subparsers, "bench", "benchmarks", "bench_command", "WHAT")
+    bsub = group(subparsers, "bench", "benchmarks", "bench_command")
     for task, suite in (("generate", "geneval-shapes"), ("edit", "gedit-shapes")):
         p = bsub.add_parser(task, help=f"{suite}: the teacher, each stage and training-free 6-forward peers")
         p.add_argument("--teacher", type=Path, default=Path(DEFAULT_MODEL), help=MODEL_HELP)
